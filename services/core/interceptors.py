@@ -1,0 +1,146 @@
+"""The server interceptor every service runs: request ids, metrics, errors, access logs."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+
+from services.core.errors import InvalidArgument, SwitchboardError, internal_status
+from services.core.logs import request_id_var
+from services.core.metrics import RpcMetrics
+
+REQUEST_ID_HEADER = "x-request-id"
+
+log = logging.getLogger("switchboard.rpc")
+
+
+class _Malformed:
+    """Stands in for a request whose bytes could not be parsed."""
+
+
+_MALFORMED = _Malformed()
+
+
+class ServerInterceptor(grpc.ServerInterceptor):
+    """Wraps every handler so that each call is measured, logged and answers a clean status.
+
+    Domain errors become their status with details; a request that cannot be parsed
+    becomes INVALID_ARGUMENT (grpc's own answer would be INTERNAL); any other exception
+    becomes INTERNAL with an id that appears in the log next to the traceback.
+    """
+
+    def __init__(self, metrics: RpcMetrics) -> None:
+        self.metrics = metrics
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+        deserialize = _lenient(handler.request_deserializer)
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(
+                self._unary(method, handler.unary_unary),
+                request_deserializer=deserialize,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                self._streaming(method, handler.unary_stream),
+                request_deserializer=deserialize,
+                response_serializer=handler.response_serializer,
+            )
+        return handler  # client streaming is not used by Switchboard
+
+    def _unary(self, method: str, behaviour: Callable[..., Any]) -> Callable[..., Any]:
+        def handle(request: Any, context: grpc.ServicerContext) -> Any:
+            with _CallScope(self.metrics, method, context) as scope:
+                scope.reject_if_malformed(request)
+                return behaviour(request, context)
+            return None  # the scope aborted the call
+
+        return handle
+
+    def _streaming(self, method: str, behaviour: Callable[..., Any]) -> Callable[..., Any]:
+        def handle(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            with _CallScope(self.metrics, method, context) as scope:
+                scope.reject_if_malformed(request)
+                yield from behaviour(request, context)
+
+        return handle
+
+
+class _CallScope:
+    """Context for one call: binds the request id and turns exceptions into statuses."""
+
+    def __init__(self, metrics: RpcMetrics, method: str, context: grpc.ServicerContext) -> None:
+        self.metrics = metrics
+        self.method = method
+        self.context = context
+
+    def __enter__(self) -> _CallScope:
+        metadata = dict(self.context.invocation_metadata())
+        request_id = str(metadata.get(REQUEST_ID_HEADER) or uuid.uuid4().hex)
+        self.token = request_id_var.set(request_id)
+        self.context.set_trailing_metadata(((REQUEST_ID_HEADER, request_id),))
+        self.started = time.perf_counter()
+        return self
+
+    def reject_if_malformed(self, request: Any) -> None:
+        if request is _MALFORMED:
+            raise InvalidArgument.field("request", "the request bytes are not a valid message")
+
+    def __exit__(self, exc_type: Any, error: BaseException | None, _tb: Any) -> None:
+        status: grpc.Status | None = None
+        if isinstance(error, SwitchboardError):
+            status = error.to_status()
+            log.info("rejected %s: %s", self.method, error.message, extra={"reason": error.reason})
+        elif (
+            error is not None
+            # A client that stops reading a stream closes the generator; not a fault.
+            and not isinstance(error, GeneratorExit)
+            and not _already_aborted(self.context)
+        ):
+            error_id = uuid.uuid4().hex[:12]
+            log.error("unexpected error %s in %s", error_id, self.method, exc_info=error)
+            status = internal_status(error_id)
+        code = status.code if status is not None else (_code_of(self.context) or grpc.StatusCode.OK)
+        code_name = code.name if isinstance(code, grpc.StatusCode) else str(code)
+        self.metrics.observe(self.method, code_name, time.perf_counter() - self.started)
+        request_id_var.reset(self.token)
+        if status is not None:
+            # abort raises, which is how grpc ends the call with this status.
+            self.context.abort_with_status(status)
+
+
+def _code_of(context: grpc.ServicerContext) -> grpc.StatusCode | None:
+    # The runtime context has code() (grpcio >= 1.38); the stubs do not declare it yet.
+    code: grpc.StatusCode | None = getattr(context, "code")()  # noqa: B009
+    return code
+
+
+def _already_aborted(context: grpc.ServicerContext) -> bool:
+    code = _code_of(context)
+    return code is not None and code != grpc.StatusCode.OK
+
+
+def _lenient(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserialize is None:
+        return None
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except Exception:
+            return _MALFORMED
+
+    return parse

@@ -1,0 +1,71 @@
+"""Configuration from the environment (``SWITCHBOARD_*``), built once by the CLI and passed down.
+
+Nothing reads the environment at import time: tests build their own ``Settings`` with a
+throwaway database and port 0.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SUPPORTED_DATABASE_SCHEMES = ("sqlite", "postgresql")
+
+
+class Settings(BaseSettings):
+    """Every setting Switchboard reads; the README's configuration table mirrors this class."""
+
+    model_config = SettingsConfigDict(env_prefix="SWITCHBOARD_", frozen=True, extra="ignore")
+
+    data_dir: Path = Field(
+        default=Path("var"), description="Where the embedded defaults keep their files."
+    )
+    database_url: str = Field(
+        default="",
+        description="SQLAlchemy URL of the store; empty means SQLite at DATA_DIR/switchboard.db.",
+    )
+    redis_url: str = Field(
+        default="",
+        description="Redis URL for the Celery broker and the decision cache; empty means "
+        "embedded (SQLite broker, in-process cache).",
+    )
+    profiles_address: str = "127.0.0.1:50051"
+    segments_address: str = "127.0.0.1:50052"
+    routing_address: str = "127.0.0.1:50053"
+    profiles_metrics_port: int = 9151
+    segments_metrics_port: int = 9152
+    routing_metrics_port: int = 9153
+    metrics_host: str = "127.0.0.1"
+    log_level: str = "INFO"
+    grpc_max_workers: int = Field(default=32, ge=1, le=1024)
+    grpc_shutdown_grace_seconds: float = Field(default=10.0, ge=0)
+    call_deadline_seconds: float = Field(
+        default=5.0, gt=0, description="Deadline of every cross-service call."
+    )
+    usage_retention_days: int = Field(
+        default=90, ge=15, description="Raw usage events older than this are pruned."
+    )
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, url: str) -> str:
+        scheme = url.split(":", 1)[0].split("+", 1)[0]
+        if url and scheme not in SUPPORTED_DATABASE_SCHEMES:
+            raise ValueError(f"unsupported database {scheme!r}; use sqlite or postgresql")
+        return url
+
+    @property
+    def effective_database_url(self) -> str:
+        """The store actually used: the configured URL, or the embedded SQLite file."""
+        return self.database_url or f"sqlite:///{self.data_dir / 'switchboard.db'}"
+
+    @property
+    def broker_url(self) -> str:
+        """Celery's broker: Redis in production, a SQLite file when nothing is configured."""
+        return self.redis_url or f"sqla+sqlite:///{self.data_dir / 'broker.db'}"
+
+    @property
+    def uses_embedded_defaults(self) -> bool:
+        return not self.database_url and not self.redis_url

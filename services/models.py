@@ -1,0 +1,5 @@
+"""Every table of every service, so that migrations see one complete schema."""
+
+
+def import_all_models() -> None:
+    import services.profiles.models  # noqa: F401

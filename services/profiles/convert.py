@@ -1,0 +1,139 @@
+"""Translation between profiles protobuf messages and domain values."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import UTC
+from typing import Any
+
+from google.protobuf import json_format, struct_pb2
+from switchboard.profiles.v1 import profiles_pb2 as pb
+
+from services.core.errors import FieldViolation, InvalidArgument
+from services.profiles.domain import (
+    OUTPUT_ONLY_FIELDS,
+    SCALAR_FIELDS,
+    WRITABLE_FIELDS,
+    ChangeKind,
+    Customer,
+    CustomerChange,
+)
+
+_OPTIONAL_NUMBERS = ("seats", "arr", "employee_count", "annual_revenue", "health_score", "nps")
+_CHANGE_KINDS = {
+    ChangeKind.CREATED: pb.CHANGE_KIND_CREATED,
+    ChangeKind.UPDATED: pb.CHANGE_KIND_UPDATED,
+    ChangeKind.TAGS_CHANGED: pb.CHANGE_KIND_TAGS_CHANGED,
+    ChangeKind.USAGE_RECORDED: pb.CHANGE_KIND_USAGE_RECORDED,
+    ChangeKind.DELETED: pb.CHANGE_KIND_DELETED,
+}
+
+
+def customer_to_proto(customer: Customer) -> pb.Customer:
+    message = pb.Customer(
+        customer_id=customer.customer_id,
+        external_ids=customer.external_ids,
+        tags=customer.tags,
+        traits=customer.traits,
+        etag=customer.etag,
+    )
+    for name, value in customer.values.items():
+        if name == "signup_time":
+            message.signup_time.FromDatetime(value)
+        else:
+            setattr(message, name, value)
+    if customer.attributes:
+        message.attributes.update(customer.attributes)
+    message.create_time.FromDatetime(customer.create_time)
+    message.update_time.FromDatetime(customer.update_time)
+    return message
+
+
+def values_from_proto(message: pb.Customer, fields: Iterable[str] | None = None) -> dict[str, Any]:
+    """Domain values of ``message``: the named ``fields`` (empty ones clear), or, without
+    names, every field that is set."""
+    names = WRITABLE_FIELDS if fields is None else tuple(fields)
+    values: dict[str, Any] = {}
+    for name in names:
+        present = _is_set(message, name)
+        if fields is None and not present:
+            continue
+        values[name] = _read(message, name) if present else _empty(name)
+    return values
+
+
+def _is_set(message: pb.Customer, name: str) -> bool:
+    if name in _OPTIONAL_NUMBERS or name in ("signup_time", "attributes"):
+        return message.HasField(name)  # type: ignore[arg-type]
+    return bool(getattr(message, name))
+
+
+def _read(message: pb.Customer, name: str) -> Any:
+    if name == "signup_time":
+        return message.signup_time.ToDatetime(tzinfo=UTC)
+    if name == "attributes":
+        return struct_to_dict(message.attributes)
+    if name == "external_ids":
+        return dict(message.external_ids)
+    if name == "tags":
+        return list(message.tags)
+    return getattr(message, name)
+
+
+def _empty(name: str) -> Any:
+    if name == "external_ids" or name == "attributes":
+        return {}
+    if name == "tags":
+        return []
+    if name in _OPTIONAL_NUMBERS or name == "signup_time":
+        return None
+    return ""
+
+
+def struct_to_dict(struct: struct_pb2.Struct) -> dict[str, Any]:
+    converted: dict[str, Any] = json_format.MessageToDict(struct)
+    return converted
+
+
+def parse_update_mask(paths: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Split mask paths into whole fields and single custom fields (``attributes.KEY``)."""
+    fields: list[str] = []
+    attribute_keys: list[str] = []
+    problems: list[FieldViolation] = []
+    for index, path in enumerate(paths):
+        if path.startswith("attributes.") and len(path) > len("attributes."):
+            attribute_keys.append(path.removeprefix("attributes."))
+        elif path in WRITABLE_FIELDS:
+            fields.append(path)
+        elif path in OUTPUT_ONLY_FIELDS:
+            problems.append(
+                FieldViolation(f"update_mask.paths[{index}]", f"{path!r} cannot be updated")
+            )
+        else:
+            problems.append(
+                FieldViolation(f"update_mask.paths[{index}]", f"{path!r} is not a Customer field")
+            )
+    if problems:
+        raise InvalidArgument(problems)
+    return fields, attribute_keys
+
+
+def change_to_proto(change: CustomerChange) -> pb.CustomerChange:
+    message = pb.CustomerChange(
+        sequence=change.sequence,
+        customer_id=change.customer_id,
+        kind=_CHANGE_KINDS[change.kind],
+        changed_fields=change.changed_fields,
+    )
+    message.change_time.FromDatetime(change.change_time)
+    return message
+
+
+__all__ = [
+    "SCALAR_FIELDS",
+    "change_to_proto",
+    "customer_to_proto",
+    "parse_update_mask",
+    "struct_to_dict",
+    "values_from_proto",
+]

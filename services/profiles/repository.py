@@ -1,0 +1,724 @@
+"""Storage of customers, their external ids, tags, usage events and the change log.
+
+Every write that changes a customer appends to the change log in the same transaction, so
+a consumer of the log can never see a change that was rolled back, or miss one that was
+committed. On PostgreSQL, writers take one advisory lock before appending: sequence numbers
+are then committed in order, and a reader that has seen sequence N will never later find a
+smaller one appear.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+from collections import defaultdict
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    Engine,
+    Table,
+    and_,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    select,
+    text,
+    tuple_,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
+
+from services.core.db import UTCDateTime, is_postgresql, read_session, write_transaction
+from services.core.errors import AlreadyExists, Conflict, FieldViolation, InvalidArgument, NotFound
+from services.profiles.domain import (
+    SCALAR_FIELDS,
+    ChangeKind,
+    Customer,
+    CustomerChange,
+    ExternalIdKey,
+    UsageEvent,
+    etag_for,
+)
+from services.profiles.logic import MetricWindows, trait_window_bounds, traits_from_windows
+from services.profiles.models import (
+    CustomerChangeRow,
+    CustomerRow,
+    ExternalIdRow,
+    TagRow,
+    UsageEventRow,
+)
+
+customers: Table = CustomerRow.__table__  # type: ignore[attr-defined]
+external_ids: Table = ExternalIdRow.__table__  # type: ignore[attr-defined]
+tags: Table = TagRow.__table__  # type: ignore[attr-defined]
+usage_events: Table = UsageEventRow.__table__  # type: ignore[attr-defined]
+changes: Table = CustomerChangeRow.__table__  # type: ignore[attr-defined]
+
+# Arbitrary constant naming the change-log lock for pg_advisory_xact_lock.
+_CHANGE_LOG_LOCK = 0x5B0C_0001
+# Stay well inside SQLite's bound-parameter limit when filtering by many keys.
+_IN_CHUNK = 500
+
+
+def new_customer_id(now: datetime) -> str:
+    """Time-ordered ids, so that listing by id roughly follows creation order."""
+    return f"cu_{int(now.timestamp() * 1000):012x}{secrets.token_hex(5)}"
+
+
+@dataclass(frozen=True)
+class CustomerFilter:
+    plan: str = ""
+    tag: str = ""
+    updated_since: datetime | None = None
+
+
+@dataclass(frozen=True)
+class UpsertRecord:
+    """A validated record of an upsert batch, with its position in the request."""
+
+    index: int
+    values: Mapping[str, Any]
+    customer_id: str = ""
+
+
+@dataclass
+class UpsertOutcome:
+    index: int
+    outcome: str  # "created" | "updated" | "unchanged" | "rejected"
+    customer_id: str = ""
+    violations: list[FieldViolation] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class UsageRecordResult:
+    recorded: int
+    duplicates: int
+
+
+class CustomerRepository:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    # ---- reads -------------------------------------------------------------------------
+
+    def get(self, *, customer_id: str, now: datetime) -> Customer:
+        with read_session(self.engine) as session:
+            found = _load(session, [customer_id], now)
+        if customer_id not in found:
+            raise NotFound("customer", customer_id)
+        return found[customer_id]
+
+    def get_by_external_id(self, *, key: ExternalIdKey, now: datetime) -> Customer:
+        with read_session(self.engine) as session:
+            customer_id = session.execute(
+                select(external_ids.c.customer_id).where(
+                    external_ids.c.system == key.system,
+                    external_ids.c.external_id == key.external_id,
+                )
+            ).scalar_one_or_none()
+            found = _load(session, [customer_id], now) if customer_id else {}
+        if not customer_id or customer_id not in found:
+            raise NotFound("customer", f"{key.system}:{key.external_id}")
+        return found[customer_id]
+
+    def batch_get(self, *, customer_ids: Sequence[str], now: datetime) -> list[Customer]:
+        with read_session(self.engine) as session:
+            found = _load(session, customer_ids, now)
+        for customer_id in customer_ids:
+            if customer_id not in found:
+                raise NotFound("customer", customer_id)
+        return [found[customer_id] for customer_id in customer_ids]
+
+    def list_page(
+        self, *, where: CustomerFilter, after_id: str, limit: int, now: datetime
+    ) -> tuple[list[Customer], str]:
+        """A page of customers ordered by id, and the last id when more may follow."""
+        query = select(customers.c.customer_id).order_by(customers.c.customer_id).limit(limit + 1)
+        if after_id:
+            query = query.where(customers.c.customer_id > after_id)
+        if where.plan:
+            query = query.where(customers.c.plan == where.plan)
+        if where.updated_since:
+            query = query.where(customers.c.update_time >= where.updated_since)
+        if where.tag:
+            query = query.where(
+                customers.c.customer_id.in_(
+                    select(tags.c.customer_id).where(tags.c.tag == where.tag)
+                )
+            )
+        with read_session(self.engine) as session:
+            ids = list(session.execute(query).scalars())
+            more = len(ids) > limit
+            ids = ids[:limit]
+            found = _load(session, ids, now)
+        return [found[i] for i in ids if i in found], (ids[-1] if more and ids else "")
+
+    def list_changes(self, *, after_sequence: int, limit: int) -> list[CustomerChange]:
+        query = (
+            select(changes)
+            .where(changes.c.sequence > after_sequence)
+            .order_by(changes.c.sequence)
+            .limit(limit)
+        )
+        with read_session(self.engine) as session:
+            rows = session.execute(query).all()
+        return [
+            CustomerChange(
+                sequence=row.sequence,
+                customer_id=row.customer_id,
+                kind=ChangeKind(row.kind),
+                changed_fields=tuple(row.changed_fields or ()),
+                change_time=row.change_time,
+            )
+            for row in rows
+        ]
+
+    # ---- writes ------------------------------------------------------------------------
+
+    def create(self, *, customer_id: str, values: Mapping[str, Any], now: datetime) -> Customer:
+        customer_id = customer_id or new_customer_id(now)
+        try:
+            with write_transaction(self.engine) as session:
+                _lock_change_log(session)
+                exists = session.execute(
+                    select(customers.c.customer_id).where(customers.c.customer_id == customer_id)
+                ).first()
+                if exists:
+                    raise AlreadyExists("customer", customer_id)
+                _ensure_external_ids_free(session, {customer_id: values.get("external_ids", {})})
+                _insert_customers(session, [(customer_id, values)], now)
+                _append_changes(session, [(customer_id, ChangeKind.CREATED, sorted(values))], now)
+        except IntegrityError as error:
+            raise _conflict_from(error, customer_id) from error
+        return self.get(customer_id=customer_id, now=now)
+
+    def update(
+        self,
+        *,
+        customer_id: str,
+        values: Mapping[str, Any],
+        attribute_patch: Mapping[str, Any],
+        removed_attributes: Collection[str],
+        expected_etag: str,
+        now: datetime,
+    ) -> Customer:
+        """Write the given fields; ``attribute_patch`` sets and ``removed_attributes`` drops
+        single custom fields (from update_mask paths such as ``attributes.contract_type``)."""
+        try:
+            with write_transaction(self.engine) as session:
+                _lock_change_log(session)
+                stored = _load_for_update(session, customer_id, now)
+                _check_etag(stored, expected_etag)
+                incoming = dict(values)
+                if attribute_patch or removed_attributes:
+                    merged = dict(incoming.get("attributes", stored.attributes))
+                    merged.update(attribute_patch)
+                    for key in removed_attributes:
+                        merged.pop(key, None)
+                    incoming["attributes"] = merged
+                changed = _changed_fields(stored, incoming)
+                if changed:
+                    if "external_ids" in changed:
+                        _ensure_external_ids_free(session, {customer_id: incoming["external_ids"]})
+                    _write_changes(session, stored, incoming, changed, now, replace=True)
+                    _append_changes(session, [(customer_id, ChangeKind.UPDATED, changed)], now)
+        except IntegrityError as error:
+            raise _conflict_from(error, customer_id) from error
+        return self.get(customer_id=customer_id, now=now)
+
+    def delete(self, *, customer_id: str, expected_etag: str, now: datetime) -> None:
+        with write_transaction(self.engine) as session:
+            _lock_change_log(session)
+            stored = _load_for_update(session, customer_id, now)
+            _check_etag(stored, expected_etag)
+            for table in (usage_events, tags, external_ids, customers):
+                session.execute(delete(table).where(table.c.customer_id == customer_id))
+            _append_changes(session, [(customer_id, ChangeKind.DELETED, [])], now)
+
+    def change_tags(
+        self, *, customer_id: str, add: Iterable[str], remove: Iterable[str], now: datetime
+    ) -> Customer:
+        with write_transaction(self.engine) as session:
+            _lock_change_log(session)
+            stored = _load_for_update(session, customer_id, now)
+            wanted = (set(stored.tags) | set(add)) - set(remove)
+            if wanted != set(stored.tags):
+                incoming = {"tags": tuple(sorted(wanted))}
+                _write_changes(session, stored, incoming, ["tags"], now, replace=True)
+                _append_changes(session, [(customer_id, ChangeKind.TAGS_CHANGED, ["tags"])], now)
+        return self.get(customer_id=customer_id, now=now)
+
+    def upsert(
+        self, *, system: str, records: Sequence[UpsertRecord], now: datetime
+    ) -> list[UpsertOutcome]:
+        """Create or update records keyed by their ``system`` external id, all in one
+        transaction. Only the fields present in a record are compared and written."""
+        try:
+            with write_transaction(self.engine) as session:
+                _lock_change_log(session)
+                return _upsert(session, system, records, now)
+        except IntegrityError as error:
+            # A concurrent writer created one of these keys after we looked; the caller
+            # retries the batch, which then sees the customer as existing.
+            raise Conflict(
+                "a concurrent write touched the same customers; retry the batch",
+                reason="CONCURRENT_UPSERT",
+            ) from error
+
+    def record_usage(self, *, events: Sequence[UsageEvent], now: datetime) -> UsageRecordResult:
+        with write_transaction(self.engine) as session:
+            _lock_change_log(session)
+            customer_ids = sorted({event.customer_id for event in events})
+            known = set(_select_in(session, customers.c.customer_id, customer_ids))
+            for event in events:
+                if event.customer_id not in known:
+                    raise NotFound("customer", event.customer_id)
+            keyed = [(e.customer_id, e.event_id) for e in events if e.event_id]
+            seen = {
+                (row.customer_id, row.event_id)
+                for chunk in _chunks(keyed)
+                for row in session.execute(
+                    select(usage_events.c.customer_id, usage_events.c.event_id).where(
+                        tuple_(usage_events.c.customer_id, usage_events.c.event_id).in_(chunk)
+                    )
+                )
+            }
+            fresh = []
+            for event in events:
+                key = (event.customer_id, event.event_id)
+                if event.event_id and key in seen:
+                    continue
+                if event.event_id:
+                    seen.add(key)
+                fresh.append(event)
+            if fresh:
+                session.execute(
+                    insert(usage_events),
+                    [
+                        {
+                            "customer_id": e.customer_id,
+                            "metric": e.metric,
+                            "value": e.value,
+                            "occur_time": e.occur_time,
+                            "event_id": e.event_id,
+                        }
+                        for e in fresh
+                    ],
+                )
+                touched = sorted({e.customer_id for e in fresh})
+                _append_changes(
+                    session, [(c, ChangeKind.USAGE_RECORDED, ["traits"]) for c in touched], now
+                )
+        return UsageRecordResult(recorded=len(fresh), duplicates=len(events) - len(fresh))
+
+    def prune_usage_events(self, *, older_than: datetime) -> int:
+        """Drop raw events no trait window can reach any more; returns how many."""
+        with write_transaction(self.engine) as session:
+            result = session.execute(
+                delete(usage_events).where(usage_events.c.occur_time < older_than)
+            )
+        return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+# ---- page tokens ---------------------------------------------------------------------------
+
+
+def encode_page_token(last_id: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"after": last_id}).encode()).decode()
+
+
+def decode_page_token(token: str) -> str:
+    if not token:
+        return ""
+    try:
+        after = json.loads(base64.urlsafe_b64decode(token.encode()))["after"]
+    except (ValueError, KeyError, TypeError) as error:
+        raise InvalidArgument.field("page_token", "not a token from a previous page") from error
+    if not isinstance(after, str):
+        raise InvalidArgument.field("page_token", "not a token from a previous page")
+    return after
+
+
+# ---- helpers -------------------------------------------------------------------------------
+
+
+def _chunks(items: Sequence[Any], size: int = _IN_CHUNK) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _select_in(session: Session, column: Any, values: Sequence[Any]) -> list[Any]:
+    found: list[Any] = []
+    for chunk in _chunks(values):
+        found.extend(session.execute(select(column).where(column.in_(chunk))).scalars())
+    return found
+
+
+def _lock_change_log(session: Session) -> None:
+    if is_postgresql(session.get_bind()):  # type: ignore[arg-type]
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _CHANGE_LOG_LOCK})
+
+
+def _load(session: Session, customer_ids: Sequence[str], now: datetime) -> dict[str, Customer]:
+    """Full customers (with ids, tags and traits) in four queries, whatever their number."""
+    if not customer_ids:
+        return {}
+    ids = list(dict.fromkeys(customer_ids))
+    rows: list[Any] = []
+    external: dict[str, dict[str, str]] = defaultdict(dict)
+    tag_sets: dict[str, list[str]] = defaultdict(list)
+    for chunk in _chunks(ids):
+        rows.extend(session.execute(select(customers).where(customers.c.customer_id.in_(chunk))))
+        for ext in session.execute(
+            select(external_ids).where(external_ids.c.customer_id.in_(chunk))
+        ):
+            external[ext.customer_id][ext.system] = ext.external_id
+        for tag in session.execute(
+            select(tags).where(tags.c.customer_id.in_(chunk)).order_by(tags.c.tag)
+        ):
+            tag_sets[tag.customer_id].append(tag.tag)
+    traits = _traits(session, ids, now)
+    loaded = {}
+    for row in rows:
+        mapping = row._mapping
+        loaded[row.customer_id] = Customer(
+            customer_id=row.customer_id,
+            create_time=row.create_time,
+            update_time=row.update_time,
+            version=row.version,
+            external_ids=external.get(row.customer_id, {}),
+            tags=tuple(tag_sets.get(row.customer_id, ())),
+            attributes=dict(row.attributes or {}),
+            traits=traits.get(row.customer_id, {}),
+            values={
+                name: mapping[name] for name in SCALAR_FIELDS if mapping[name] not in (None, "")
+            },
+        )
+    return loaded
+
+
+def _traits(session: Session, ids: Sequence[str], now: datetime) -> dict[str, dict[str, float]]:
+    prev_start, week_start = trait_window_bounds(now)
+    bound_week = bindparam("week_start", week_start, type_=UTCDateTime)
+    bound_prev = bindparam("prev_start", prev_start, type_=UTCDateTime)
+    last_7d = func.sum(
+        case((usage_events.c.occur_time > bound_week, usage_events.c.value), else_=0)
+    )
+    prev_7d = func.sum(
+        case(
+            (
+                and_(
+                    usage_events.c.occur_time > bound_prev, usage_events.c.occur_time <= bound_week
+                ),
+                usage_events.c.value,
+            ),
+            else_=0,
+        )
+    )
+    windows: dict[str, list[MetricWindows]] = defaultdict(list)
+    for chunk in _chunks(ids):
+        query = (
+            select(usage_events.c.customer_id, usage_events.c.metric, last_7d, prev_7d)
+            .where(
+                usage_events.c.customer_id.in_(chunk),
+                usage_events.c.occur_time <= bindparam("now", now, type_=UTCDateTime),
+            )
+            .group_by(usage_events.c.customer_id, usage_events.c.metric)
+        )
+        for customer_id, metric, last, prev in session.execute(query):
+            windows[customer_id].append(MetricWindows(metric, float(last or 0), float(prev or 0)))
+    return {customer_id: traits_from_windows(w) for customer_id, w in windows.items()}
+
+
+def _load_for_update(session: Session, customer_id: str, now: datetime) -> Customer:
+    # Row lock on PostgreSQL; SQLite write transactions already hold the database lock.
+    session.execute(
+        select(customers.c.customer_id)
+        .where(customers.c.customer_id == customer_id)
+        .with_for_update()
+    )
+    found = _load(session, [customer_id], now)
+    if customer_id not in found:
+        raise NotFound("customer", customer_id)
+    return found[customer_id]
+
+
+def _check_etag(stored: Customer, expected_etag: str) -> None:
+    if expected_etag and expected_etag != stored.etag:
+        raise Conflict(
+            f"customer {stored.customer_id!r} changed since etag {expected_etag} was read "
+            f"(now {stored.etag}); read it again and retry",
+            reason="STALE_ETAG",
+        )
+
+
+def _stored_value(stored: Customer, name: str) -> Any:
+    if name == "external_ids":
+        return stored.external_ids
+    if name == "tags":
+        return stored.tags
+    if name == "attributes":
+        return stored.attributes
+    return stored.values.get(name)
+
+
+def _changed_fields(stored: Customer, incoming: Mapping[str, Any]) -> list[str]:
+    changed = []
+    for name, value in incoming.items():
+        before = _stored_value(stored, name)
+        empty = value in (None, "") and before in (None, "")
+        if not empty and before != value:
+            changed.append(name)
+    return changed
+
+
+def _ensure_external_ids_free(session: Session, wanted: Mapping[str, Mapping[str, str]]) -> None:
+    """Refuse external ids that already belong to a different customer."""
+    pairs = [(system, ext) for ids in wanted.values() for system, ext in ids.items()]
+    owners = _external_id_owners(session, pairs)
+    for customer_id, ids in wanted.items():
+        for system, ext in ids.items():
+            owner = owners.get((system, ext))
+            if owner and owner != customer_id:
+                raise AlreadyExists("external id", f"{system}:{ext}")
+
+
+def _external_id_owners(
+    session: Session, pairs: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], str]:
+    owners: dict[tuple[str, str], str] = {}
+    for chunk in _chunks(list(dict.fromkeys(pairs))):
+        for row in session.execute(
+            select(external_ids).where(
+                tuple_(external_ids.c.system, external_ids.c.external_id).in_(chunk)
+            )
+        ):
+            owners[(row.system, row.external_id)] = row.customer_id
+    return owners
+
+
+def _insert_customers(
+    session: Session, records: Sequence[tuple[str, Mapping[str, Any]]], now: datetime
+) -> None:
+    customer_rows: list[dict[str, Any]] = []
+    id_rows: list[dict[str, str]] = []
+    tag_rows: list[dict[str, str]] = []
+    for customer_id, values in records:
+        row = {name: values.get(name, _column_default(name)) for name in SCALAR_FIELDS}
+        row.update(
+            customer_id=customer_id,
+            attributes=dict(values.get("attributes", {})),
+            create_time=now,
+            update_time=now,
+            version=1,
+        )
+        customer_rows.append(row)
+        id_rows.extend(
+            {"customer_id": customer_id, "system": system, "external_id": ext}
+            for system, ext in values.get("external_ids", {}).items()
+        )
+        tag_rows.extend({"customer_id": customer_id, "tag": tag} for tag in values.get("tags", ()))
+    if customer_rows:
+        session.execute(insert(customers), customer_rows)
+    if id_rows:
+        session.execute(insert(external_ids), id_rows)
+    if tag_rows:
+        session.execute(insert(tags), tag_rows)
+
+
+def _column_default(name: str) -> Any:
+    return None if customers.c[name].nullable and name not in _TEXT_COLUMNS else ""
+
+
+_TEXT_COLUMNS = frozenset(
+    name for name in SCALAR_FIELDS if customers.c[name].type.python_type is str
+)
+
+
+def _write_changes(
+    session: Session,
+    stored: Customer,
+    incoming: Mapping[str, Any],
+    changed: Sequence[str],
+    now: datetime,
+    *,
+    replace: bool,
+) -> None:
+    """Write ``changed`` fields of ``incoming`` over ``stored``. With ``replace`` the
+    external ids and tags given replace the stored ones; without, they are added."""
+    customer_id = stored.customer_id
+    columns: dict[str, Any] = {
+        name: incoming[name] if incoming[name] is not None else _column_default(name)
+        for name in changed
+        if name in SCALAR_FIELDS
+    }
+    if "attributes" in changed:
+        columns["attributes"] = dict(incoming["attributes"])
+    session.execute(
+        update(customers)
+        .where(customers.c.customer_id == customer_id)
+        .values(**columns, update_time=now, version=stored.version + 1)
+    )
+    if "external_ids" in changed:
+        new_ids = dict(incoming["external_ids"])
+        if replace:
+            session.execute(delete(external_ids).where(external_ids.c.customer_id == customer_id))
+            rows = new_ids
+        else:
+            rows = {s: e for s, e in new_ids.items() if stored.external_ids.get(s) != e}
+            if rows:
+                session.execute(
+                    delete(external_ids).where(
+                        external_ids.c.customer_id == customer_id,
+                        external_ids.c.system.in_(list(rows)),
+                    )
+                )
+        if rows:
+            session.execute(
+                insert(external_ids),
+                [
+                    {"customer_id": customer_id, "system": s, "external_id": e}
+                    for s, e in rows.items()
+                ],
+            )
+    if "tags" in changed:
+        wanted = set(incoming["tags"])
+        current = set(stored.tags)
+        gone = current - wanted if replace else set()
+        if gone:
+            session.execute(
+                delete(tags).where(tags.c.customer_id == customer_id, tags.c.tag.in_(sorted(gone)))
+            )
+        added = wanted - current
+        if added:
+            session.execute(
+                insert(tags), [{"customer_id": customer_id, "tag": tag} for tag in sorted(added)]
+            )
+
+
+def _append_changes(
+    session: Session, entries: Sequence[tuple[str, ChangeKind, Sequence[str]]], now: datetime
+) -> None:
+    if entries:
+        session.execute(
+            insert(changes),
+            [
+                {
+                    "customer_id": customer_id,
+                    "kind": kind.value,
+                    "changed_fields": list(fields),
+                    "change_time": now,
+                }
+                for customer_id, kind, fields in entries
+            ],
+        )
+
+
+def _conflict_from(error: IntegrityError, customer_id: str) -> Exception:
+    message = str(error.orig).lower()
+    if "external" in message:
+        return AlreadyExists("external id", "(one of the customer's external ids)")
+    return AlreadyExists("customer", customer_id)
+
+
+def _upsert(
+    session: Session, system: str, records: Sequence[UpsertRecord], now: datetime
+) -> list[UpsertOutcome]:
+    outcomes: dict[int, UpsertOutcome] = {}
+    keys = [record.values["external_ids"][system] for record in records]
+    owners = _external_id_owners(
+        session,
+        [(s, e) for record in records for s, e in record.values.get("external_ids", {}).items()],
+    )
+    existing_ids = [owners[(system, key)] for key in keys if (system, key) in owners]
+    stored = _load(session, existing_ids, now)
+    explicit_ids = [r.customer_id for r in records if r.customer_id]
+    taken_ids = set(_select_in(session, customers.c.customer_id, explicit_ids))
+
+    def reject(record: UpsertRecord, field_name: str, why: str) -> None:
+        outcomes[record.index] = UpsertOutcome(
+            record.index, "rejected", violations=[FieldViolation(field_name, why)]
+        )
+
+    creates: list[tuple[str, Mapping[str, Any]]] = []
+    log: list[tuple[str, ChangeKind, Sequence[str]]] = []
+    seen_keys: set[str] = set()
+    claimed: dict[tuple[str, str], str] = {}
+    for record, key in zip(records, keys, strict=True):
+        if key in seen_keys:
+            reject(record, f"external_ids[{system!r}]", f"{key!r} appears twice in the batch")
+            continue
+        seen_keys.add(key)
+        owner = owners.get((system, key))
+        target = owner or record.customer_id or new_customer_id(now)
+        if owner and record.customer_id and record.customer_id != owner:
+            reject(record, "customer_id", f"{system}:{key} belongs to customer {owner!r}")
+            continue
+        if not owner and record.customer_id in taken_ids:
+            reject(record, "customer_id", f"customer {record.customer_id!r} already exists")
+            continue
+        clash = next(
+            (
+                (s, e)
+                for s, e in record.values.get("external_ids", {}).items()
+                if owners.get((s, e), target) != target or claimed.get((s, e), target) != target
+            ),
+            None,
+        )
+        if clash:
+            reject(
+                record, f"external_ids[{clash[0]!r}]", f"{clash[1]!r} belongs to another customer"
+            )
+            continue
+        for pair in record.values.get("external_ids", {}).items():
+            claimed[pair] = target
+        if owner is None:
+            creates.append((target, record.values))
+            log.append((target, ChangeKind.CREATED, sorted(record.values)))
+            outcomes[record.index] = UpsertOutcome(record.index, "created", target)
+            continue
+        current = stored[owner]
+        incoming = _merged_for_upsert(current, record.values)
+        changed = _changed_fields(current, incoming)
+        if changed:
+            _write_changes(session, current, incoming, changed, now, replace=False)
+            log.append((owner, ChangeKind.UPDATED, changed))
+            outcomes[record.index] = UpsertOutcome(record.index, "updated", owner)
+        else:
+            outcomes[record.index] = UpsertOutcome(record.index, "unchanged", owner)
+    _insert_customers(session, creates, now)
+    _append_changes(session, log, now)
+    return [outcomes[record.index] for record in records]
+
+
+def _merged_for_upsert(current: Customer, values: Mapping[str, Any]) -> dict[str, Any]:
+    """Upserts add to maps and sets rather than replace them: a sync from one system
+    must not drop another system's ids, the agents' tags or other custom fields."""
+    incoming = dict(values)
+    if "external_ids" in incoming:
+        incoming["external_ids"] = {**current.external_ids, **incoming["external_ids"]}
+    if "tags" in incoming:
+        incoming["tags"] = tuple(sorted(set(current.tags) | set(incoming["tags"])))
+    if "attributes" in incoming:
+        incoming["attributes"] = {**current.attributes, **incoming["attributes"]}
+    return incoming
+
+
+__all__ = [
+    "CustomerFilter",
+    "CustomerRepository",
+    "UpsertOutcome",
+    "UpsertRecord",
+    "UsageRecordResult",
+    "decode_page_token",
+    "encode_page_token",
+    "etag_for",
+    "new_customer_id",
+]

@@ -1,0 +1,35 @@
+"""The services Switchboard runs, by the name used on the command line."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy import Engine
+
+from services.core.server import ServiceSpec
+from services.core.settings import Settings
+from services.profiles.server import profiles_spec
+from services.routing.server import routing_spec
+from services.segments.server import segments_spec
+
+
+@dataclass(frozen=True)
+class ServiceEntry:
+    name: str
+    build: Callable[[Engine], ServiceSpec]
+    address: Callable[[Settings], str]
+    metrics_port: Callable[[Settings], int]
+
+
+SERVICES: dict[str, ServiceEntry] = {
+    "profiles": ServiceEntry(
+        "profiles", profiles_spec, lambda s: s.profiles_address, lambda s: s.profiles_metrics_port
+    ),
+    "segments": ServiceEntry(
+        "segments", segments_spec, lambda s: s.segments_address, lambda s: s.segments_metrics_port
+    ),
+    "routing": ServiceEntry(
+        "routing", routing_spec, lambda s: s.routing_address, lambda s: s.routing_metrics_port
+    ),
+}

@@ -1,0 +1,46 @@
+"""The Celery application, built from ``Settings`` by whoever starts it (CLI or tests).
+
+Tasks are thin: they take ids, re-read state through the owning service's code, and are
+idempotent, which is what makes ``acks_late`` safe (a task redelivered after a worker
+died simply runs again).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from celery import Celery
+
+from services.core.settings import Settings
+
+QUEUES = ("maintenance",)
+
+
+def create_celery_app(settings: Settings) -> Celery:
+    app = Celery("switchboard")
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    app.conf.update(
+        broker_url=settings.broker_url,
+        broker_connection_retry_on_startup=True,
+        task_ignore_result=True,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_time_limit=600,
+        task_soft_time_limit=540,
+        task_default_queue="maintenance",
+        task_routes={"switchboard.maintenance.*": {"queue": "maintenance"}},
+        beat_schedule={
+            "prune-usage-events": {
+                "task": "switchboard.maintenance.prune_usage_events",
+                "schedule": timedelta(hours=1),
+            },
+        },
+        beat_schedule_filename=str(settings.data_dir / "celerybeat-schedule"),
+        timezone="UTC",
+    )
+    app.conf.switchboard_settings = settings
+    from workers.tasks import maintenance
+
+    maintenance.register(app)
+    return app
