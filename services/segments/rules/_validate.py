@@ -150,7 +150,7 @@ class _Validator:
             self.report(path, f"unknown operator {name}{hint}")
             return
         if kind is not None and name not in _APPLICABLE.get(kind, FIELD_OPERATORS):
-            self.report(path, f"{name} does not apply to field '{field}', which is a {kind}")
+            self.report(path, f"{name} does not apply to {kind} field '{field}'")
             return
         check = getattr(self, "_check" + name.replace("$", "_"), None)
         if check is not None:
