@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import logging
 import time
 import uuid
@@ -79,6 +80,13 @@ class ServerInterceptor(grpc.ServerInterceptor):
         return handle
 
 
+class _StatusWithMetadata(
+    collections.namedtuple("_StatusWithMetadata", ("code", "details", "trailing_metadata")),
+    grpc.Status,
+):
+    pass
+
+
 class _CallScope:
     """Context for one call: binds the request id and turns exceptions into statuses."""
 
@@ -89,9 +97,9 @@ class _CallScope:
 
     def __enter__(self) -> _CallScope:
         metadata = dict(self.context.invocation_metadata())
-        request_id = str(metadata.get(REQUEST_ID_HEADER) or uuid.uuid4().hex)
-        self.token = request_id_var.set(request_id)
-        self.context.set_trailing_metadata(((REQUEST_ID_HEADER, request_id),))
+        self.request_id = str(metadata.get(REQUEST_ID_HEADER) or uuid.uuid4().hex)
+        self.token = request_id_var.set(self.request_id)
+        self.context.set_trailing_metadata(((REQUEST_ID_HEADER, self.request_id),))
         self.started = time.perf_counter()
         return self
 
@@ -118,8 +126,15 @@ class _CallScope:
         self.metrics.observe(self.method, code_name, time.perf_counter() - self.started)
         request_id_var.reset(self.token)
         if status is not None:
+            # abort replaces trailing metadata, so the request id travels inside the status;
             # abort raises, which is how grpc ends the call with this status.
-            self.context.abort_with_status(status)
+            self.context.abort_with_status(
+                _StatusWithMetadata(
+                    status.code,
+                    status.details,
+                    (*status.trailing_metadata, (REQUEST_ID_HEADER, self.request_id)),
+                )
+            )
 
 
 def _code_of(context: grpc.ServicerContext) -> grpc.StatusCode | None:
