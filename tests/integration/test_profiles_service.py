@@ -32,7 +32,9 @@ def make_customer(billing_id: str = "cus_1", **fields: object) -> pb.Customer:
 
 
 def create(profiles: Stub, **fields: object) -> pb.Customer:
-    return profiles.CreateCustomer(pb.CreateCustomerRequest(customer=make_customer(**fields))).customer
+    return profiles.CreateCustomer(
+        pb.CreateCustomerRequest(customer=make_customer(**fields))
+    ).customer
 
 
 def usage(customer_id: str, days_ago: float, value: float = 1, event_id: str = "") -> pb.UsageEvent:
@@ -45,7 +47,9 @@ def usage(customer_id: str, days_ago: float, value: float = 1, event_id: str = "
 
 
 def test_created_customer_reads_back_by_id_and_by_billing_id(profiles: Stub) -> None:
-    created = create(profiles, billing_id="cus_42", seats=50, arr=60_000.0, timezone="Europe/Berlin")
+    created = create(
+        profiles, billing_id="cus_42", seats=50, arr=60_000.0, timezone="Europe/Berlin"
+    )
 
     assert created.customer_id.startswith("cu_")
     by_id = profiles.GetCustomer(pb.GetCustomerRequest(customer_id=created.customer_id)).customer
@@ -310,7 +314,9 @@ def test_sending_the_same_batch_twice_changes_nothing_the_second_time(profiles: 
 
     assert {r.outcome for r in again} == {pb.UPSERT_OUTCOME_UNCHANGED}
     assert profiles.ListCustomerChanges(pb.ListCustomerChangesRequest()).last_sequence == before
-    assert profiles.ListCustomers(pb.ListCustomersRequest(page_size=100)).customers == listing_before
+    assert (
+        profiles.ListCustomers(pb.ListCustomersRequest(page_size=100)).customers == listing_before
+    )
 
 
 def test_a_bad_record_is_rejected_without_failing_the_good_ones(profiles: Stub) -> None:
@@ -360,7 +366,9 @@ def test_upsert_needs_a_key_system(profiles: Stub) -> None:
 def test_tags_behave_as_a_set(profiles: Stub) -> None:
     created = create(profiles)
     tagged = profiles.AddTags(
-        pb.AddTagsRequest(customer_id=created.customer_id, tags=["sentiment-negative", "vip", "vip"])
+        pb.AddTagsRequest(
+            customer_id=created.customer_id, tags=["sentiment-negative", "vip", "vip"]
+        )
     ).customer
     assert list(tagged.tags) == ["sentiment-negative", "vip"]
     again = profiles.AddTags(pb.AddTagsRequest(customer_id=created.customer_id, tags=["vip"]))
