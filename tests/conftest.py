@@ -7,16 +7,16 @@ import pytest
 from sqlalchemy import Engine
 
 from services.core.db import create_db_engine
-from tests.support.stores import DatabaseFactory, redis_server, test_backend
+from tests.support.stores import DatabaseFactory, redis_server, backend_under_test
 
 
 def pytest_report_header() -> str:
-    return f"switchboard test database: {test_backend()}"
+    return f"switchboard test database: {backend_under_test()}"
 
 
 @pytest.fixture(scope="session")
 def database_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DatabaseFactory]:
-    factory = DatabaseFactory(test_backend(), tmp_path_factory.mktemp("db"))
+    factory = DatabaseFactory(backend_under_test(), tmp_path_factory.mktemp("db"))
     yield factory
     factory.close()
 

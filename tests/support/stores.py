@@ -27,7 +27,7 @@ from services.core.db import upgrade_database
 DEFAULT_POSTGRES_URL = "postgresql://127.0.0.1:5432/test"
 
 
-def test_backend() -> str:
+def backend_under_test() -> str:
     backend = os.environ.get("SWITCHBOARD_TEST_DATABASE", "sqlite")
     if backend not in ("sqlite", "postgresql"):
         raise RuntimeError(f"SWITCHBOARD_TEST_DATABASE={backend!r}: use sqlite or postgresql")

@@ -1,0 +1,128 @@
+"""The newcomer's path: ``switchboard up`` on embedded defaults, then ``switchboard demo``;
+and the production shape's worker on a real Redis."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import grpc
+import pytest
+from sqlalchemy import Engine, func, select
+from switchboard.profiles.v1 import profiles_pb2 as pb
+from switchboard.profiles.v1 import profiles_pb2_grpc
+
+from services.core.settings import Settings
+from services.profiles.app import Profiles
+from services.profiles.domain import UsageEvent
+from services.profiles.models import UsageEventRow
+from services.profiles.repository import CustomerRepository
+from tests.support.processes import RunningCommand
+from tests.support.stores import free_port, backend_under_test
+from workers.app import create_celery_app
+
+
+def stack_env(data_dir: Path, database_url: str) -> dict[str, str]:
+    env = {"SWITCHBOARD_DATA_DIR": str(data_dir), "SWITCHBOARD_LOG_LEVEL": "WARNING"}
+    for service in ("profiles", "segments", "routing"):
+        env[f"SWITCHBOARD_{service.upper()}_ADDRESS"] = f"127.0.0.1:{free_port()}"
+        env[f"SWITCHBOARD_{service.upper()}_METRICS_PORT"] = str(free_port())
+    if backend_under_test() == "postgresql":
+        env["SWITCHBOARD_DATABASE_URL"] = database_url
+    return env
+
+
+def test_up_serves_everything_loads_the_demo_and_stops_on_ctrl_c(
+    tmp_path: Path, database_url: str
+) -> None:
+    env = stack_env(tmp_path / "var", database_url)
+    stack = RunningCommand(["up"], env)
+    try:
+        stack.wait_for_line("Celery broker:", timeout=30)
+        stack.wait_for_line("Switchboard is up", timeout=90)
+        for service in ("profiles", "segments", "routing"):
+            stack.wait_for_line(env[f"SWITCHBOARD_{service.upper()}_ADDRESS"], timeout=5)
+
+        demo = subprocess.run(
+            [sys.executable, "-m", "services.cli", "demo"],
+            env=_inherited() | env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert demo.returncode == 0, demo.stderr
+        assert "demo loaded: 10 customers" in demo.stdout
+
+        with grpc.insecure_channel(env["SWITCHBOARD_PROFILES_ADDRESS"]) as channel:
+            globex = (
+                profiles_pb2_grpc.ProfileServiceStub(channel)
+                .GetCustomer(
+                    pb.GetCustomerRequest(
+                        external_id=pb.ExternalId(system="billing", id="cus_globex")
+                    ),
+                    timeout=5,
+                )
+                .customer
+            )
+        assert globex.plan == "enterprise"
+        assert globex.traits["logins_wow_change"] < -0.5
+    finally:
+        code = stack.stop(signal.SIGINT)
+    assert code == 0, "".join(stack.output)
+    assert any("Switchboard stopped." in line for line in stack.output)
+    if backend_under_test() == "sqlite":
+        assert (tmp_path / "var" / "switchboard.db").exists()
+
+
+def _inherited() -> dict[str, str]:
+    return dict(os.environ)
+
+
+@pytest.fixture
+def worker(tmp_path: Path, database_url: str, redis_url: str) -> Iterator[Settings]:
+    env = {
+        "SWITCHBOARD_DATA_DIR": str(tmp_path / "var"),
+        "SWITCHBOARD_DATABASE_URL": database_url,
+        "SWITCHBOARD_REDIS_URL": redis_url,
+    }
+    process = RunningCommand(["worker", "--concurrency=1"], env)
+    try:
+        process.wait_for_line("ready", timeout=60)
+        yield Settings(data_dir=tmp_path / "var", database_url=database_url, redis_url=redis_url)
+    finally:
+        process.stop(signal.SIGTERM)
+
+
+def test_worker_on_redis_prunes_usage_older_than_the_retention(
+    worker: Settings, engine: Engine
+) -> None:
+    now = datetime.now(UTC)
+    profiles = Profiles(CustomerRepository(engine))
+    customer = profiles.create(customer_id="c1", values={"plan": "growth"})
+    profiles.record_usage(
+        events=[
+            UsageEvent(customer.customer_id, "logins", 1, now - timedelta(days=200)),
+            UsageEvent(customer.customer_id, "logins", 1, now - timedelta(days=1)),
+        ]
+    )
+
+    create_celery_app(worker).send_task("switchboard.maintenance.prune_usage_events")
+
+    deadline = time.monotonic() + 60
+    remaining = 2
+    while time.monotonic() < deadline:
+        with engine.connect() as connection:
+            remaining = connection.execute(
+                select(func.count()).select_from(UsageEventRow)
+            ).scalar_one()
+        if remaining == 1:
+            break
+        time.sleep(0.2)
+    assert remaining == 1
+    assert profiles.get(customer_id="c1").traits["logins_7d"] == 1
