@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy import Engine
 
 from services.core.db import create_db_engine
-from tests.support.stores import DatabaseFactory, redis_server, backend_under_test
+from tests.support.stores import DatabaseFactory, backend_under_test, redis_server
 
 
 def pytest_report_header() -> str:

@@ -24,7 +24,7 @@ from services.profiles.domain import UsageEvent
 from services.profiles.models import UsageEventRow
 from services.profiles.repository import CustomerRepository
 from tests.support.processes import RunningCommand
-from tests.support.stores import free_port, backend_under_test
+from tests.support.stores import backend_under_test, free_port
 from workers.app import create_celery_app
 
 
