@@ -22,15 +22,111 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
+from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from switchboard.profiles.v1 import profiles_pb2 as switchboard_dot_profiles_dot_v1_dot_profiles__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&switchboard/segments/v1/segments.proto\x12\x17switchboard.segments.v12\x10\n\x0eSegmentServiceb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&switchboard/segments/v1/segments.proto\x12\x17switchboard.segments.v1\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a&switchboard/profiles/v1/profiles.proto\"\x96\x02\n\x07Segment\x12\x12\n\nsegment_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12%\n\x04rule\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0e\n\x06\x66\x61mily\x18\x05 \x01(\t\x12\x10\n\x08priority\x18\x06 \x01(\x05\x12\x0f\n\x07\x65nabled\x18\x07 \x01(\x08\x12\x10\n\x08revision\x18\x08 \x01(\x03\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xbf\x01\n\x0fSegmentRevision\x12\x31\n\x07segment\x18\x01 \x01(\x0b\x32 .switchboard.segments.v1.Segment\x12\r\n\x05\x61\x63tor\x18\x02 \x01(\t\x12\x37\n\x06\x61\x63tion\x18\x03 \x01(\x0e\x32\'.switchboard.segments.v1.RevisionAction\x12\x16\n\x0e\x63hanged_fields\x18\x04 \x03(\t\x12\x19\n\x11restored_revision\x18\x05 \x01(\x03\"X\n\x14\x43reateSegmentRequest\x12\x31\n\x07segment\x18\x01 \x01(\x0b\x32 .switchboard.segments.v1.Segment\x12\r\n\x05\x61\x63tor\x18\x02 \x01(\t\"J\n\x15\x43reateSegmentResponse\x12\x31\n\x07segment\x18\x01 \x01(\x0b\x32 .switchboard.segments.v1.Segment\"9\n\x11GetSegmentRequest\x12\x12\n\nsegment_id\x18\x01 \x01(\t\x12\x10\n\x08revision\x18\x02 \x01(\x03\"G\n\x12GetSegmentResponse\x12\x31\n\x07segment\x18\x01 \x01(\x0b\x32 .switchboard.segments.v1.Segment\"L\n\x13ListSegmentsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0e\n\x06\x66\x61mily\x18\x03 \x01(\t\"c\n\x14ListSegmentsResponse\x12\x32\n\x08segments\x18\x01 \x03(\x0b\x32 .switchboard.segments.v1.Segment\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x89\x01\n\x14UpdateSegmentRequest\x12\x31\n\x07segment\x18\x01 \x01(\x0b\x32 .switchboard.segments.v1.Segment\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\"J\n\x15UpdateSegmentResponse\x12\x31\n\x07segment\x18\x01 \x01(\x0b\x32 .switchboard.segments.v1.Segment\"<\n\x14\x44\x65leteSegmentRequest\x12\x12\n\nsegment_id\x18\x01 \x01(\t\x12\x10\n\x08revision\x18\x02 \x01(\x03\"\x17\n\x15\x44\x65leteSegmentResponse\"X\n\x1bListSegmentRevisionsRequest\x12\x12\n\nsegment_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"t\n\x1cListSegmentRevisionsResponse\x12;\n\trevisions\x18\x01 \x03(\x0b\x32(.switchboard.segments.v1.SegmentRevision\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"f\n\x16RollbackSegmentRequest\x12\x12\n\nsegment_id\x18\x01 \x01(\t\x12\x17\n\x0ftarget_revision\x18\x02 \x01(\x03\x12\x10\n\x08revision\x18\x03 \x01(\x03\x12\r\n\x05\x61\x63tor\x18\x04 \x01(\t\"L\n\x17RollbackSegmentResponse\x12\x31\n\x07segment\x18\x01 \x01(\x0b\x32 .switchboard.segments.v1.Segment\"\xd6\x01\n\x0b\x45xplanation\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x10\n\x08operator\x18\x02 \x01(\t\x12\x0e\n\x06passed\x18\x03 \x01(\x08\x12\r\n\x05\x66ield\x18\x04 \x01(\t\x12(\n\x08\x65xpected\x18\x05 \x01(\x0b\x32\x16.google.protobuf.Value\x12&\n\x06\x61\x63tual\x18\x06 \x01(\x0b\x32\x16.google.protobuf.Value\x12\x36\n\x08\x63hildren\x18\x07 \x03(\x0b\x32$.switchboard.segments.v1.Explanation\"\xa5\x01\n\x17\x45valuateCustomerRequest\x12\x15\n\x0b\x63ustomer_id\x18\x01 \x01(\tH\x00\x12\x35\n\x08\x63ustomer\x18\x02 \x01(\x0b\x32!.switchboard.profiles.v1.CustomerH\x00\x12\x31\n\revaluate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\t\n\x07subject\"\xa5\x01\n\x11SegmentEvaluation\x12\x12\n\nsegment_id\x18\x01 \x01(\t\x12\x0e\n\x06\x66\x61mily\x18\x02 \x01(\t\x12\x10\n\x08revision\x18\x03 \x01(\x03\x12\x0f\n\x07matched\x18\x04 \x01(\x08\x12\x0e\n\x06member\x18\x05 \x01(\x08\x12\x39\n\x0b\x65xplanation\x18\x06 \x01(\x0b\x32$.switchboard.segments.v1.Explanation\"2\n\x0c\x46\x61milyWinner\x12\x0e\n\x06\x66\x61mily\x18\x01 \x01(\t\x12\x12\n\nsegment_id\x18\x02 \x01(\t\"\xc4\x01\n\x18\x45valuateCustomerResponse\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x1a\n\x12member_segment_ids\x18\x02 \x03(\t\x12\x36\n\x07winners\x18\x03 \x03(\x0b\x32%.switchboard.segments.v1.FamilyWinner\x12?\n\x0b\x65valuations\x18\x04 \x03(\x0b\x32*.switchboard.segments.v1.SegmentEvaluation\"\xb4\x01\n\x0fTestRuleRequest\x12%\n\x04rule\x18\x01 \x01(\x0b\x32\x17.google.protobuf.Struct\x12+\n\nattributes\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x1a\n\x12member_segment_ids\x18\x03 \x03(\t\x12\x31\n\revaluate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"^\n\x10TestRuleResponse\x12\x0f\n\x07matched\x18\x01 \x01(\x08\x12\x39\n\x0b\x65xplanation\x18\x02 \x01(\x0b\x32$.switchboard.segments.v1.Explanation\"\x92\x01\n\x15PreviewSegmentRequest\x12\x31\n\x07segment\x18\x01 \x01(\x0b\x32 .switchboard.segments.v1.Segment\x12\x13\n\x0bsample_size\x18\x02 \x01(\x05\x12\x31\n\revaluate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"U\n\x0bWinnerShift\x12\x17\n\x0f\x66rom_segment_id\x18\x01 \x01(\t\x12\x15\n\rto_segment_id\x18\x02 \x01(\t\x12\x16\n\x0e\x63ustomer_count\x18\x03 \x01(\x03\"\xd1\x01\n\x16PreviewSegmentResponse\x12\x16\n\x0e\x63ustomer_count\x18\x01 \x01(\x03\x12\x16\n\x0ematching_count\x18\x02 \x01(\x03\x12\x1b\n\x13sample_customer_ids\x18\x03 \x03(\t\x12\x16\n\x0e\x65ntering_count\x18\x04 \x01(\x03\x12\x15\n\rleaving_count\x18\x05 \x01(\x03\x12;\n\rwinner_shifts\x18\x06 \x03(\x0b\x32$.switchboard.segments.v1.WinnerShift\"\x88\x01\n\x1bRecomputeMembershipsRequest\x12\x36\n\x05scope\x18\x01 \x01(\x0e\x32\'.switchboard.segments.v1.RecomputeScope\x12\x31\n\revaluate_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x92\x01\n\x1cRecomputeMembershipsResponse\x12\x17\n\x0f\x65valuated_count\x18\x01 \x01(\x03\x12\x15\n\rremoved_count\x18\x02 \x01(\x03\x12\x15\n\rentered_count\x18\x03 \x01(\x03\x12\x14\n\x0c\x65xited_count\x18\x04 \x01(\x03\x12\x15\n\rlast_sequence\x18\x05 \x01(\x03\"\x8c\x01\n\nMembership\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x12\n\nsegment_id\x18\x02 \x01(\t\x12\x0e\n\x06\x66\x61mily\x18\x03 \x01(\t\x12.\n\nenter_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rrule_revision\x18\x05 \x01(\x03\"h\n\x16ListMembershipsRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x12\n\nsegment_id\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"l\n\x17ListMembershipsResponse\x12\x38\n\x0bmemberships\x18\x01 \x03(\x0b\x32#.switchboard.segments.v1.Membership\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x98\x02\n\x10MembershipChange\x12\x11\n\tchange_id\x18\x01 \x01(\x03\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x12\n\nsegment_id\x18\x03 \x01(\t\x12\x0e\n\x06\x66\x61mily\x18\x04 \x01(\t\x12;\n\x04kind\x18\x05 \x01(\x0e\x32-.switchboard.segments.v1.MembershipChangeKind\x12\"\n\x1aprevious_winner_segment_id\x18\x06 \x01(\t\x12/\n\x0b\x63hange_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rrule_revision\x18\x08 \x01(\x03\x12\x0f\n\x07trigger\x18\t \x01(\t\"\xcc\x01\n\x1cListMembershipChangesRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x12\n\nsegment_id\x18\x02 \x01(\t\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x05 \x01(\x05\x12\x12\n\npage_token\x18\x06 \x01(\t\"t\n\x1dListMembershipChangesResponse\x12:\n\x07\x63hanges\x18\x01 \x03(\x0b\x32).switchboard.segments.v1.MembershipChange\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x89\x01\n\x19GetMigrationReportRequest\x12\x0e\n\x06\x66\x61mily\x18\x01 \x01(\t\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"S\n\tMigration\x12\x17\n\x0f\x66rom_segment_id\x18\x01 \x01(\t\x12\x15\n\rto_segment_id\x18\x02 \x01(\t\x12\x16\n\x0e\x63ustomer_count\x18\x03 \x01(\x03\"\xf0\x01\n\x1aGetMigrationReportResponse\x12\x36\n\nmigrations\x18\x01 \x03(\x0b\x32\".switchboard.segments.v1.Migration\x12\x62\n\x10unchanged_counts\x18\x02 \x03(\x0b\x32H.switchboard.segments.v1.GetMigrationReportResponse.UnchangedCountsEntry\x1a\x36\n\x14UnchangedCountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"H\n\x13LintSegmentsRequest\x12\x31\n\revaluate_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"k\n\x0bLintWarning\x12\x36\n\x04kind\x18\x01 \x01(\x0e\x32(.switchboard.segments.v1.LintWarningKind\x12\x13\n\x0bsegment_ids\x18\x02 \x03(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"f\n\x14LintSegmentsResponse\x12\x36\n\x08warnings\x18\x01 \x03(\x0b\x32$.switchboard.segments.v1.LintWarning\x12\x16\n\x0e\x63ustomer_count\x18\x02 \x01(\x03*\x8c\x01\n\x0eRevisionAction\x12\x1f\n\x1bREVISION_ACTION_UNSPECIFIED\x10\x00\x12\x1b\n\x17REVISION_ACTION_CREATED\x10\x01\x12\x1b\n\x17REVISION_ACTION_UPDATED\x10\x02\x12\x1f\n\x1bREVISION_ACTION_ROLLED_BACK\x10\x03*g\n\x0eRecomputeScope\x12\x1f\n\x1bRECOMPUTE_SCOPE_UNSPECIFIED\x10\x00\x12\x1b\n\x17RECOMPUTE_SCOPE_CHANGED\x10\x01\x12\x17\n\x13RECOMPUTE_SCOPE_ALL\x10\x02*\x85\x01\n\x14MembershipChangeKind\x12&\n\"MEMBERSHIP_CHANGE_KIND_UNSPECIFIED\x10\x00\x12\"\n\x1eMEMBERSHIP_CHANGE_KIND_ENTERED\x10\x01\x12!\n\x1dMEMBERSHIP_CHANGE_KIND_EXITED\x10\x02*\xcd\x01\n\x0fLintWarningKind\x12!\n\x1dLINT_WARNING_KIND_UNSPECIFIED\x10\x00\x12\'\n#LINT_WARNING_KIND_TOO_MANY_SEGMENTS\x10\x01\x12\x1e\n\x1aLINT_WARNING_KIND_SHADOWED\x10\x02\x12$\n LINT_WARNING_KIND_MATCHES_NOBODY\x10\x03\x12(\n$LINT_WARNING_KIND_DUPLICATE_OVERLAYS\x10\x04\x32\xee\r\n\x0eSegmentService\x12n\n\rCreateSegment\x12-.switchboard.segments.v1.CreateSegmentRequest\x1a..switchboard.segments.v1.CreateSegmentResponse\x12\x65\n\nGetSegment\x12*.switchboard.segments.v1.GetSegmentRequest\x1a+.switchboard.segments.v1.GetSegmentResponse\x12k\n\x0cListSegments\x12,.switchboard.segments.v1.ListSegmentsRequest\x1a-.switchboard.segments.v1.ListSegmentsResponse\x12n\n\rUpdateSegment\x12-.switchboard.segments.v1.UpdateSegmentRequest\x1a..switchboard.segments.v1.UpdateSegmentResponse\x12n\n\rDeleteSegment\x12-.switchboard.segments.v1.DeleteSegmentRequest\x1a..switchboard.segments.v1.DeleteSegmentResponse\x12\x83\x01\n\x14ListSegmentRevisions\x12\x34.switchboard.segments.v1.ListSegmentRevisionsRequest\x1a\x35.switchboard.segments.v1.ListSegmentRevisionsResponse\x12t\n\x0fRollbackSegment\x12/.switchboard.segments.v1.RollbackSegmentRequest\x1a\x30.switchboard.segments.v1.RollbackSegmentResponse\x12w\n\x10\x45valuateCustomer\x12\x30.switchboard.segments.v1.EvaluateCustomerRequest\x1a\x31.switchboard.segments.v1.EvaluateCustomerResponse\x12_\n\x08TestRule\x12(.switchboard.segments.v1.TestRuleRequest\x1a).switchboard.segments.v1.TestRuleResponse\x12q\n\x0ePreviewSegment\x12..switchboard.segments.v1.PreviewSegmentRequest\x1a/.switchboard.segments.v1.PreviewSegmentResponse\x12\x83\x01\n\x14RecomputeMemberships\x12\x34.switchboard.segments.v1.RecomputeMembershipsRequest\x1a\x35.switchboard.segments.v1.RecomputeMembershipsResponse\x12t\n\x0fListMemberships\x12/.switchboard.segments.v1.ListMembershipsRequest\x1a\x30.switchboard.segments.v1.ListMembershipsResponse\x12\x86\x01\n\x15ListMembershipChanges\x12\x35.switchboard.segments.v1.ListMembershipChangesRequest\x1a\x36.switchboard.segments.v1.ListMembershipChangesResponse\x12}\n\x12GetMigrationReport\x12\x32.switchboard.segments.v1.GetMigrationReportRequest\x1a\x33.switchboard.segments.v1.GetMigrationReportResponse\x12k\n\x0cLintSegments\x12,.switchboard.segments.v1.LintSegmentsRequest\x1a-.switchboard.segments.v1.LintSegmentsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'switchboard.segments.v1.segments_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SEGMENTSERVICE']._serialized_start=67
-  _globals['_SEGMENTSERVICE']._serialized_end=83
+  _globals['_GETMIGRATIONREPORTRESPONSE_UNCHANGEDCOUNTSENTRY']._loaded_options = None
+  _globals['_GETMIGRATIONREPORTRESPONSE_UNCHANGEDCOUNTSENTRY']._serialized_options = b'8\001'
+  _globals['_REVISIONACTION']._serialized_start=5391
+  _globals['_REVISIONACTION']._serialized_end=5531
+  _globals['_RECOMPUTESCOPE']._serialized_start=5533
+  _globals['_RECOMPUTESCOPE']._serialized_end=5636
+  _globals['_MEMBERSHIPCHANGEKIND']._serialized_start=5639
+  _globals['_MEMBERSHIPCHANGEKIND']._serialized_end=5772
+  _globals['_LINTWARNINGKIND']._serialized_start=5775
+  _globals['_LINTWARNINGKIND']._serialized_end=5980
+  _globals['_SEGMENT']._serialized_start=205
+  _globals['_SEGMENT']._serialized_end=483
+  _globals['_SEGMENTREVISION']._serialized_start=486
+  _globals['_SEGMENTREVISION']._serialized_end=677
+  _globals['_CREATESEGMENTREQUEST']._serialized_start=679
+  _globals['_CREATESEGMENTREQUEST']._serialized_end=767
+  _globals['_CREATESEGMENTRESPONSE']._serialized_start=769
+  _globals['_CREATESEGMENTRESPONSE']._serialized_end=843
+  _globals['_GETSEGMENTREQUEST']._serialized_start=845
+  _globals['_GETSEGMENTREQUEST']._serialized_end=902
+  _globals['_GETSEGMENTRESPONSE']._serialized_start=904
+  _globals['_GETSEGMENTRESPONSE']._serialized_end=975
+  _globals['_LISTSEGMENTSREQUEST']._serialized_start=977
+  _globals['_LISTSEGMENTSREQUEST']._serialized_end=1053
+  _globals['_LISTSEGMENTSRESPONSE']._serialized_start=1055
+  _globals['_LISTSEGMENTSRESPONSE']._serialized_end=1154
+  _globals['_UPDATESEGMENTREQUEST']._serialized_start=1157
+  _globals['_UPDATESEGMENTREQUEST']._serialized_end=1294
+  _globals['_UPDATESEGMENTRESPONSE']._serialized_start=1296
+  _globals['_UPDATESEGMENTRESPONSE']._serialized_end=1370
+  _globals['_DELETESEGMENTREQUEST']._serialized_start=1372
+  _globals['_DELETESEGMENTREQUEST']._serialized_end=1432
+  _globals['_DELETESEGMENTRESPONSE']._serialized_start=1434
+  _globals['_DELETESEGMENTRESPONSE']._serialized_end=1457
+  _globals['_LISTSEGMENTREVISIONSREQUEST']._serialized_start=1459
+  _globals['_LISTSEGMENTREVISIONSREQUEST']._serialized_end=1547
+  _globals['_LISTSEGMENTREVISIONSRESPONSE']._serialized_start=1549
+  _globals['_LISTSEGMENTREVISIONSRESPONSE']._serialized_end=1665
+  _globals['_ROLLBACKSEGMENTREQUEST']._serialized_start=1667
+  _globals['_ROLLBACKSEGMENTREQUEST']._serialized_end=1769
+  _globals['_ROLLBACKSEGMENTRESPONSE']._serialized_start=1771
+  _globals['_ROLLBACKSEGMENTRESPONSE']._serialized_end=1847
+  _globals['_EXPLANATION']._serialized_start=1850
+  _globals['_EXPLANATION']._serialized_end=2064
+  _globals['_EVALUATECUSTOMERREQUEST']._serialized_start=2067
+  _globals['_EVALUATECUSTOMERREQUEST']._serialized_end=2232
+  _globals['_SEGMENTEVALUATION']._serialized_start=2235
+  _globals['_SEGMENTEVALUATION']._serialized_end=2400
+  _globals['_FAMILYWINNER']._serialized_start=2402
+  _globals['_FAMILYWINNER']._serialized_end=2452
+  _globals['_EVALUATECUSTOMERRESPONSE']._serialized_start=2455
+  _globals['_EVALUATECUSTOMERRESPONSE']._serialized_end=2651
+  _globals['_TESTRULEREQUEST']._serialized_start=2654
+  _globals['_TESTRULEREQUEST']._serialized_end=2834
+  _globals['_TESTRULERESPONSE']._serialized_start=2836
+  _globals['_TESTRULERESPONSE']._serialized_end=2930
+  _globals['_PREVIEWSEGMENTREQUEST']._serialized_start=2933
+  _globals['_PREVIEWSEGMENTREQUEST']._serialized_end=3079
+  _globals['_WINNERSHIFT']._serialized_start=3081
+  _globals['_WINNERSHIFT']._serialized_end=3166
+  _globals['_PREVIEWSEGMENTRESPONSE']._serialized_start=3169
+  _globals['_PREVIEWSEGMENTRESPONSE']._serialized_end=3378
+  _globals['_RECOMPUTEMEMBERSHIPSREQUEST']._serialized_start=3381
+  _globals['_RECOMPUTEMEMBERSHIPSREQUEST']._serialized_end=3517
+  _globals['_RECOMPUTEMEMBERSHIPSRESPONSE']._serialized_start=3520
+  _globals['_RECOMPUTEMEMBERSHIPSRESPONSE']._serialized_end=3666
+  _globals['_MEMBERSHIP']._serialized_start=3669
+  _globals['_MEMBERSHIP']._serialized_end=3809
+  _globals['_LISTMEMBERSHIPSREQUEST']._serialized_start=3811
+  _globals['_LISTMEMBERSHIPSREQUEST']._serialized_end=3915
+  _globals['_LISTMEMBERSHIPSRESPONSE']._serialized_start=3917
+  _globals['_LISTMEMBERSHIPSRESPONSE']._serialized_end=4025
+  _globals['_MEMBERSHIPCHANGE']._serialized_start=4028
+  _globals['_MEMBERSHIPCHANGE']._serialized_end=4308
+  _globals['_LISTMEMBERSHIPCHANGESREQUEST']._serialized_start=4311
+  _globals['_LISTMEMBERSHIPCHANGESREQUEST']._serialized_end=4515
+  _globals['_LISTMEMBERSHIPCHANGESRESPONSE']._serialized_start=4517
+  _globals['_LISTMEMBERSHIPCHANGESRESPONSE']._serialized_end=4633
+  _globals['_GETMIGRATIONREPORTREQUEST']._serialized_start=4636
+  _globals['_GETMIGRATIONREPORTREQUEST']._serialized_end=4773
+  _globals['_MIGRATION']._serialized_start=4775
+  _globals['_MIGRATION']._serialized_end=4858
+  _globals['_GETMIGRATIONREPORTRESPONSE']._serialized_start=4861
+  _globals['_GETMIGRATIONREPORTRESPONSE']._serialized_end=5101
+  _globals['_GETMIGRATIONREPORTRESPONSE_UNCHANGEDCOUNTSENTRY']._serialized_start=5047
+  _globals['_GETMIGRATIONREPORTRESPONSE_UNCHANGEDCOUNTSENTRY']._serialized_end=5101
+  _globals['_LINTSEGMENTSREQUEST']._serialized_start=5103
+  _globals['_LINTSEGMENTSREQUEST']._serialized_end=5175
+  _globals['_LINTWARNING']._serialized_start=5177
+  _globals['_LINTWARNING']._serialized_end=5284
+  _globals['_LINTSEGMENTSRESPONSE']._serialized_start=5286
+  _globals['_LINTSEGMENTSRESPONSE']._serialized_end=5388
+  _globals['_SEGMENTSERVICE']._serialized_start=5983
+  _globals['_SEGMENTSERVICE']._serialized_end=7757
 # @@protoc_insertion_point(module_scope)

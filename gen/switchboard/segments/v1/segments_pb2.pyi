@@ -3,6 +3,1501 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import field_mask_pb2 as _field_mask_pb2
+from google.protobuf import message as _message
+from google.protobuf import struct_pb2 as _struct_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from switchboard.profiles.v1 import profiles_pb2 as _profiles_pb2
+import builtins as _builtins
+import sys
+import typing as _typing
+
+if sys.version_info >= (3, 11):
+    from typing import TypeAlias as _TypeAlias, Never as _Never
+else:
+    from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _RevisionAction:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RevisionActionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RevisionAction.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    REVISION_ACTION_UNSPECIFIED: _RevisionAction.ValueType  # 0
+    """Not used."""
+    REVISION_ACTION_CREATED: _RevisionAction.ValueType  # 1
+    """The segment was created."""
+    REVISION_ACTION_UPDATED: _RevisionAction.ValueType  # 2
+    """Fields were updated."""
+    REVISION_ACTION_ROLLED_BACK: _RevisionAction.ValueType  # 3
+    """An earlier revision's definition was restored."""
+
+class RevisionAction(_RevisionAction, metaclass=_RevisionActionEnumTypeWrapper):
+    """What made a revision."""
+
+REVISION_ACTION_UNSPECIFIED: RevisionAction.ValueType  # 0
+"""Not used."""
+REVISION_ACTION_CREATED: RevisionAction.ValueType  # 1
+"""The segment was created."""
+REVISION_ACTION_UPDATED: RevisionAction.ValueType  # 2
+"""Fields were updated."""
+REVISION_ACTION_ROLLED_BACK: RevisionAction.ValueType  # 3
+"""An earlier revision's definition was restored."""
+Global___RevisionAction: _TypeAlias = RevisionAction  # noqa: Y015
+
+class _RecomputeScope:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RecomputeScopeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RecomputeScope.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    RECOMPUTE_SCOPE_UNSPECIFIED: _RecomputeScope.ValueType  # 0
+    """Not used."""
+    RECOMPUTE_SCOPE_CHANGED: _RecomputeScope.ValueType  # 1
+    """Customers changed since the stored cursor into the profiles change log; moves it."""
+    RECOMPUTE_SCOPE_ALL: _RecomputeScope.ValueType  # 2
+    """Every customer; customers no longer stored exit all their segments."""
+
+class RecomputeScope(_RecomputeScope, metaclass=_RecomputeScopeEnumTypeWrapper):
+    """What to recompute."""
+
+RECOMPUTE_SCOPE_UNSPECIFIED: RecomputeScope.ValueType  # 0
+"""Not used."""
+RECOMPUTE_SCOPE_CHANGED: RecomputeScope.ValueType  # 1
+"""Customers changed since the stored cursor into the profiles change log; moves it."""
+RECOMPUTE_SCOPE_ALL: RecomputeScope.ValueType  # 2
+"""Every customer; customers no longer stored exit all their segments."""
+Global___RecomputeScope: _TypeAlias = RecomputeScope  # noqa: Y015
+
+class _MembershipChangeKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _MembershipChangeKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_MembershipChangeKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    MEMBERSHIP_CHANGE_KIND_UNSPECIFIED: _MembershipChangeKind.ValueType  # 0
+    """Not used."""
+    MEMBERSHIP_CHANGE_KIND_ENTERED: _MembershipChangeKind.ValueType  # 1
+    """The customer became a member."""
+    MEMBERSHIP_CHANGE_KIND_EXITED: _MembershipChangeKind.ValueType  # 2
+    """The customer stopped being a member."""
+
+class MembershipChangeKind(_MembershipChangeKind, metaclass=_MembershipChangeKindEnumTypeWrapper):
+    """Direction of a membership transition."""
+
+MEMBERSHIP_CHANGE_KIND_UNSPECIFIED: MembershipChangeKind.ValueType  # 0
+"""Not used."""
+MEMBERSHIP_CHANGE_KIND_ENTERED: MembershipChangeKind.ValueType  # 1
+"""The customer became a member."""
+MEMBERSHIP_CHANGE_KIND_EXITED: MembershipChangeKind.ValueType  # 2
+"""The customer stopped being a member."""
+Global___MembershipChangeKind: _TypeAlias = MembershipChangeKind  # noqa: Y015
+
+class _LintWarningKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _LintWarningKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_LintWarningKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    LINT_WARNING_KIND_UNSPECIFIED: _LintWarningKind.ValueType  # 0
+    """Not used."""
+    LINT_WARNING_KIND_TOO_MANY_SEGMENTS: _LintWarningKind.ValueType  # 1
+    """More than ten segments are enabled; teams stop trusting more."""
+    LINT_WARNING_KIND_SHADOWED: _LintWarningKind.ValueType  # 2
+    """A segment never wins its family: higher-priority segments match all its customers."""
+    LINT_WARNING_KIND_MATCHES_NOBODY: _LintWarningKind.ValueType  # 3
+    """A segment matches none of the stored customers."""
+    LINT_WARNING_KIND_DUPLICATE_OVERLAYS: _LintWarningKind.ValueType  # 4
+    """Two overlays match exactly the same customers."""
+
+class LintWarningKind(_LintWarningKind, metaclass=_LintWarningKindEnumTypeWrapper):
+    """Kinds of lint warning."""
+
+LINT_WARNING_KIND_UNSPECIFIED: LintWarningKind.ValueType  # 0
+"""Not used."""
+LINT_WARNING_KIND_TOO_MANY_SEGMENTS: LintWarningKind.ValueType  # 1
+"""More than ten segments are enabled; teams stop trusting more."""
+LINT_WARNING_KIND_SHADOWED: LintWarningKind.ValueType  # 2
+"""A segment never wins its family: higher-priority segments match all its customers."""
+LINT_WARNING_KIND_MATCHES_NOBODY: LintWarningKind.ValueType  # 3
+"""A segment matches none of the stored customers."""
+LINT_WARNING_KIND_DUPLICATE_OVERLAYS: LintWarningKind.ValueType  # 4
+"""Two overlays match exactly the same customers."""
+Global___LintWarningKind: _TypeAlias = LintWarningKind  # noqa: Y015
+
+@_typing.final
+class Segment(_message.Message):
+    """A population of customers defined by a rule."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEGMENT_ID_FIELD_NUMBER: _builtins.int
+    DISPLAY_NAME_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    RULE_FIELD_NUMBER: _builtins.int
+    FAMILY_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
+    ENABLED_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    segment_id: _builtins.str
+    """Stable identifier: 1-64 lowercase letters, digits, '_' or '-', starting with a letter,
+    e.g. "tier_enterprise". Fixed at creation.
+    """
+    display_name: _builtins.str
+    """Name shown to agents, e.g. "Enterprise"."""
+    description: _builtins.str
+    """What the segment is for and who owns it."""
+    family: _builtins.str
+    """Family of mutually exclusive segments, e.g. "tier"; empty for an overlay."""
+    priority: _builtins.int
+    """Order inside the family: the matching segment with the lowest priority wins (ties go
+    to the smaller segment_id).
+    """
+    enabled: _builtins.bool
+    """Disabled segments are kept but never evaluated."""
+    revision: _builtins.int
+    """Output only. Revision number, 1 at creation, one more at every change."""
+    @_builtins.property
+    def rule(self) -> _struct_pb2.Struct:
+        """The rule: a JSON condition document with MongoDB-style operators (GrowthBook
+        semantics) plus `$inSegment`, `$notInSegment`, `$withinLast`, `$olderThan`, `$before`
+        and `$after`. Paths are the Customer fields by name, `attributes.KEY` and `traits.KEY`.
+        """
+
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """Output only. When the segment was created."""
+
+    @_builtins.property
+    def update_time(self) -> _timestamp_pb2.Timestamp:
+        """Output only. When the current revision was made."""
+
+    def __init__(
+        self,
+        *,
+        segment_id: _builtins.str = ...,
+        display_name: _builtins.str = ...,
+        description: _builtins.str = ...,
+        rule: _struct_pb2.Struct | None = ...,
+        family: _builtins.str = ...,
+        priority: _builtins.int = ...,
+        enabled: _builtins.bool = ...,
+        revision: _builtins.int = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        update_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "rule", b"rule", "update_time", b"update_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "description", b"description", "display_name", b"display_name", "enabled", b"enabled", "family", b"family", "priority", b"priority", "revision", b"revision", "rule", b"rule", "segment_id", b"segment_id", "update_time", b"update_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Segment: _TypeAlias = Segment  # noqa: Y015
+
+@_typing.final
+class SegmentRevision(_message.Message):
+    """One revision of a segment: the definition and who made it, when and what changed."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEGMENT_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    CHANGED_FIELDS_FIELD_NUMBER: _builtins.int
+    RESTORED_REVISION_FIELD_NUMBER: _builtins.int
+    actor: _builtins.str
+    """Who made the revision, as given by the caller."""
+    action: Global___RevisionAction.ValueType
+    """What made the revision."""
+    restored_revision: _builtins.int
+    """For a rollback, the revision whose definition was restored."""
+    @_builtins.property
+    def segment(self) -> Global___Segment:
+        """The segment as it was at this revision."""
+
+    @_builtins.property
+    def changed_fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Names of the Segment fields that differ from the previous revision."""
+
+    def __init__(
+        self,
+        *,
+        segment: Global___Segment | None = ...,
+        actor: _builtins.str = ...,
+        action: Global___RevisionAction.ValueType = ...,
+        changed_fields: _abc.Iterable[_builtins.str] | None = ...,
+        restored_revision: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["segment", b"segment"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "actor", b"actor", "changed_fields", b"changed_fields", "restored_revision", b"restored_revision", "segment", b"segment"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SegmentRevision: _TypeAlias = SegmentRevision  # noqa: Y015
+
+@_typing.final
+class CreateSegmentRequest(_message.Message):
+    """Request for CreateSegment."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEGMENT_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    actor: _builtins.str
+    """Who is making the change, e.g. an email address."""
+    @_builtins.property
+    def segment(self) -> Global___Segment:
+        """The segment; `revision` and the times are ignored."""
+
+    def __init__(
+        self,
+        *,
+        segment: Global___Segment | None = ...,
+        actor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["segment", b"segment"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "segment", b"segment"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateSegmentRequest: _TypeAlias = CreateSegmentRequest  # noqa: Y015
+
+@_typing.final
+class CreateSegmentResponse(_message.Message):
+    """Response for CreateSegment."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEGMENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def segment(self) -> Global___Segment:
+        """The created segment at revision 1."""
+
+    def __init__(
+        self,
+        *,
+        segment: Global___Segment | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["segment", b"segment"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["segment", b"segment"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateSegmentResponse: _TypeAlias = CreateSegmentResponse  # noqa: Y015
+
+@_typing.final
+class GetSegmentRequest(_message.Message):
+    """Request for GetSegment."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEGMENT_ID_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    segment_id: _builtins.str
+    """The segment to read."""
+    revision: _builtins.int
+    """A revision to read; 0 means the current one."""
+    def __init__(
+        self,
+        *,
+        segment_id: _builtins.str = ...,
+        revision: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["revision", b"revision", "segment_id", b"segment_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSegmentRequest: _TypeAlias = GetSegmentRequest  # noqa: Y015
+
+@_typing.final
+class GetSegmentResponse(_message.Message):
+    """Response for GetSegment."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEGMENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def segment(self) -> Global___Segment:
+        """The segment at the requested revision."""
+
+    def __init__(
+        self,
+        *,
+        segment: Global___Segment | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["segment", b"segment"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["segment", b"segment"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSegmentResponse: _TypeAlias = GetSegmentResponse  # noqa: Y015
+
+@_typing.final
+class ListSegmentsRequest(_message.Message):
+    """Request for ListSegments."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    FAMILY_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """Maximum number of segments, 1-1000; 0 means 100."""
+    page_token: _builtins.str
+    """Token from a previous response's `next_page_token`."""
+    family: _builtins.str
+    """Only segments of this family."""
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        family: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["family", b"family", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSegmentsRequest: _TypeAlias = ListSegmentsRequest  # noqa: Y015
+
+@_typing.final
+class ListSegmentsResponse(_message.Message):
+    """Response for ListSegments."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEGMENTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    @_builtins.property
+    def segments(self) -> _containers.RepeatedCompositeFieldContainer[Global___Segment]:
+        """The page of segments."""
+
+    def __init__(
+        self,
+        *,
+        segments: _abc.Iterable[Global___Segment] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "segments", b"segments"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSegmentsResponse: _TypeAlias = ListSegmentsResponse  # noqa: Y015
+
+@_typing.final
+class UpdateSegmentRequest(_message.Message):
+    """Request for UpdateSegment."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEGMENT_FIELD_NUMBER: _builtins.int
+    UPDATE_MASK_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    actor: _builtins.str
+    """Who is making the change."""
+    @_builtins.property
+    def segment(self) -> Global___Segment:
+        """The segment with `segment_id` set, the new values of the masked fields, and the
+        revision the change is based on (0 skips the check).
+        """
+
+    @_builtins.property
+    def update_mask(self) -> _field_mask_pb2.FieldMask:
+        """Fields to update: display_name, description, rule, family, priority, enabled."""
+
+    def __init__(
+        self,
+        *,
+        segment: Global___Segment | None = ...,
+        update_mask: _field_mask_pb2.FieldMask | None = ...,
+        actor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["segment", b"segment", "update_mask", b"update_mask"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "segment", b"segment", "update_mask", b"update_mask"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateSegmentRequest: _TypeAlias = UpdateSegmentRequest  # noqa: Y015
+
+@_typing.final
+class UpdateSegmentResponse(_message.Message):
+    """Response for UpdateSegment."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEGMENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def segment(self) -> Global___Segment:
+        """The segment at its new revision (unchanged when nothing differed)."""
+
+    def __init__(
+        self,
+        *,
+        segment: Global___Segment | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["segment", b"segment"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["segment", b"segment"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateSegmentResponse: _TypeAlias = UpdateSegmentResponse  # noqa: Y015
+
+@_typing.final
+class DeleteSegmentRequest(_message.Message):
+    """Request for DeleteSegment."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEGMENT_ID_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    segment_id: _builtins.str
+    """The segment to delete."""
+    revision: _builtins.int
+    """When set, must equal the current revision."""
+    def __init__(
+        self,
+        *,
+        segment_id: _builtins.str = ...,
+        revision: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["revision", b"revision", "segment_id", b"segment_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteSegmentRequest: _TypeAlias = DeleteSegmentRequest  # noqa: Y015
+
+@_typing.final
+class DeleteSegmentResponse(_message.Message):
+    """Response for DeleteSegment."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteSegmentResponse: _TypeAlias = DeleteSegmentResponse  # noqa: Y015
+
+@_typing.final
+class ListSegmentRevisionsRequest(_message.Message):
+    """Request for ListSegmentRevisions."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEGMENT_ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    segment_id: _builtins.str
+    """The segment whose history to read."""
+    page_size: _builtins.int
+    """Maximum number of revisions, 1-1000; 0 means 100."""
+    page_token: _builtins.str
+    """Token from a previous response's `next_page_token`."""
+    def __init__(
+        self,
+        *,
+        segment_id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "segment_id", b"segment_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSegmentRevisionsRequest: _TypeAlias = ListSegmentRevisionsRequest  # noqa: Y015
+
+@_typing.final
+class ListSegmentRevisionsResponse(_message.Message):
+    """Response for ListSegmentRevisions."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REVISIONS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    @_builtins.property
+    def revisions(self) -> _containers.RepeatedCompositeFieldContainer[Global___SegmentRevision]:
+        """Revisions, newest first."""
+
+    def __init__(
+        self,
+        *,
+        revisions: _abc.Iterable[Global___SegmentRevision] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "revisions", b"revisions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSegmentRevisionsResponse: _TypeAlias = ListSegmentRevisionsResponse  # noqa: Y015
+
+@_typing.final
+class RollbackSegmentRequest(_message.Message):
+    """Request for RollbackSegment."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEGMENT_ID_FIELD_NUMBER: _builtins.int
+    TARGET_REVISION_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    segment_id: _builtins.str
+    """The segment to roll back."""
+    target_revision: _builtins.int
+    """The revision whose definition to restore."""
+    revision: _builtins.int
+    """When set, must equal the current revision."""
+    actor: _builtins.str
+    """Who is making the change."""
+    def __init__(
+        self,
+        *,
+        segment_id: _builtins.str = ...,
+        target_revision: _builtins.int = ...,
+        revision: _builtins.int = ...,
+        actor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "revision", b"revision", "segment_id", b"segment_id", "target_revision", b"target_revision"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RollbackSegmentRequest: _TypeAlias = RollbackSegmentRequest  # noqa: Y015
+
+@_typing.final
+class RollbackSegmentResponse(_message.Message):
+    """Response for RollbackSegment."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEGMENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def segment(self) -> Global___Segment:
+        """The segment at its new revision."""
+
+    def __init__(
+        self,
+        *,
+        segment: Global___Segment | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["segment", b"segment"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["segment", b"segment"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RollbackSegmentResponse: _TypeAlias = RollbackSegmentResponse  # noqa: Y015
+
+@_typing.final
+class Explanation(_message.Message):
+    """Why a rule did or did not match, node by node."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PATH_FIELD_NUMBER: _builtins.int
+    OPERATOR_FIELD_NUMBER: _builtins.int
+    PASSED_FIELD_NUMBER: _builtins.int
+    FIELD_FIELD_NUMBER: _builtins.int
+    EXPECTED_FIELD_NUMBER: _builtins.int
+    ACTUAL_FIELD_NUMBER: _builtins.int
+    CHILDREN_FIELD_NUMBER: _builtins.int
+    path: _builtins.str
+    """JSON path of the node in the rule, e.g. "$.$and[1].seats.$lt"."""
+    operator: _builtins.str
+    """The operator, e.g. "$gte", "$and"; "=" for a plain value."""
+    passed: _builtins.bool
+    """Whether the node held for this customer."""
+    field: _builtins.str
+    """The customer field tested, e.g. "traits.logins_wow_change"; empty for $and/$or/..."""
+    @_builtins.property
+    def expected(self) -> _struct_pb2.Value:
+        """The value the rule expects."""
+
+    @_builtins.property
+    def actual(self) -> _struct_pb2.Value:
+        """The customer's value at `field`; null when missing."""
+
+    @_builtins.property
+    def children(self) -> _containers.RepeatedCompositeFieldContainer[Global___Explanation]:
+        """Explanations of the parts of $and, $or, $nor and $not."""
+
+    def __init__(
+        self,
+        *,
+        path: _builtins.str = ...,
+        operator: _builtins.str = ...,
+        passed: _builtins.bool = ...,
+        field: _builtins.str = ...,
+        expected: _struct_pb2.Value | None = ...,
+        actual: _struct_pb2.Value | None = ...,
+        children: _abc.Iterable[Global___Explanation] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["actual", b"actual", "expected", b"expected"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actual", b"actual", "children", b"children", "expected", b"expected", "field", b"field", "operator", b"operator", "passed", b"passed", "path", b"path"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Explanation: _TypeAlias = Explanation  # noqa: Y015
+
+@_typing.final
+class EvaluateCustomerRequest(_message.Message):
+    """Request for EvaluateCustomer."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    CUSTOMER_FIELD_NUMBER: _builtins.int
+    EVALUATE_TIME_FIELD_NUMBER: _builtins.int
+    customer_id: _builtins.str
+    """A stored customer, read from the ProfileService."""
+    @_builtins.property
+    def customer(self) -> _profiles_pb2.Customer:
+        """An inline customer for a dry run; nothing is read or stored."""
+
+    @_builtins.property
+    def evaluate_time(self) -> _timestamp_pb2.Timestamp:
+        """The instant relative-date rules are measured from; unset means now."""
+
+    def __init__(
+        self,
+        *,
+        customer_id: _builtins.str = ...,
+        customer: _profiles_pb2.Customer | None = ...,
+        evaluate_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["customer", b"customer", "customer_id", b"customer_id", "evaluate_time", b"evaluate_time", "subject", b"subject"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer", b"customer", "customer_id", b"customer_id", "evaluate_time", b"evaluate_time", "subject", b"subject"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_subject: _TypeAlias = _typing.Literal["customer_id", "customer"]  # noqa: Y015
+    _WhichOneofArgType_subject: _TypeAlias = _typing.Literal["subject", b"subject"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_subject) -> _WhichOneofReturnType_subject | None: ...
+
+Global___EvaluateCustomerRequest: _TypeAlias = EvaluateCustomerRequest  # noqa: Y015
+
+@_typing.final
+class SegmentEvaluation(_message.Message):
+    """One segment's verdict for a customer."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEGMENT_ID_FIELD_NUMBER: _builtins.int
+    FAMILY_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    MATCHED_FIELD_NUMBER: _builtins.int
+    MEMBER_FIELD_NUMBER: _builtins.int
+    EXPLANATION_FIELD_NUMBER: _builtins.int
+    segment_id: _builtins.str
+    """The segment."""
+    family: _builtins.str
+    """Its family; empty for an overlay."""
+    revision: _builtins.int
+    """The revision evaluated."""
+    matched: _builtins.bool
+    """Whether the rule matched."""
+    member: _builtins.bool
+    """Whether the customer is a member: an overlay that matched, or its family's winner."""
+    @_builtins.property
+    def explanation(self) -> Global___Explanation:
+        """Why."""
+
+    def __init__(
+        self,
+        *,
+        segment_id: _builtins.str = ...,
+        family: _builtins.str = ...,
+        revision: _builtins.int = ...,
+        matched: _builtins.bool = ...,
+        member: _builtins.bool = ...,
+        explanation: Global___Explanation | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["explanation", b"explanation"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["explanation", b"explanation", "family", b"family", "matched", b"matched", "member", b"member", "revision", b"revision", "segment_id", b"segment_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SegmentEvaluation: _TypeAlias = SegmentEvaluation  # noqa: Y015
+
+@_typing.final
+class FamilyWinner(_message.Message):
+    """The winner of one family for a customer."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FAMILY_FIELD_NUMBER: _builtins.int
+    SEGMENT_ID_FIELD_NUMBER: _builtins.int
+    family: _builtins.str
+    """The family."""
+    segment_id: _builtins.str
+    """The winning segment; empty when no segment of the family matched."""
+    def __init__(
+        self,
+        *,
+        family: _builtins.str = ...,
+        segment_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["family", b"family", "segment_id", b"segment_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FamilyWinner: _TypeAlias = FamilyWinner  # noqa: Y015
+
+@_typing.final
+class EvaluateCustomerResponse(_message.Message):
+    """Response for EvaluateCustomer."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    MEMBER_SEGMENT_IDS_FIELD_NUMBER: _builtins.int
+    WINNERS_FIELD_NUMBER: _builtins.int
+    EVALUATIONS_FIELD_NUMBER: _builtins.int
+    customer_id: _builtins.str
+    """The customer evaluated; empty for an inline customer without an id."""
+    @_builtins.property
+    def member_segment_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Ids of the segments the customer is a member of: overlays and family winners."""
+
+    @_builtins.property
+    def winners(self) -> _containers.RepeatedCompositeFieldContainer[Global___FamilyWinner]:
+        """The winner of every family, ordered by family."""
+
+    @_builtins.property
+    def evaluations(self) -> _containers.RepeatedCompositeFieldContainer[Global___SegmentEvaluation]:
+        """One verdict per enabled segment, in evaluation order."""
+
+    def __init__(
+        self,
+        *,
+        customer_id: _builtins.str = ...,
+        member_segment_ids: _abc.Iterable[_builtins.str] | None = ...,
+        winners: _abc.Iterable[Global___FamilyWinner] | None = ...,
+        evaluations: _abc.Iterable[Global___SegmentEvaluation] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_id", b"customer_id", "evaluations", b"evaluations", "member_segment_ids", b"member_segment_ids", "winners", b"winners"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EvaluateCustomerResponse: _TypeAlias = EvaluateCustomerResponse  # noqa: Y015
+
+@_typing.final
+class TestRuleRequest(_message.Message):
+    """Request for TestRule."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RULE_FIELD_NUMBER: _builtins.int
+    ATTRIBUTES_FIELD_NUMBER: _builtins.int
+    MEMBER_SEGMENT_IDS_FIELD_NUMBER: _builtins.int
+    EVALUATE_TIME_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def rule(self) -> _struct_pb2.Struct:
+        """The draft rule."""
+
+    @_builtins.property
+    def attributes(self) -> _struct_pb2.Struct:
+        """The customer attributes to test, by rule path names (plan, seats, traits, ...)."""
+
+    @_builtins.property
+    def member_segment_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Segments the customer counts as a member of, for `$inSegment`."""
+
+    @_builtins.property
+    def evaluate_time(self) -> _timestamp_pb2.Timestamp:
+        """The instant relative-date rules are measured from; unset means now."""
+
+    def __init__(
+        self,
+        *,
+        rule: _struct_pb2.Struct | None = ...,
+        attributes: _struct_pb2.Struct | None = ...,
+        member_segment_ids: _abc.Iterable[_builtins.str] | None = ...,
+        evaluate_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["attributes", b"attributes", "evaluate_time", b"evaluate_time", "rule", b"rule"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attributes", b"attributes", "evaluate_time", b"evaluate_time", "member_segment_ids", b"member_segment_ids", "rule", b"rule"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TestRuleRequest: _TypeAlias = TestRuleRequest  # noqa: Y015
+
+@_typing.final
+class TestRuleResponse(_message.Message):
+    """Response for TestRule."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MATCHED_FIELD_NUMBER: _builtins.int
+    EXPLANATION_FIELD_NUMBER: _builtins.int
+    matched: _builtins.bool
+    """Whether the rule matched."""
+    @_builtins.property
+    def explanation(self) -> Global___Explanation:
+        """Why."""
+
+    def __init__(
+        self,
+        *,
+        matched: _builtins.bool = ...,
+        explanation: Global___Explanation | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["explanation", b"explanation"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["explanation", b"explanation", "matched", b"matched"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TestRuleResponse: _TypeAlias = TestRuleResponse  # noqa: Y015
+
+@_typing.final
+class PreviewSegmentRequest(_message.Message):
+    """Request for PreviewSegment."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEGMENT_FIELD_NUMBER: _builtins.int
+    SAMPLE_SIZE_FIELD_NUMBER: _builtins.int
+    EVALUATE_TIME_FIELD_NUMBER: _builtins.int
+    sample_size: _builtins.int
+    """How many matching customer ids to return, 0-100; 0 means 10."""
+    @_builtins.property
+    def segment(self) -> Global___Segment:
+        """The draft. When `segment_id` names an existing segment, the draft is compared with
+        its live definition; otherwise it is treated as a new segment. Only rule, family,
+        priority and enabled matter.
+        """
+
+    @_builtins.property
+    def evaluate_time(self) -> _timestamp_pb2.Timestamp:
+        """The instant relative-date rules are measured from; unset means now."""
+
+    def __init__(
+        self,
+        *,
+        segment: Global___Segment | None = ...,
+        sample_size: _builtins.int = ...,
+        evaluate_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["evaluate_time", b"evaluate_time", "segment", b"segment"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["evaluate_time", b"evaluate_time", "sample_size", b"sample_size", "segment", b"segment"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PreviewSegmentRequest: _TypeAlias = PreviewSegmentRequest  # noqa: Y015
+
+@_typing.final
+class WinnerShift(_message.Message):
+    """A count of customers whose family winner would change from one segment to another."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FROM_SEGMENT_ID_FIELD_NUMBER: _builtins.int
+    TO_SEGMENT_ID_FIELD_NUMBER: _builtins.int
+    CUSTOMER_COUNT_FIELD_NUMBER: _builtins.int
+    from_segment_id: _builtins.str
+    """The current winner; empty for none."""
+    to_segment_id: _builtins.str
+    """The winner with the draft; empty for none."""
+    customer_count: _builtins.int
+    """How many customers."""
+    def __init__(
+        self,
+        *,
+        from_segment_id: _builtins.str = ...,
+        to_segment_id: _builtins.str = ...,
+        customer_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_count", b"customer_count", "from_segment_id", b"from_segment_id", "to_segment_id", b"to_segment_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WinnerShift: _TypeAlias = WinnerShift  # noqa: Y015
+
+@_typing.final
+class PreviewSegmentResponse(_message.Message):
+    """Response for PreviewSegment."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CUSTOMER_COUNT_FIELD_NUMBER: _builtins.int
+    MATCHING_COUNT_FIELD_NUMBER: _builtins.int
+    SAMPLE_CUSTOMER_IDS_FIELD_NUMBER: _builtins.int
+    ENTERING_COUNT_FIELD_NUMBER: _builtins.int
+    LEAVING_COUNT_FIELD_NUMBER: _builtins.int
+    WINNER_SHIFTS_FIELD_NUMBER: _builtins.int
+    customer_count: _builtins.int
+    """Stored customers considered."""
+    matching_count: _builtins.int
+    """Customers the draft rule matches."""
+    entering_count: _builtins.int
+    """Customers the draft matches that the live definition does not."""
+    leaving_count: _builtins.int
+    """Customers the live definition matches that the draft does not."""
+    @_builtins.property
+    def sample_customer_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Some of them, by id in ascending order."""
+
+    @_builtins.property
+    def winner_shifts(self) -> _containers.RepeatedCompositeFieldContainer[Global___WinnerShift]:
+        """How the family's winners would change; empty for an overlay."""
+
+    def __init__(
+        self,
+        *,
+        customer_count: _builtins.int = ...,
+        matching_count: _builtins.int = ...,
+        sample_customer_ids: _abc.Iterable[_builtins.str] | None = ...,
+        entering_count: _builtins.int = ...,
+        leaving_count: _builtins.int = ...,
+        winner_shifts: _abc.Iterable[Global___WinnerShift] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_count", b"customer_count", "entering_count", b"entering_count", "leaving_count", b"leaving_count", "matching_count", b"matching_count", "sample_customer_ids", b"sample_customer_ids", "winner_shifts", b"winner_shifts"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PreviewSegmentResponse: _TypeAlias = PreviewSegmentResponse  # noqa: Y015
+
+@_typing.final
+class RecomputeMembershipsRequest(_message.Message):
+    """Request for RecomputeMemberships."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCOPE_FIELD_NUMBER: _builtins.int
+    EVALUATE_TIME_FIELD_NUMBER: _builtins.int
+    scope: Global___RecomputeScope.ValueType
+    """What to recompute."""
+    @_builtins.property
+    def evaluate_time(self) -> _timestamp_pb2.Timestamp:
+        """The instant relative-date rules are measured from; unset means now."""
+
+    def __init__(
+        self,
+        *,
+        scope: Global___RecomputeScope.ValueType = ...,
+        evaluate_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["evaluate_time", b"evaluate_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["evaluate_time", b"evaluate_time", "scope", b"scope"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecomputeMembershipsRequest: _TypeAlias = RecomputeMembershipsRequest  # noqa: Y015
+
+@_typing.final
+class RecomputeMembershipsResponse(_message.Message):
+    """Response for RecomputeMemberships."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVALUATED_COUNT_FIELD_NUMBER: _builtins.int
+    REMOVED_COUNT_FIELD_NUMBER: _builtins.int
+    ENTERED_COUNT_FIELD_NUMBER: _builtins.int
+    EXITED_COUNT_FIELD_NUMBER: _builtins.int
+    LAST_SEQUENCE_FIELD_NUMBER: _builtins.int
+    evaluated_count: _builtins.int
+    """Customers evaluated."""
+    removed_count: _builtins.int
+    """Customers that no longer exist and exited everything."""
+    entered_count: _builtins.int
+    """Transitions into segments stored."""
+    exited_count: _builtins.int
+    """Transitions out of segments stored."""
+    last_sequence: _builtins.int
+    """The change-log cursor after this run (the last sequence read)."""
+    def __init__(
+        self,
+        *,
+        evaluated_count: _builtins.int = ...,
+        removed_count: _builtins.int = ...,
+        entered_count: _builtins.int = ...,
+        exited_count: _builtins.int = ...,
+        last_sequence: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entered_count", b"entered_count", "evaluated_count", b"evaluated_count", "exited_count", b"exited_count", "last_sequence", b"last_sequence", "removed_count", b"removed_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecomputeMembershipsResponse: _TypeAlias = RecomputeMembershipsResponse  # noqa: Y015
+
+@_typing.final
+class Membership(_message.Message):
+    """A customer's current membership of one segment."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    SEGMENT_ID_FIELD_NUMBER: _builtins.int
+    FAMILY_FIELD_NUMBER: _builtins.int
+    ENTER_TIME_FIELD_NUMBER: _builtins.int
+    RULE_REVISION_FIELD_NUMBER: _builtins.int
+    customer_id: _builtins.str
+    """The customer."""
+    segment_id: _builtins.str
+    """The segment."""
+    family: _builtins.str
+    """The segment's family; empty for an overlay."""
+    rule_revision: _builtins.int
+    """The segment revision that admitted the customer."""
+    @_builtins.property
+    def enter_time(self) -> _timestamp_pb2.Timestamp:
+        """When the customer entered."""
+
+    def __init__(
+        self,
+        *,
+        customer_id: _builtins.str = ...,
+        segment_id: _builtins.str = ...,
+        family: _builtins.str = ...,
+        enter_time: _timestamp_pb2.Timestamp | None = ...,
+        rule_revision: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["enter_time", b"enter_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_id", b"customer_id", "enter_time", b"enter_time", "family", b"family", "rule_revision", b"rule_revision", "segment_id", b"segment_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Membership: _TypeAlias = Membership  # noqa: Y015
+
+@_typing.final
+class ListMembershipsRequest(_message.Message):
+    """Request for ListMemberships."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    SEGMENT_ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    customer_id: _builtins.str
+    """Only this customer's memberships."""
+    segment_id: _builtins.str
+    """Only this segment's members."""
+    page_size: _builtins.int
+    """Maximum number of memberships, 1-1000; 0 means 100."""
+    page_token: _builtins.str
+    """Token from a previous response's `next_page_token`."""
+    def __init__(
+        self,
+        *,
+        customer_id: _builtins.str = ...,
+        segment_id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_id", b"customer_id", "page_size", b"page_size", "page_token", b"page_token", "segment_id", b"segment_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListMembershipsRequest: _TypeAlias = ListMembershipsRequest  # noqa: Y015
+
+@_typing.final
+class ListMembershipsResponse(_message.Message):
+    """Response for ListMemberships."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MEMBERSHIPS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    @_builtins.property
+    def memberships(self) -> _containers.RepeatedCompositeFieldContainer[Global___Membership]:
+        """The page of memberships, ordered by customer then segment."""
+
+    def __init__(
+        self,
+        *,
+        memberships: _abc.Iterable[Global___Membership] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["memberships", b"memberships", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListMembershipsResponse: _TypeAlias = ListMembershipsResponse  # noqa: Y015
+
+@_typing.final
+class MembershipChange(_message.Message):
+    """One membership transition."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANGE_ID_FIELD_NUMBER: _builtins.int
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    SEGMENT_ID_FIELD_NUMBER: _builtins.int
+    FAMILY_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    PREVIOUS_WINNER_SEGMENT_ID_FIELD_NUMBER: _builtins.int
+    CHANGE_TIME_FIELD_NUMBER: _builtins.int
+    RULE_REVISION_FIELD_NUMBER: _builtins.int
+    TRIGGER_FIELD_NUMBER: _builtins.int
+    change_id: _builtins.int
+    """Position in the history; strictly increasing."""
+    customer_id: _builtins.str
+    """The customer."""
+    segment_id: _builtins.str
+    """The segment entered or exited."""
+    family: _builtins.str
+    """The segment's family; empty for an overlay."""
+    kind: Global___MembershipChangeKind.ValueType
+    """Entered or exited."""
+    previous_winner_segment_id: _builtins.str
+    """The family's winner before this change; empty for overlays or when there was none."""
+    rule_revision: _builtins.int
+    """The segment's revision at the time."""
+    trigger: _builtins.str
+    """What triggered it, e.g. "customer_changed", "full_recompute", "customer_deleted",
+    "segment_deleted".
+    """
+    @_builtins.property
+    def change_time(self) -> _timestamp_pb2.Timestamp:
+        """When the change was recorded."""
+
+    def __init__(
+        self,
+        *,
+        change_id: _builtins.int = ...,
+        customer_id: _builtins.str = ...,
+        segment_id: _builtins.str = ...,
+        family: _builtins.str = ...,
+        kind: Global___MembershipChangeKind.ValueType = ...,
+        previous_winner_segment_id: _builtins.str = ...,
+        change_time: _timestamp_pb2.Timestamp | None = ...,
+        rule_revision: _builtins.int = ...,
+        trigger: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["change_time", b"change_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["change_id", b"change_id", "change_time", b"change_time", "customer_id", b"customer_id", "family", b"family", "kind", b"kind", "previous_winner_segment_id", b"previous_winner_segment_id", "rule_revision", b"rule_revision", "segment_id", b"segment_id", "trigger", b"trigger"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MembershipChange: _TypeAlias = MembershipChange  # noqa: Y015
+
+@_typing.final
+class ListMembershipChangesRequest(_message.Message):
+    """Request for ListMembershipChanges."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    SEGMENT_ID_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    customer_id: _builtins.str
+    """Only this customer's transitions."""
+    segment_id: _builtins.str
+    """Only this segment's transitions."""
+    page_size: _builtins.int
+    """Maximum number of transitions, 1-1000; 0 means 100."""
+    page_token: _builtins.str
+    """Token from a previous response's `next_page_token`."""
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """Only transitions at or after this time."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """Only transitions before this time."""
+
+    def __init__(
+        self,
+        *,
+        customer_id: _builtins.str = ...,
+        segment_id: _builtins.str = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_id", b"customer_id", "end_time", b"end_time", "page_size", b"page_size", "page_token", b"page_token", "segment_id", b"segment_id", "start_time", b"start_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListMembershipChangesRequest: _TypeAlias = ListMembershipChangesRequest  # noqa: Y015
+
+@_typing.final
+class ListMembershipChangesResponse(_message.Message):
+    """Response for ListMembershipChanges."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANGES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    @_builtins.property
+    def changes(self) -> _containers.RepeatedCompositeFieldContainer[Global___MembershipChange]:
+        """Transitions, newest first."""
+
+    def __init__(
+        self,
+        *,
+        changes: _abc.Iterable[Global___MembershipChange] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changes", b"changes", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListMembershipChangesResponse: _TypeAlias = ListMembershipChangesResponse  # noqa: Y015
+
+@_typing.final
+class GetMigrationReportRequest(_message.Message):
+    """Request for GetMigrationReport."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FAMILY_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    family: _builtins.str
+    """The family, e.g. "tier"."""
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """The earlier instant."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """The later instant."""
+
+    def __init__(
+        self,
+        *,
+        family: _builtins.str = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "family", b"family", "start_time", b"start_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetMigrationReportRequest: _TypeAlias = GetMigrationReportRequest  # noqa: Y015
+
+@_typing.final
+class Migration(_message.Message):
+    """How many customers went from one segment of a family to another."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FROM_SEGMENT_ID_FIELD_NUMBER: _builtins.int
+    TO_SEGMENT_ID_FIELD_NUMBER: _builtins.int
+    CUSTOMER_COUNT_FIELD_NUMBER: _builtins.int
+    from_segment_id: _builtins.str
+    """The winner at `start_time`; empty for none."""
+    to_segment_id: _builtins.str
+    """The winner at `end_time`; empty for none."""
+    customer_count: _builtins.int
+    """How many customers."""
+    def __init__(
+        self,
+        *,
+        from_segment_id: _builtins.str = ...,
+        to_segment_id: _builtins.str = ...,
+        customer_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_count", b"customer_count", "from_segment_id", b"from_segment_id", "to_segment_id", b"to_segment_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Migration: _TypeAlias = Migration  # noqa: Y015
+
+@_typing.final
+class GetMigrationReportResponse(_message.Message):
+    """Response for GetMigrationReport."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class UnchangedCountsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    MIGRATIONS_FIELD_NUMBER: _builtins.int
+    UNCHANGED_COUNTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def migrations(self) -> _containers.RepeatedCompositeFieldContainer[Global___Migration]:
+        """Moves between different segments, largest first."""
+
+    @_builtins.property
+    def unchanged_counts(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Customers whose winner was the same at both instants, by segment."""
+
+    def __init__(
+        self,
+        *,
+        migrations: _abc.Iterable[Global___Migration] | None = ...,
+        unchanged_counts: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["migrations", b"migrations", "unchanged_counts", b"unchanged_counts"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetMigrationReportResponse: _TypeAlias = GetMigrationReportResponse  # noqa: Y015
+
+@_typing.final
+class LintSegmentsRequest(_message.Message):
+    """Request for LintSegments."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVALUATE_TIME_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def evaluate_time(self) -> _timestamp_pb2.Timestamp:
+        """The instant relative-date rules are measured from; unset means now."""
+
+    def __init__(
+        self,
+        *,
+        evaluate_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["evaluate_time", b"evaluate_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["evaluate_time", b"evaluate_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LintSegmentsRequest: _TypeAlias = LintSegmentsRequest  # noqa: Y015
+
+@_typing.final
+class LintWarning(_message.Message):
+    """One lint warning."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    SEGMENT_IDS_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    kind: Global___LintWarningKind.ValueType
+    """What kind."""
+    message: _builtins.str
+    """A sentence for an admin."""
+    @_builtins.property
+    def segment_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The segments concerned."""
+
+    def __init__(
+        self,
+        *,
+        kind: Global___LintWarningKind.ValueType = ...,
+        segment_ids: _abc.Iterable[_builtins.str] | None = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "message", b"message", "segment_ids", b"segment_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LintWarning: _TypeAlias = LintWarning  # noqa: Y015
+
+@_typing.final
+class LintSegmentsResponse(_message.Message):
+    """Response for LintSegments."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WARNINGS_FIELD_NUMBER: _builtins.int
+    CUSTOMER_COUNT_FIELD_NUMBER: _builtins.int
+    customer_count: _builtins.int
+    """Stored customers the checks ran over."""
+    @_builtins.property
+    def warnings(self) -> _containers.RepeatedCompositeFieldContainer[Global___LintWarning]:
+        """Warnings, in kind order."""
+
+    def __init__(
+        self,
+        *,
+        warnings: _abc.Iterable[Global___LintWarning] | None = ...,
+        customer_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_count", b"customer_count", "warnings", b"warnings"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LintSegmentsResponse: _TypeAlias = LintSegmentsResponse  # noqa: Y015

@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from switchboard.segments.v1 import segments_pb2 as switchboard_dot_segments_dot_v1_dot_segments__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -25,8 +26,10 @@ if _version_not_supported:
 
 
 class SegmentServiceStub:
-    """SegmentService owns segment definitions and customers' memberships. Its RPCs arrive with
-    the segments issue; the service already answers health checks and reflection.
+    """SegmentService owns segment definitions and customers' memberships. A segment is a
+    population defined by a rule over the customer record. Segments in the same family are
+    mutually exclusive (the first match by priority wins); segments without a family are
+    overlays that can all match. Customers are read only through the ProfileService.
     """
 
     def __init__(self, channel):
@@ -35,16 +38,284 @@ class SegmentServiceStub:
         Args:
             channel: A grpc.Channel.
         """
+        self.CreateSegment = channel.unary_unary(
+                '/switchboard.segments.v1.SegmentService/CreateSegment',
+                request_serializer=switchboard_dot_segments_dot_v1_dot_segments__pb2.CreateSegmentRequest.SerializeToString,
+                response_deserializer=switchboard_dot_segments_dot_v1_dot_segments__pb2.CreateSegmentResponse.FromString,
+                _registered_method=True)
+        self.GetSegment = channel.unary_unary(
+                '/switchboard.segments.v1.SegmentService/GetSegment',
+                request_serializer=switchboard_dot_segments_dot_v1_dot_segments__pb2.GetSegmentRequest.SerializeToString,
+                response_deserializer=switchboard_dot_segments_dot_v1_dot_segments__pb2.GetSegmentResponse.FromString,
+                _registered_method=True)
+        self.ListSegments = channel.unary_unary(
+                '/switchboard.segments.v1.SegmentService/ListSegments',
+                request_serializer=switchboard_dot_segments_dot_v1_dot_segments__pb2.ListSegmentsRequest.SerializeToString,
+                response_deserializer=switchboard_dot_segments_dot_v1_dot_segments__pb2.ListSegmentsResponse.FromString,
+                _registered_method=True)
+        self.UpdateSegment = channel.unary_unary(
+                '/switchboard.segments.v1.SegmentService/UpdateSegment',
+                request_serializer=switchboard_dot_segments_dot_v1_dot_segments__pb2.UpdateSegmentRequest.SerializeToString,
+                response_deserializer=switchboard_dot_segments_dot_v1_dot_segments__pb2.UpdateSegmentResponse.FromString,
+                _registered_method=True)
+        self.DeleteSegment = channel.unary_unary(
+                '/switchboard.segments.v1.SegmentService/DeleteSegment',
+                request_serializer=switchboard_dot_segments_dot_v1_dot_segments__pb2.DeleteSegmentRequest.SerializeToString,
+                response_deserializer=switchboard_dot_segments_dot_v1_dot_segments__pb2.DeleteSegmentResponse.FromString,
+                _registered_method=True)
+        self.ListSegmentRevisions = channel.unary_unary(
+                '/switchboard.segments.v1.SegmentService/ListSegmentRevisions',
+                request_serializer=switchboard_dot_segments_dot_v1_dot_segments__pb2.ListSegmentRevisionsRequest.SerializeToString,
+                response_deserializer=switchboard_dot_segments_dot_v1_dot_segments__pb2.ListSegmentRevisionsResponse.FromString,
+                _registered_method=True)
+        self.RollbackSegment = channel.unary_unary(
+                '/switchboard.segments.v1.SegmentService/RollbackSegment',
+                request_serializer=switchboard_dot_segments_dot_v1_dot_segments__pb2.RollbackSegmentRequest.SerializeToString,
+                response_deserializer=switchboard_dot_segments_dot_v1_dot_segments__pb2.RollbackSegmentResponse.FromString,
+                _registered_method=True)
+        self.EvaluateCustomer = channel.unary_unary(
+                '/switchboard.segments.v1.SegmentService/EvaluateCustomer',
+                request_serializer=switchboard_dot_segments_dot_v1_dot_segments__pb2.EvaluateCustomerRequest.SerializeToString,
+                response_deserializer=switchboard_dot_segments_dot_v1_dot_segments__pb2.EvaluateCustomerResponse.FromString,
+                _registered_method=True)
+        self.TestRule = channel.unary_unary(
+                '/switchboard.segments.v1.SegmentService/TestRule',
+                request_serializer=switchboard_dot_segments_dot_v1_dot_segments__pb2.TestRuleRequest.SerializeToString,
+                response_deserializer=switchboard_dot_segments_dot_v1_dot_segments__pb2.TestRuleResponse.FromString,
+                _registered_method=True)
+        self.PreviewSegment = channel.unary_unary(
+                '/switchboard.segments.v1.SegmentService/PreviewSegment',
+                request_serializer=switchboard_dot_segments_dot_v1_dot_segments__pb2.PreviewSegmentRequest.SerializeToString,
+                response_deserializer=switchboard_dot_segments_dot_v1_dot_segments__pb2.PreviewSegmentResponse.FromString,
+                _registered_method=True)
+        self.RecomputeMemberships = channel.unary_unary(
+                '/switchboard.segments.v1.SegmentService/RecomputeMemberships',
+                request_serializer=switchboard_dot_segments_dot_v1_dot_segments__pb2.RecomputeMembershipsRequest.SerializeToString,
+                response_deserializer=switchboard_dot_segments_dot_v1_dot_segments__pb2.RecomputeMembershipsResponse.FromString,
+                _registered_method=True)
+        self.ListMemberships = channel.unary_unary(
+                '/switchboard.segments.v1.SegmentService/ListMemberships',
+                request_serializer=switchboard_dot_segments_dot_v1_dot_segments__pb2.ListMembershipsRequest.SerializeToString,
+                response_deserializer=switchboard_dot_segments_dot_v1_dot_segments__pb2.ListMembershipsResponse.FromString,
+                _registered_method=True)
+        self.ListMembershipChanges = channel.unary_unary(
+                '/switchboard.segments.v1.SegmentService/ListMembershipChanges',
+                request_serializer=switchboard_dot_segments_dot_v1_dot_segments__pb2.ListMembershipChangesRequest.SerializeToString,
+                response_deserializer=switchboard_dot_segments_dot_v1_dot_segments__pb2.ListMembershipChangesResponse.FromString,
+                _registered_method=True)
+        self.GetMigrationReport = channel.unary_unary(
+                '/switchboard.segments.v1.SegmentService/GetMigrationReport',
+                request_serializer=switchboard_dot_segments_dot_v1_dot_segments__pb2.GetMigrationReportRequest.SerializeToString,
+                response_deserializer=switchboard_dot_segments_dot_v1_dot_segments__pb2.GetMigrationReportResponse.FromString,
+                _registered_method=True)
+        self.LintSegments = channel.unary_unary(
+                '/switchboard.segments.v1.SegmentService/LintSegments',
+                request_serializer=switchboard_dot_segments_dot_v1_dot_segments__pb2.LintSegmentsRequest.SerializeToString,
+                response_deserializer=switchboard_dot_segments_dot_v1_dot_segments__pb2.LintSegmentsResponse.FromString,
+                _registered_method=True)
 
 
 class SegmentServiceServicer:
-    """SegmentService owns segment definitions and customers' memberships. Its RPCs arrive with
-    the segments issue; the service already answers health checks and reflection.
+    """SegmentService owns segment definitions and customers' memberships. A segment is a
+    population defined by a rule over the customer record. Segments in the same family are
+    mutually exclusive (the first match by priority wins); segments without a family are
+    overlays that can all match. Customers are read only through the ProfileService.
     """
+
+    def CreateSegment(self, request, context):
+        """Creates a segment at revision 1. The rule is validated: a bad rule fails with
+        INVALID_ARGUMENT naming the JSON path inside it, e.g. `segment.rule.$and[1].seats.$gt`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSegment(self, request, context):
+        """Reads a segment as it is now, or as it was at an earlier revision.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSegments(self, request, context):
+        """Lists segments ordered by family, priority and id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateSegment(self, request, context):
+        """Updates the fields named in `update_mask`, creating a new revision. A stale
+        `segment.revision` fails with ABORTED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteSegment(self, request, context):
+        """Deletes a segment and its revisions; its members exit it. Fails with
+        FAILED_PRECONDITION naming the segments whose rules reference it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSegmentRevisions(self, request, context):
+        """Lists a segment's revisions, newest first: who changed what and when.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RollbackSegment(self, request, context):
+        """Restores the definition of an earlier revision as a new revision.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EvaluateCustomer(self, request, context):
+        """Evaluates every enabled segment for one customer, read from the ProfileService by id or
+        given inline for a dry run, with an explanation per segment. Stores nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TestRule(self, request, context):
+        """Evaluates a draft rule against inline attributes, for rule builders. Stores nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PreviewSegment(self, request, context):
+        """Shows what a draft segment (new, or a changed existing one) would do on the stored
+        customers: how many match, a sample, who would enter or leave, and how the winners
+        of its family would shift.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecomputeMemberships(self, request, context):
+        """Re-evaluates customers and stores their memberships and every transition: either
+        the customers changed since the last recomputation (per the profiles change log), or
+        all customers (time-based rules change with no data change).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListMemberships(self, request, context):
+        """Lists current memberships, filtered by customer or segment.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListMembershipChanges(self, request, context):
+        """Lists membership transitions, newest first, filtered by customer, segment and time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetMigrationReport(self, request, context):
+        """For a family and two points in time, how many customers moved from each segment to
+        each other one (Starter -> Growth, ...), derived from the stored transitions.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LintSegments(self, request, context):
+        """Warns about segment definitions that mislead: too many enabled segments, segments that
+        can never win their family, segments matching nobody, overlays matching the same
+        customers. Runs over the stored customers.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
 
 
 def add_SegmentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'CreateSegment': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateSegment,
+                    request_deserializer=switchboard_dot_segments_dot_v1_dot_segments__pb2.CreateSegmentRequest.FromString,
+                    response_serializer=switchboard_dot_segments_dot_v1_dot_segments__pb2.CreateSegmentResponse.SerializeToString,
+            ),
+            'GetSegment': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSegment,
+                    request_deserializer=switchboard_dot_segments_dot_v1_dot_segments__pb2.GetSegmentRequest.FromString,
+                    response_serializer=switchboard_dot_segments_dot_v1_dot_segments__pb2.GetSegmentResponse.SerializeToString,
+            ),
+            'ListSegments': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSegments,
+                    request_deserializer=switchboard_dot_segments_dot_v1_dot_segments__pb2.ListSegmentsRequest.FromString,
+                    response_serializer=switchboard_dot_segments_dot_v1_dot_segments__pb2.ListSegmentsResponse.SerializeToString,
+            ),
+            'UpdateSegment': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateSegment,
+                    request_deserializer=switchboard_dot_segments_dot_v1_dot_segments__pb2.UpdateSegmentRequest.FromString,
+                    response_serializer=switchboard_dot_segments_dot_v1_dot_segments__pb2.UpdateSegmentResponse.SerializeToString,
+            ),
+            'DeleteSegment': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSegment,
+                    request_deserializer=switchboard_dot_segments_dot_v1_dot_segments__pb2.DeleteSegmentRequest.FromString,
+                    response_serializer=switchboard_dot_segments_dot_v1_dot_segments__pb2.DeleteSegmentResponse.SerializeToString,
+            ),
+            'ListSegmentRevisions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSegmentRevisions,
+                    request_deserializer=switchboard_dot_segments_dot_v1_dot_segments__pb2.ListSegmentRevisionsRequest.FromString,
+                    response_serializer=switchboard_dot_segments_dot_v1_dot_segments__pb2.ListSegmentRevisionsResponse.SerializeToString,
+            ),
+            'RollbackSegment': grpc.unary_unary_rpc_method_handler(
+                    servicer.RollbackSegment,
+                    request_deserializer=switchboard_dot_segments_dot_v1_dot_segments__pb2.RollbackSegmentRequest.FromString,
+                    response_serializer=switchboard_dot_segments_dot_v1_dot_segments__pb2.RollbackSegmentResponse.SerializeToString,
+            ),
+            'EvaluateCustomer': grpc.unary_unary_rpc_method_handler(
+                    servicer.EvaluateCustomer,
+                    request_deserializer=switchboard_dot_segments_dot_v1_dot_segments__pb2.EvaluateCustomerRequest.FromString,
+                    response_serializer=switchboard_dot_segments_dot_v1_dot_segments__pb2.EvaluateCustomerResponse.SerializeToString,
+            ),
+            'TestRule': grpc.unary_unary_rpc_method_handler(
+                    servicer.TestRule,
+                    request_deserializer=switchboard_dot_segments_dot_v1_dot_segments__pb2.TestRuleRequest.FromString,
+                    response_serializer=switchboard_dot_segments_dot_v1_dot_segments__pb2.TestRuleResponse.SerializeToString,
+            ),
+            'PreviewSegment': grpc.unary_unary_rpc_method_handler(
+                    servicer.PreviewSegment,
+                    request_deserializer=switchboard_dot_segments_dot_v1_dot_segments__pb2.PreviewSegmentRequest.FromString,
+                    response_serializer=switchboard_dot_segments_dot_v1_dot_segments__pb2.PreviewSegmentResponse.SerializeToString,
+            ),
+            'RecomputeMemberships': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecomputeMemberships,
+                    request_deserializer=switchboard_dot_segments_dot_v1_dot_segments__pb2.RecomputeMembershipsRequest.FromString,
+                    response_serializer=switchboard_dot_segments_dot_v1_dot_segments__pb2.RecomputeMembershipsResponse.SerializeToString,
+            ),
+            'ListMemberships': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListMemberships,
+                    request_deserializer=switchboard_dot_segments_dot_v1_dot_segments__pb2.ListMembershipsRequest.FromString,
+                    response_serializer=switchboard_dot_segments_dot_v1_dot_segments__pb2.ListMembershipsResponse.SerializeToString,
+            ),
+            'ListMembershipChanges': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListMembershipChanges,
+                    request_deserializer=switchboard_dot_segments_dot_v1_dot_segments__pb2.ListMembershipChangesRequest.FromString,
+                    response_serializer=switchboard_dot_segments_dot_v1_dot_segments__pb2.ListMembershipChangesResponse.SerializeToString,
+            ),
+            'GetMigrationReport': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetMigrationReport,
+                    request_deserializer=switchboard_dot_segments_dot_v1_dot_segments__pb2.GetMigrationReportRequest.FromString,
+                    response_serializer=switchboard_dot_segments_dot_v1_dot_segments__pb2.GetMigrationReportResponse.SerializeToString,
+            ),
+            'LintSegments': grpc.unary_unary_rpc_method_handler(
+                    servicer.LintSegments,
+                    request_deserializer=switchboard_dot_segments_dot_v1_dot_segments__pb2.LintSegmentsRequest.FromString,
+                    response_serializer=switchboard_dot_segments_dot_v1_dot_segments__pb2.LintSegmentsResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'switchboard.segments.v1.SegmentService', rpc_method_handlers)
@@ -54,6 +325,413 @@ def add_SegmentServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class SegmentService:
-    """SegmentService owns segment definitions and customers' memberships. Its RPCs arrive with
-    the segments issue; the service already answers health checks and reflection.
+    """SegmentService owns segment definitions and customers' memberships. A segment is a
+    population defined by a rule over the customer record. Segments in the same family are
+    mutually exclusive (the first match by priority wins); segments without a family are
+    overlays that can all match. Customers are read only through the ProfileService.
     """
+
+    @staticmethod
+    def CreateSegment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.segments.v1.SegmentService/CreateSegment',
+            switchboard_dot_segments_dot_v1_dot_segments__pb2.CreateSegmentRequest.SerializeToString,
+            switchboard_dot_segments_dot_v1_dot_segments__pb2.CreateSegmentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSegment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.segments.v1.SegmentService/GetSegment',
+            switchboard_dot_segments_dot_v1_dot_segments__pb2.GetSegmentRequest.SerializeToString,
+            switchboard_dot_segments_dot_v1_dot_segments__pb2.GetSegmentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSegments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.segments.v1.SegmentService/ListSegments',
+            switchboard_dot_segments_dot_v1_dot_segments__pb2.ListSegmentsRequest.SerializeToString,
+            switchboard_dot_segments_dot_v1_dot_segments__pb2.ListSegmentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateSegment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.segments.v1.SegmentService/UpdateSegment',
+            switchboard_dot_segments_dot_v1_dot_segments__pb2.UpdateSegmentRequest.SerializeToString,
+            switchboard_dot_segments_dot_v1_dot_segments__pb2.UpdateSegmentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteSegment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.segments.v1.SegmentService/DeleteSegment',
+            switchboard_dot_segments_dot_v1_dot_segments__pb2.DeleteSegmentRequest.SerializeToString,
+            switchboard_dot_segments_dot_v1_dot_segments__pb2.DeleteSegmentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSegmentRevisions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.segments.v1.SegmentService/ListSegmentRevisions',
+            switchboard_dot_segments_dot_v1_dot_segments__pb2.ListSegmentRevisionsRequest.SerializeToString,
+            switchboard_dot_segments_dot_v1_dot_segments__pb2.ListSegmentRevisionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RollbackSegment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.segments.v1.SegmentService/RollbackSegment',
+            switchboard_dot_segments_dot_v1_dot_segments__pb2.RollbackSegmentRequest.SerializeToString,
+            switchboard_dot_segments_dot_v1_dot_segments__pb2.RollbackSegmentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EvaluateCustomer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.segments.v1.SegmentService/EvaluateCustomer',
+            switchboard_dot_segments_dot_v1_dot_segments__pb2.EvaluateCustomerRequest.SerializeToString,
+            switchboard_dot_segments_dot_v1_dot_segments__pb2.EvaluateCustomerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TestRule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.segments.v1.SegmentService/TestRule',
+            switchboard_dot_segments_dot_v1_dot_segments__pb2.TestRuleRequest.SerializeToString,
+            switchboard_dot_segments_dot_v1_dot_segments__pb2.TestRuleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PreviewSegment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.segments.v1.SegmentService/PreviewSegment',
+            switchboard_dot_segments_dot_v1_dot_segments__pb2.PreviewSegmentRequest.SerializeToString,
+            switchboard_dot_segments_dot_v1_dot_segments__pb2.PreviewSegmentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecomputeMemberships(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.segments.v1.SegmentService/RecomputeMemberships',
+            switchboard_dot_segments_dot_v1_dot_segments__pb2.RecomputeMembershipsRequest.SerializeToString,
+            switchboard_dot_segments_dot_v1_dot_segments__pb2.RecomputeMembershipsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListMemberships(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.segments.v1.SegmentService/ListMemberships',
+            switchboard_dot_segments_dot_v1_dot_segments__pb2.ListMembershipsRequest.SerializeToString,
+            switchboard_dot_segments_dot_v1_dot_segments__pb2.ListMembershipsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListMembershipChanges(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.segments.v1.SegmentService/ListMembershipChanges',
+            switchboard_dot_segments_dot_v1_dot_segments__pb2.ListMembershipChangesRequest.SerializeToString,
+            switchboard_dot_segments_dot_v1_dot_segments__pb2.ListMembershipChangesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetMigrationReport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.segments.v1.SegmentService/GetMigrationReport',
+            switchboard_dot_segments_dot_v1_dot_segments__pb2.GetMigrationReportRequest.SerializeToString,
+            switchboard_dot_segments_dot_v1_dot_segments__pb2.GetMigrationReportResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LintSegments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.segments.v1.SegmentService/LintSegments',
+            switchboard_dot_segments_dot_v1_dot_segments__pb2.LintSegmentsRequest.SerializeToString,
+            switchboard_dot_segments_dot_v1_dot_segments__pb2.LintSegmentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

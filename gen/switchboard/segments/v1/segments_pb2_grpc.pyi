@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from grpc import aio as _aio
+from switchboard.segments.v1 import segments_pb2 as _segments_pb2
 import abc as _abc_1
 import grpc as _grpc
 import sys
@@ -26,28 +27,269 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class SegmentServiceStub:
-    """SegmentService owns segment definitions and customers' memberships. Its RPCs arrive with
-    the segments issue; the service already answers health checks and reflection.
+    """SegmentService owns segment definitions and customers' memberships. A segment is a
+    population defined by a rule over the customer record. Segments in the same family are
+    mutually exclusive (the first match by priority wins); segments without a family are
+    overlays that can all match. Customers are read only through the ProfileService.
     """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> SegmentServiceAsyncStub: ...
+    CreateSegment: _grpc.UnaryUnaryMultiCallable[_segments_pb2.CreateSegmentRequest, _segments_pb2.CreateSegmentResponse]
+    """Creates a segment at revision 1. The rule is validated: a bad rule fails with
+    INVALID_ARGUMENT naming the JSON path inside it, e.g. `segment.rule.$and[1].seats.$gt`.
+    """
+    GetSegment: _grpc.UnaryUnaryMultiCallable[_segments_pb2.GetSegmentRequest, _segments_pb2.GetSegmentResponse]
+    """Reads a segment as it is now, or as it was at an earlier revision."""
+    ListSegments: _grpc.UnaryUnaryMultiCallable[_segments_pb2.ListSegmentsRequest, _segments_pb2.ListSegmentsResponse]
+    """Lists segments ordered by family, priority and id."""
+    UpdateSegment: _grpc.UnaryUnaryMultiCallable[_segments_pb2.UpdateSegmentRequest, _segments_pb2.UpdateSegmentResponse]
+    """Updates the fields named in `update_mask`, creating a new revision. A stale
+    `segment.revision` fails with ABORTED.
+    """
+    DeleteSegment: _grpc.UnaryUnaryMultiCallable[_segments_pb2.DeleteSegmentRequest, _segments_pb2.DeleteSegmentResponse]
+    """Deletes a segment and its revisions; its members exit it. Fails with
+    FAILED_PRECONDITION naming the segments whose rules reference it.
+    """
+    ListSegmentRevisions: _grpc.UnaryUnaryMultiCallable[_segments_pb2.ListSegmentRevisionsRequest, _segments_pb2.ListSegmentRevisionsResponse]
+    """Lists a segment's revisions, newest first: who changed what and when."""
+    RollbackSegment: _grpc.UnaryUnaryMultiCallable[_segments_pb2.RollbackSegmentRequest, _segments_pb2.RollbackSegmentResponse]
+    """Restores the definition of an earlier revision as a new revision."""
+    EvaluateCustomer: _grpc.UnaryUnaryMultiCallable[_segments_pb2.EvaluateCustomerRequest, _segments_pb2.EvaluateCustomerResponse]
+    """Evaluates every enabled segment for one customer, read from the ProfileService by id or
+    given inline for a dry run, with an explanation per segment. Stores nothing.
+    """
+    TestRule: _grpc.UnaryUnaryMultiCallable[_segments_pb2.TestRuleRequest, _segments_pb2.TestRuleResponse]
+    """Evaluates a draft rule against inline attributes, for rule builders. Stores nothing."""
+    PreviewSegment: _grpc.UnaryUnaryMultiCallable[_segments_pb2.PreviewSegmentRequest, _segments_pb2.PreviewSegmentResponse]
+    """Shows what a draft segment (new, or a changed existing one) would do on the stored
+    customers: how many match, a sample, who would enter or leave, and how the winners
+    of its family would shift.
+    """
+    RecomputeMemberships: _grpc.UnaryUnaryMultiCallable[_segments_pb2.RecomputeMembershipsRequest, _segments_pb2.RecomputeMembershipsResponse]
+    """Re-evaluates customers and stores their memberships and every transition: either
+    the customers changed since the last recomputation (per the profiles change log), or
+    all customers (time-based rules change with no data change).
+    """
+    ListMemberships: _grpc.UnaryUnaryMultiCallable[_segments_pb2.ListMembershipsRequest, _segments_pb2.ListMembershipsResponse]
+    """Lists current memberships, filtered by customer or segment."""
+    ListMembershipChanges: _grpc.UnaryUnaryMultiCallable[_segments_pb2.ListMembershipChangesRequest, _segments_pb2.ListMembershipChangesResponse]
+    """Lists membership transitions, newest first, filtered by customer, segment and time."""
+    GetMigrationReport: _grpc.UnaryUnaryMultiCallable[_segments_pb2.GetMigrationReportRequest, _segments_pb2.GetMigrationReportResponse]
+    """For a family and two points in time, how many customers moved from each segment to
+    each other one (Starter -> Growth, ...), derived from the stored transitions.
+    """
+    LintSegments: _grpc.UnaryUnaryMultiCallable[_segments_pb2.LintSegmentsRequest, _segments_pb2.LintSegmentsResponse]
+    """Warns about segment definitions that mislead: too many enabled segments, segments that
+    can never win their family, segments matching nobody, overlays matching the same
+    customers. Runs over the stored customers.
+    """
 
 @_typing.type_check_only
 class SegmentServiceAsyncStub(SegmentServiceStub):
-    """SegmentService owns segment definitions and customers' memberships. Its RPCs arrive with
-    the segments issue; the service already answers health checks and reflection.
+    """SegmentService owns segment definitions and customers' memberships. A segment is a
+    population defined by a rule over the customer record. Segments in the same family are
+    mutually exclusive (the first match by priority wins); segments without a family are
+    overlays that can all match. Customers are read only through the ProfileService.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
-
-class SegmentServiceServicer(metaclass=_abc_1.ABCMeta):
-    """SegmentService owns segment definitions and customers' memberships. Its RPCs arrive with
-    the segments issue; the service already answers health checks and reflection.
+    CreateSegment: _aio.UnaryUnaryMultiCallable[_segments_pb2.CreateSegmentRequest, _segments_pb2.CreateSegmentResponse]  # type: ignore[assignment]
+    """Creates a segment at revision 1. The rule is validated: a bad rule fails with
+    INVALID_ARGUMENT naming the JSON path inside it, e.g. `segment.rule.$and[1].seats.$gt`.
+    """
+    GetSegment: _aio.UnaryUnaryMultiCallable[_segments_pb2.GetSegmentRequest, _segments_pb2.GetSegmentResponse]  # type: ignore[assignment]
+    """Reads a segment as it is now, or as it was at an earlier revision."""
+    ListSegments: _aio.UnaryUnaryMultiCallable[_segments_pb2.ListSegmentsRequest, _segments_pb2.ListSegmentsResponse]  # type: ignore[assignment]
+    """Lists segments ordered by family, priority and id."""
+    UpdateSegment: _aio.UnaryUnaryMultiCallable[_segments_pb2.UpdateSegmentRequest, _segments_pb2.UpdateSegmentResponse]  # type: ignore[assignment]
+    """Updates the fields named in `update_mask`, creating a new revision. A stale
+    `segment.revision` fails with ABORTED.
+    """
+    DeleteSegment: _aio.UnaryUnaryMultiCallable[_segments_pb2.DeleteSegmentRequest, _segments_pb2.DeleteSegmentResponse]  # type: ignore[assignment]
+    """Deletes a segment and its revisions; its members exit it. Fails with
+    FAILED_PRECONDITION naming the segments whose rules reference it.
+    """
+    ListSegmentRevisions: _aio.UnaryUnaryMultiCallable[_segments_pb2.ListSegmentRevisionsRequest, _segments_pb2.ListSegmentRevisionsResponse]  # type: ignore[assignment]
+    """Lists a segment's revisions, newest first: who changed what and when."""
+    RollbackSegment: _aio.UnaryUnaryMultiCallable[_segments_pb2.RollbackSegmentRequest, _segments_pb2.RollbackSegmentResponse]  # type: ignore[assignment]
+    """Restores the definition of an earlier revision as a new revision."""
+    EvaluateCustomer: _aio.UnaryUnaryMultiCallable[_segments_pb2.EvaluateCustomerRequest, _segments_pb2.EvaluateCustomerResponse]  # type: ignore[assignment]
+    """Evaluates every enabled segment for one customer, read from the ProfileService by id or
+    given inline for a dry run, with an explanation per segment. Stores nothing.
+    """
+    TestRule: _aio.UnaryUnaryMultiCallable[_segments_pb2.TestRuleRequest, _segments_pb2.TestRuleResponse]  # type: ignore[assignment]
+    """Evaluates a draft rule against inline attributes, for rule builders. Stores nothing."""
+    PreviewSegment: _aio.UnaryUnaryMultiCallable[_segments_pb2.PreviewSegmentRequest, _segments_pb2.PreviewSegmentResponse]  # type: ignore[assignment]
+    """Shows what a draft segment (new, or a changed existing one) would do on the stored
+    customers: how many match, a sample, who would enter or leave, and how the winners
+    of its family would shift.
+    """
+    RecomputeMemberships: _aio.UnaryUnaryMultiCallable[_segments_pb2.RecomputeMembershipsRequest, _segments_pb2.RecomputeMembershipsResponse]  # type: ignore[assignment]
+    """Re-evaluates customers and stores their memberships and every transition: either
+    the customers changed since the last recomputation (per the profiles change log), or
+    all customers (time-based rules change with no data change).
+    """
+    ListMemberships: _aio.UnaryUnaryMultiCallable[_segments_pb2.ListMembershipsRequest, _segments_pb2.ListMembershipsResponse]  # type: ignore[assignment]
+    """Lists current memberships, filtered by customer or segment."""
+    ListMembershipChanges: _aio.UnaryUnaryMultiCallable[_segments_pb2.ListMembershipChangesRequest, _segments_pb2.ListMembershipChangesResponse]  # type: ignore[assignment]
+    """Lists membership transitions, newest first, filtered by customer, segment and time."""
+    GetMigrationReport: _aio.UnaryUnaryMultiCallable[_segments_pb2.GetMigrationReportRequest, _segments_pb2.GetMigrationReportResponse]  # type: ignore[assignment]
+    """For a family and two points in time, how many customers moved from each segment to
+    each other one (Starter -> Growth, ...), derived from the stored transitions.
+    """
+    LintSegments: _aio.UnaryUnaryMultiCallable[_segments_pb2.LintSegmentsRequest, _segments_pb2.LintSegmentsResponse]  # type: ignore[assignment]
+    """Warns about segment definitions that mislead: too many enabled segments, segments that
+    can never win their family, segments matching nobody, overlays matching the same
+    customers. Runs over the stored customers.
     """
 
-    ...
+class SegmentServiceServicer(metaclass=_abc_1.ABCMeta):
+    """SegmentService owns segment definitions and customers' memberships. A segment is a
+    population defined by a rule over the customer record. Segments in the same family are
+    mutually exclusive (the first match by priority wins); segments without a family are
+    overlays that can all match. Customers are read only through the ProfileService.
+    """
+
+    @_abc_1.abstractmethod
+    def CreateSegment(
+        self,
+        request: _segments_pb2.CreateSegmentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_segments_pb2.CreateSegmentResponse, _abc.Awaitable[_segments_pb2.CreateSegmentResponse]]:
+        """Creates a segment at revision 1. The rule is validated: a bad rule fails with
+        INVALID_ARGUMENT naming the JSON path inside it, e.g. `segment.rule.$and[1].seats.$gt`.
+        """
+
+    @_abc_1.abstractmethod
+    def GetSegment(
+        self,
+        request: _segments_pb2.GetSegmentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_segments_pb2.GetSegmentResponse, _abc.Awaitable[_segments_pb2.GetSegmentResponse]]:
+        """Reads a segment as it is now, or as it was at an earlier revision."""
+
+    @_abc_1.abstractmethod
+    def ListSegments(
+        self,
+        request: _segments_pb2.ListSegmentsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_segments_pb2.ListSegmentsResponse, _abc.Awaitable[_segments_pb2.ListSegmentsResponse]]:
+        """Lists segments ordered by family, priority and id."""
+
+    @_abc_1.abstractmethod
+    def UpdateSegment(
+        self,
+        request: _segments_pb2.UpdateSegmentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_segments_pb2.UpdateSegmentResponse, _abc.Awaitable[_segments_pb2.UpdateSegmentResponse]]:
+        """Updates the fields named in `update_mask`, creating a new revision. A stale
+        `segment.revision` fails with ABORTED.
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteSegment(
+        self,
+        request: _segments_pb2.DeleteSegmentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_segments_pb2.DeleteSegmentResponse, _abc.Awaitable[_segments_pb2.DeleteSegmentResponse]]:
+        """Deletes a segment and its revisions; its members exit it. Fails with
+        FAILED_PRECONDITION naming the segments whose rules reference it.
+        """
+
+    @_abc_1.abstractmethod
+    def ListSegmentRevisions(
+        self,
+        request: _segments_pb2.ListSegmentRevisionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_segments_pb2.ListSegmentRevisionsResponse, _abc.Awaitable[_segments_pb2.ListSegmentRevisionsResponse]]:
+        """Lists a segment's revisions, newest first: who changed what and when."""
+
+    @_abc_1.abstractmethod
+    def RollbackSegment(
+        self,
+        request: _segments_pb2.RollbackSegmentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_segments_pb2.RollbackSegmentResponse, _abc.Awaitable[_segments_pb2.RollbackSegmentResponse]]:
+        """Restores the definition of an earlier revision as a new revision."""
+
+    @_abc_1.abstractmethod
+    def EvaluateCustomer(
+        self,
+        request: _segments_pb2.EvaluateCustomerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_segments_pb2.EvaluateCustomerResponse, _abc.Awaitable[_segments_pb2.EvaluateCustomerResponse]]:
+        """Evaluates every enabled segment for one customer, read from the ProfileService by id or
+        given inline for a dry run, with an explanation per segment. Stores nothing.
+        """
+
+    @_abc_1.abstractmethod
+    def TestRule(
+        self,
+        request: _segments_pb2.TestRuleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_segments_pb2.TestRuleResponse, _abc.Awaitable[_segments_pb2.TestRuleResponse]]:
+        """Evaluates a draft rule against inline attributes, for rule builders. Stores nothing."""
+
+    @_abc_1.abstractmethod
+    def PreviewSegment(
+        self,
+        request: _segments_pb2.PreviewSegmentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_segments_pb2.PreviewSegmentResponse, _abc.Awaitable[_segments_pb2.PreviewSegmentResponse]]:
+        """Shows what a draft segment (new, or a changed existing one) would do on the stored
+        customers: how many match, a sample, who would enter or leave, and how the winners
+        of its family would shift.
+        """
+
+    @_abc_1.abstractmethod
+    def RecomputeMemberships(
+        self,
+        request: _segments_pb2.RecomputeMembershipsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_segments_pb2.RecomputeMembershipsResponse, _abc.Awaitable[_segments_pb2.RecomputeMembershipsResponse]]:
+        """Re-evaluates customers and stores their memberships and every transition: either
+        the customers changed since the last recomputation (per the profiles change log), or
+        all customers (time-based rules change with no data change).
+        """
+
+    @_abc_1.abstractmethod
+    def ListMemberships(
+        self,
+        request: _segments_pb2.ListMembershipsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_segments_pb2.ListMembershipsResponse, _abc.Awaitable[_segments_pb2.ListMembershipsResponse]]:
+        """Lists current memberships, filtered by customer or segment."""
+
+    @_abc_1.abstractmethod
+    def ListMembershipChanges(
+        self,
+        request: _segments_pb2.ListMembershipChangesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_segments_pb2.ListMembershipChangesResponse, _abc.Awaitable[_segments_pb2.ListMembershipChangesResponse]]:
+        """Lists membership transitions, newest first, filtered by customer, segment and time."""
+
+    @_abc_1.abstractmethod
+    def GetMigrationReport(
+        self,
+        request: _segments_pb2.GetMigrationReportRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_segments_pb2.GetMigrationReportResponse, _abc.Awaitable[_segments_pb2.GetMigrationReportResponse]]:
+        """For a family and two points in time, how many customers moved from each segment to
+        each other one (Starter -> Growth, ...), derived from the stored transitions.
+        """
+
+    @_abc_1.abstractmethod
+    def LintSegments(
+        self,
+        request: _segments_pb2.LintSegmentsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_segments_pb2.LintSegmentsResponse, _abc.Awaitable[_segments_pb2.LintSegmentsResponse]]:
+        """Warns about segment definitions that mislead: too many enabled segments, segments that
+        can never win their family, segments matching nobody, overlays matching the same
+        customers. Runs over the stored customers.
+        """
 
 def add_SegmentServiceServicer_to_server(servicer: SegmentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
