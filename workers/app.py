@@ -38,6 +38,8 @@ def create_celery_app(settings: Settings) -> Celery:
         },
         beat_schedule_filename=str(settings.data_dir / "celerybeat-schedule"),
         timezone="UTC",
+        # Keep Switchboard's JSON log lines instead of Celery's own format.
+        worker_hijack_root_logger=False,
     )
     app.conf.switchboard_settings = settings
     from workers.tasks import maintenance

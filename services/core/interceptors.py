@@ -10,8 +10,14 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
+from sqlalchemy.exc import InterfaceError, OperationalError
 
-from services.core.errors import InvalidArgument, SwitchboardError, internal_status
+from services.core.errors import (
+    InvalidArgument,
+    SwitchboardError,
+    Unavailable,
+    internal_status,
+)
 from services.core.logs import request_id_var
 from services.core.metrics import RpcMetrics
 
@@ -109,6 +115,13 @@ class _CallScope:
 
     def __exit__(self, exc_type: Any, error: BaseException | None, _tb: Any) -> None:
         status: grpc.Status | None = None
+        if isinstance(error, OperationalError | InterfaceError):
+            # The store is down, restarting or locked: the caller should retry, and the
+            # cause is logged for operators rather than sent to the caller.
+            log.warning("store unavailable in %s: %s", self.method, error.orig)
+            error = Unavailable(
+                "the store is unavailable; retry shortly", reason="STORE_UNAVAILABLE"
+            )
         if isinstance(error, SwitchboardError):
             status = error.to_status()
             log.info("rejected %s: %s", self.method, error.message, extra={"reason": error.reason})

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 
-from google.protobuf import json_format, struct_pb2
+from google.protobuf import json_format, struct_pb2, timestamp_pb2
 from switchboard.profiles.v1 import profiles_pb2 as pb
 
 from services.core.errors import FieldViolation, InvalidArgument
@@ -17,6 +17,7 @@ from services.profiles.domain import (
     ChangeKind,
     Customer,
     CustomerChange,
+    UsageEvent,
 )
 
 _OPTIONAL_NUMBERS = ("seats", "arr", "employee_count", "annual_revenue", "health_score", "nps")
@@ -70,7 +71,7 @@ def _is_set(message: pb.Customer, name: str) -> bool:
 
 def _read(message: pb.Customer, name: str) -> Any:
     if name == "signup_time":
-        return message.signup_time.ToDatetime(tzinfo=UTC)
+        return timestamp_to_datetime(message.signup_time, "customer.signup_time")
     if name == "attributes":
         return struct_to_dict(message.attributes)
     if name == "external_ids":
@@ -88,6 +89,42 @@ def _empty(name: str) -> Any:
     if name in _OPTIONAL_NUMBERS or name == "signup_time":
         return None
     return ""
+
+
+def timestamp_to_datetime(timestamp: timestamp_pb2.Timestamp, field: str) -> datetime:
+    """An aware datetime, or INVALID_ARGUMENT naming ``field`` for a value no calendar has."""
+    try:
+        return timestamp.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError) as error:
+        raise InvalidArgument.field(field, "not a valid timestamp") from error
+
+
+def usage_events_from_proto(events: Sequence[pb.UsageEvent]) -> list[UsageEvent]:
+    """Domain events; a missing or impossible time is reported for every event at once."""
+    problems: list[FieldViolation] = []
+    converted: list[UsageEvent] = []
+    for index, event in enumerate(events):
+        field = f"events[{index}].time"
+        if not event.HasField("time"):
+            problems.append(FieldViolation(field, "is required"))
+            continue
+        try:
+            occur_time = timestamp_to_datetime(event.time, field)
+        except InvalidArgument as error:
+            problems.extend(error.violations)
+            continue
+        converted.append(
+            UsageEvent(
+                customer_id=event.customer_id,
+                metric=event.metric,
+                value=event.value,
+                occur_time=occur_time,
+                event_id=event.event_id or None,
+            )
+        )
+    if problems:
+        raise InvalidArgument(problems)
+    return converted
 
 
 def struct_to_dict(struct: struct_pb2.Struct) -> dict[str, Any]:
@@ -135,5 +172,7 @@ __all__ = [
     "customer_to_proto",
     "parse_update_mask",
     "struct_to_dict",
+    "timestamp_to_datetime",
+    "usage_events_from_proto",
     "values_from_proto",
 ]

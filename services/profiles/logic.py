@@ -57,7 +57,7 @@ def validate_customer_id(customer_id: str, field: str = "customer_id") -> list[F
     return []
 
 
-def normalize_values(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+def normalize_values(values: Mapping[str, Any]) -> dict[str, Any]:
     """Canonical forms so that equal data compares equal (and upserts stay idempotent)."""
     normalized = dict(values)
     if isinstance(normalized.get("country"), str):
@@ -175,8 +175,3 @@ def traits_from_windows(windows: Iterable[MetricWindows]) -> dict[str, float]:
 def trait_window_bounds(now: datetime) -> tuple[datetime, datetime]:
     """Start of the previous week and start of the current week of the trait windows."""
     return now - 2 * TRAIT_WINDOW, now - TRAIT_WINDOW
-
-
-def changed_fields(stored: Mapping[str, Any], incoming: Mapping[str, Any]) -> list[str]:
-    """Names of the incoming fields whose value differs from the stored one."""
-    return [name for name, value in incoming.items() if stored.get(name) != value]

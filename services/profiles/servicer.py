@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC
-
 import grpc
 from switchboard.profiles.v1 import profiles_pb2 as pb
 from switchboard.profiles.v1 import profiles_pb2_grpc
@@ -13,9 +11,11 @@ from services.profiles.convert import (
     change_to_proto,
     customer_to_proto,
     parse_update_mask,
+    timestamp_to_datetime,
+    usage_events_from_proto,
     values_from_proto,
 )
-from services.profiles.domain import ExternalIdKey, UsageEvent
+from services.profiles.domain import ExternalIdKey
 from services.profiles.repository import CustomerFilter, decode_page_token, encode_page_token
 
 _OUTCOMES = {
@@ -60,7 +60,7 @@ class ProfileServicer(profiles_pb2_grpc.ProfileServiceServicer):
             plan=request.plan,
             tag=request.tag,
             updated_since=(
-                request.updated_since.ToDatetime(tzinfo=UTC)
+                timestamp_to_datetime(request.updated_since, "updated_since")
                 if request.HasField("updated_since")
                 else None
             ),
@@ -135,17 +135,7 @@ class ProfileServicer(profiles_pb2_grpc.ProfileServiceServicer):
     def RecordUsageEvents(
         self, request: pb.RecordUsageEventsRequest, context: grpc.ServicerContext
     ) -> pb.RecordUsageEventsResponse:
-        events = [
-            UsageEvent(
-                customer_id=event.customer_id,
-                metric=event.metric,
-                value=event.value,
-                occur_time=event.time.ToDatetime(tzinfo=UTC),
-                event_id=event.event_id or None,
-            )
-            for event in request.events
-        ]
-        result = self.profiles.record_usage(events=events)
+        result = self.profiles.record_usage(events=usage_events_from_proto(request.events))
         return pb.RecordUsageEventsResponse(
             recorded_count=result.recorded, duplicate_count=result.duplicates
         )

@@ -439,7 +439,8 @@ def test_a_bad_event_rejects_the_whole_batch(profiles: Stub, engine: Engine) -> 
     good = usage(customer.customer_id, days_ago=1)
     future = usage(customer.customer_id, days_ago=-2)
     negative = usage(customer.customer_id, days_ago=1, value=-1)
-    bad_metric = pb.UsageEvent(customer_id=customer.customer_id, metric="Log Ins", value=1)
+    bad_metric = usage(customer.customer_id, days_ago=1)
+    bad_metric.metric = "Log Ins"
     error = call_error(
         lambda: profiles.RecordUsageEvents(
             pb.RecordUsageEventsRequest(events=[good, future, negative, bad_metric])
@@ -503,3 +504,20 @@ def test_an_update_that_changes_nothing_is_not_logged(profiles: Stub) -> None:
     ).customer
     assert same.etag == customer.etag
     assert profiles.ListCustomerChanges(pb.ListCustomerChangesRequest()).last_sequence == before
+
+
+def test_usage_without_a_time_is_refused_rather_than_dated_1970(profiles: Stub) -> None:
+    customer = create(profiles)
+    undated = pb.UsageEvent(customer_id=customer.customer_id, metric="logins", value=1)
+    error = call_error(
+        lambda: profiles.RecordUsageEvents(pb.RecordUsageEventsRequest(events=[undated]))
+    )
+    assert field_violations(error) == {"events[0].time": "is required"}
+
+
+def test_a_timestamp_no_calendar_has_is_invalid_argument(profiles: Stub) -> None:
+    customer = make_customer()
+    customer.signup_time.seconds = -(10**15)
+    error = call_error(lambda: profiles.CreateCustomer(pb.CreateCustomerRequest(customer=customer)))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "customer.signup_time" in field_violations(error)
