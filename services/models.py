@@ -2,4 +2,5 @@
 
 
 def import_all_models() -> None:
-    import services.profiles.models  # noqa: F401
+    import services.profiles.models
+    import services.segments.models  # noqa: F401

@@ -17,19 +17,25 @@ from services.segments.server import segments_spec
 @dataclass(frozen=True)
 class ServiceEntry:
     name: str
-    build: Callable[[Engine], ServiceSpec]
+    build: Callable[[Engine, Settings], ServiceSpec]
     address: Callable[[Settings], str]
     metrics_port: Callable[[Settings], int]
 
 
 SERVICES: dict[str, ServiceEntry] = {
     "profiles": ServiceEntry(
-        "profiles", profiles_spec, lambda s: s.profiles_address, lambda s: s.profiles_metrics_port
+        "profiles",
+        lambda engine, _settings: profiles_spec(engine),
+        lambda s: s.profiles_address,
+        lambda s: s.profiles_metrics_port,
     ),
     "segments": ServiceEntry(
         "segments", segments_spec, lambda s: s.segments_address, lambda s: s.segments_metrics_port
     ),
     "routing": ServiceEntry(
-        "routing", routing_spec, lambda s: s.routing_address, lambda s: s.routing_metrics_port
+        "routing",
+        lambda engine, _settings: routing_spec(engine),
+        lambda s: s.routing_address,
+        lambda s: s.routing_metrics_port,
     ),
 }

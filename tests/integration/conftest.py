@@ -1,14 +1,18 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
 from sqlalchemy import Engine
 from switchboard.profiles.v1 import profiles_pb2_grpc
+from switchboard.segments.v1 import segments_pb2_grpc
 
 from services.core.server import RunningServer, create_server
+from services.core.settings import Settings
 from services.profiles.server import profiles_spec
+from services.segments.server import segments_spec
 
 
 @pytest.fixture
@@ -27,3 +31,42 @@ def profiles_channel(profiles_server: RunningServer) -> Iterator[grpc.Channel]:
 @pytest.fixture
 def profiles(profiles_channel: grpc.Channel) -> profiles_pb2_grpc.ProfileServiceStub:
     return profiles_pb2_grpc.ProfileServiceStub(profiles_channel)
+
+
+class ManualClock:
+    """A clock tests move by hand, so time-based rules are tested without sleeping."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, delta: timedelta) -> None:
+        self.now += delta
+
+
+@pytest.fixture
+def segments_clock() -> ManualClock:
+    return ManualClock(datetime.now(UTC).replace(microsecond=0))
+
+
+@pytest.fixture
+def segments_server(
+    engine: Engine, profiles_server: RunningServer, segments_clock: ManualClock
+) -> Iterator[RunningServer]:
+    """A segments server reading customers from the real profiles server over gRPC."""
+    settings = Settings(
+        profiles_address=f"127.0.0.1:{profiles_server.port}", call_deadline_seconds=5
+    )
+    running = create_server(
+        [segments_spec(engine, settings, segments_clock)], address="127.0.0.1:0", max_workers=8
+    )
+    yield running
+    running.stop(grace=1)
+
+
+@pytest.fixture
+def segments(segments_server: RunningServer) -> Iterator[segments_pb2_grpc.SegmentServiceStub]:
+    with grpc.insecure_channel(f"127.0.0.1:{segments_server.port}") as channel:
+        yield segments_pb2_grpc.SegmentServiceStub(channel)

@@ -36,7 +36,7 @@ def readme_examples() -> list[str]:
 @pytest.fixture
 def servers(engine: Engine) -> Iterator[dict[str, RunningServer]]:
     running = {
-        name: create_server([entry.build(engine)], address="127.0.0.1:0", max_workers=4)
+        name: create_server([entry.build(engine, Settings())], address="127.0.0.1:0", max_workers=4)
         for name, entry in SERVICES.items()
     }
     yield running

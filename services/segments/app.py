@@ -1,0 +1,486 @@
+"""What the segments service does, independent of how it is called (gRPC, workers, CLI).
+
+Each method validates its input completely before touching the store or another service,
+and reports every problem at once with the field it concerns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Container, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from services.core.clock import Clock, utc_now
+from services.core.errors import FieldViolation, InvalidArgument
+from services.segments.domain import (
+    EDITABLE_FIELDS,
+    Membership,
+    MembershipChange,
+    RevisionAction,
+    Segment,
+    SegmentRevision,
+    Trigger,
+)
+from services.segments.logic import (
+    CompiledSegment,
+    LintWarning,
+    Verdicts,
+    compile_segments,
+    evaluate_customer,
+    lint,
+    membership_transitions,
+    precedence,
+    rule_attributes,
+    shifts,
+    validate_definition,
+    validate_references,
+    validate_rule_document,
+    validate_segment_id,
+    winners_at,
+    winners_by_customer,
+)
+from services.segments.profiles_client import ChangedCustomers
+from services.segments.repository import (
+    ChangeFilter,
+    CustomerOutcome,
+    SegmentRepository,
+    decode_token,
+    encode_token,
+)
+from services.segments.rules import (
+    EvaluationContext,
+    Explanation,
+    compile_rule,
+    explain,
+    referenced_segments,
+)
+
+MAX_PAGE_SIZE = 1000
+DEFAULT_PAGE_SIZE = 100
+MAX_SAMPLE = 100
+DEFAULT_SAMPLE = 10
+MAX_ACTOR_LENGTH = 200
+# Customers evaluated and stored per transaction during recomputation.
+RECOMPUTE_BATCH = 1000
+
+
+class CustomerSource(Protocol):
+    """Where customers come from: the ProfileService, through ``ProfilesClient``."""
+
+    def get(self, customer_id: str) -> dict[str, Any]: ...
+
+    def existing(self, customer_ids: Sequence[str]) -> dict[str, dict[str, Any]]: ...
+
+    def all_customers(self) -> Any: ...
+
+    def changed_since(self, sequence: int) -> ChangedCustomers: ...
+
+
+@dataclass(frozen=True)
+class CustomerEvaluation:
+    customer_id: str
+    verdicts: Verdicts
+    compiled: Sequence[CompiledSegment]
+    explanations: Mapping[str, Explanation]
+
+
+@dataclass(frozen=True)
+class Preview:
+    customer_count: int
+    matching_count: int
+    sample: list[str]
+    entering_count: int
+    leaving_count: int
+    winner_shifts: list[tuple[str, str, int]]
+
+
+@dataclass
+class RecomputeSummary:
+    evaluated: int = 0
+    removed: int = 0
+    entered: int = 0
+    exited: int = 0
+    last_sequence: int = 0
+
+
+@dataclass(frozen=True)
+class MigrationReport:
+    migrations: list[tuple[str, str, int]]
+    unchanged: dict[str, int] = field(default_factory=dict)
+
+
+class Segments:
+    def __init__(
+        self,
+        repository: SegmentRepository,
+        customers: CustomerSource,
+        clock: Clock = utc_now,
+    ) -> None:
+        self.repository = repository
+        self.customers = customers
+        self.clock = clock
+
+    # ---- definitions -------------------------------------------------------------------
+
+    def create(self, *, segment: Segment, actor: str) -> Segment:
+        problems = validate_segment_id(segment.segment_id) + _actor(actor)
+        problems += validate_definition(segment.definition())
+        _raise_if(problems)
+        others = {s.segment_id: s.rule for s in self.repository.list_all()}
+        _raise_if(validate_references(segment.segment_id, segment.rule, others))
+        return self.repository.create(segment=segment, actor=actor, now=self.clock())
+
+    def get(self, *, segment_id: str, revision: int = 0) -> Segment:
+        _raise_if(_required("segment_id", segment_id))
+        if revision < 0:
+            raise InvalidArgument.field("revision", "must be zero or more")
+        return self.repository.get(segment_id=segment_id, revision=revision)
+
+    def list_page(
+        self, *, family: str, page_token: str, page_size: int
+    ) -> tuple[list[Segment], str]:
+        offset = decode_token(page_token) or 0
+        if not isinstance(offset, int) or offset < 0:
+            raise InvalidArgument.field("page_token", "not a token from a previous page")
+        limit = _page_size(page_size)
+        found, more = self.repository.list_page(family=family, offset=offset, limit=limit)
+        return found, (encode_token(offset + len(found)) if more else "")
+
+    def update(
+        self, *, segment_id: str, values: Mapping[str, Any], expected_revision: int, actor: str
+    ) -> Segment:
+        problems = _required("segment.segment_id", segment_id) + _actor(actor)
+        problems += validate_definition(values)
+        _raise_if(problems)
+        if "rule" in values:
+            self._check_references(segment_id, values["rule"])
+        return self.repository.update(
+            segment_id=segment_id,
+            change=lambda _stored: (dict(values), 0),
+            expected_revision=expected_revision,
+            actor=actor,
+            action=RevisionAction.UPDATED,
+            now=self.clock(),
+        )
+
+    def rollback(
+        self, *, segment_id: str, target_revision: int, expected_revision: int, actor: str
+    ) -> Segment:
+        problems = _required("segment_id", segment_id) + _actor(actor)
+        if target_revision <= 0:
+            problems.append(FieldViolation("target_revision", "must be a revision number"))
+        _raise_if(problems)
+        target = self.repository.get(segment_id=segment_id, revision=target_revision)
+        self._check_references(segment_id, target.rule, field="target_revision")
+        return self.repository.update(
+            segment_id=segment_id,
+            change=lambda _stored: (target.definition(), target_revision),
+            expected_revision=expected_revision,
+            actor=actor,
+            action=RevisionAction.ROLLED_BACK,
+            now=self.clock(),
+        )
+
+    def delete(self, *, segment_id: str, expected_revision: int) -> None:
+        _raise_if(_required("segment_id", segment_id))
+
+        def referencing(all_segments: list[Segment]) -> list[str]:
+            return sorted(
+                s.segment_id
+                for s in all_segments
+                if s.segment_id != segment_id and segment_id in referenced_segments(s.rule)
+            )
+
+        self.repository.delete(
+            segment_id=segment_id,
+            expected_revision=expected_revision,
+            referenced_by=referencing,
+            now=self.clock(),
+        )
+
+    def list_revisions(
+        self, *, segment_id: str, page_token: str, page_size: int
+    ) -> tuple[list[SegmentRevision], str]:
+        _raise_if(_required("segment_id", segment_id))
+        before = decode_token(page_token) or 0
+        if not isinstance(before, int):
+            raise InvalidArgument.field("page_token", "not a token from a previous page")
+        limit = _page_size(page_size)
+        found = self.repository.list_revisions(
+            segment_id=segment_id, before_revision=before, limit=limit
+        )
+        more = len(found) == limit and found[-1].segment.revision > 1
+        return found, (encode_token(found[-1].segment.revision) if more else "")
+
+    def _check_references(self, segment_id: str, rule: Any, field: str = "segment.rule") -> None:
+        others = {
+            s.segment_id: s.rule for s in self.repository.list_all() if s.segment_id != segment_id
+        }
+        _raise_if(validate_references(segment_id, rule, others, field))
+
+    # ---- evaluation --------------------------------------------------------------------
+
+    def evaluate(
+        self,
+        *,
+        customer_id: str = "",
+        record: Mapping[str, Any] | None = None,
+        now: datetime | None,
+    ) -> CustomerEvaluation:
+        """Evaluate every enabled segment for a stored customer (read from the profiles
+        service) or an inline record; stores nothing."""
+        if record is None:
+            _raise_if(_required("customer_id", customer_id))
+            record = self.customers.get(customer_id)
+        moment = now or self.clock()
+        attributes = rule_attributes(record)
+        compiled = compile_segments(self.repository.list_all())
+        verdicts = evaluate_customer(compiled, attributes, moment)
+        context = EvaluationContext(now=moment, segments=verdicts.matched)
+        explanations = {
+            item.segment.segment_id: explain(item.rule, attributes, context) for item in compiled
+        }
+        return CustomerEvaluation(
+            str(record.get("customer_id", customer_id)), verdicts, compiled, explanations
+        )
+
+    def test_rule(
+        self,
+        *,
+        rule: Any,
+        attributes: Mapping[str, Any],
+        member_segment_ids: Container[str],
+        now: datetime | None,
+    ) -> Explanation:
+        _raise_if(validate_rule_document(rule, "rule"))
+        context = EvaluationContext(now=now or self.clock(), segments=member_segment_ids)
+        return explain(compile_rule(rule), attributes, context)
+
+    # ---- over the stored customers -----------------------------------------------------
+
+    def preview(self, *, draft: Segment, sample_size: int, now: datetime | None) -> Preview:
+        problems = validate_definition(draft.definition())
+        if draft.segment_id:
+            problems += validate_segment_id(draft.segment_id)
+        if not 0 <= sample_size <= MAX_SAMPLE:
+            problems.append(FieldViolation("sample_size", f"must be between 0 and {MAX_SAMPLE}"))
+        _raise_if(problems)
+        moment = now or self.clock()
+        live = {s.segment_id: s for s in self.repository.list_all()}
+        draft_id = draft.segment_id or "(draft)"
+        others = {sid: s.rule for sid, s in live.items() if sid != draft_id}
+        _raise_if(validate_references(draft_id, draft.rule, others))
+        matcher = _Matcher(self.repository, live, moment)
+        draft_matches = matcher.rule_matches(draft.rule)
+        current = live.get(draft_id)
+        live_matches = matcher.segment_matches(draft_id) if current else frozenset()
+        moved: list[tuple[str, str, int]] = []
+        family = draft.family or (current.family if current else "")
+        if family:
+            live_family = [s for s in precedence(live.values()) if s.family == family and s.enabled]
+            draft_family = [s for s in live_family if s.segment_id != draft_id]
+            if draft.enabled and draft.family:
+                draft_family = precedence(
+                    [*draft_family, Segment(**{**draft.__dict__, "segment_id": draft_id})]
+                )
+            matches = {s.segment_id: matcher.segment_matches(s.segment_id) for s in live_family}
+            before = winners_by_customer([s.segment_id for s in live_family], matches)
+            after = winners_by_customer(
+                [s.segment_id for s in draft_family], {**matches, draft_id: draft_matches}
+            )
+            moved = [(a, b, n) for (a, b), n in shifts(before, after).most_common()]
+        return Preview(
+            customer_count=self.repository.projection_count(),
+            matching_count=len(draft_matches),
+            sample=sorted(draft_matches)[: sample_size or DEFAULT_SAMPLE],
+            entering_count=len(draft_matches - live_matches),
+            leaving_count=len(live_matches - draft_matches),
+            winner_shifts=moved,
+        )
+
+    def lint(self, *, now: datetime | None) -> tuple[list[LintWarning], int]:
+        live = {s.segment_id: s for s in self.repository.list_all()}
+        matcher = _Matcher(self.repository, live, now or self.clock())
+        enabled = [s for s in live.values() if s.enabled]
+        matches = {s.segment_id: matcher.segment_matches(s.segment_id) for s in enabled}
+        return lint(enabled, matches), self.repository.projection_count()
+
+    # ---- memberships -------------------------------------------------------------------
+
+    def recompute(self, *, all_customers: bool, now: datetime | None) -> RecomputeSummary:
+        """Re-evaluate customers and store memberships, transitions and projections.
+
+        Changed mode reads the profiles change log after the stored cursor and moves it;
+        all mode pages through every customer and leaves the cursor alone (a change made
+        during the scan is picked up by the next changed run).
+        """
+        moment = now or self.clock()
+        compiled = compile_segments(self.repository.list_all())
+        revisions = {item.segment.segment_id: item.segment.revision for item in compiled}
+        summary = RecomputeSummary()
+        if all_customers:
+            trigger = Trigger.FULL_RECOMPUTE
+            known = self.repository.projected_customer_ids()
+            batch: list[dict[str, Any]] = []
+            for record in self.customers.all_customers():
+                known.discard(record["customer_id"])
+                batch.append(record)
+                if len(batch) >= RECOMPUTE_BATCH:
+                    self._store(batch, [], compiled, revisions, trigger, moment, summary)
+                    batch = []
+            self._store(batch, sorted(known), compiled, revisions, trigger, moment, summary)
+            summary.last_sequence = self.repository.cursor()
+            return summary
+        changed = self.customers.changed_since(self.repository.cursor())
+        ids = list(changed.customer_ids)
+        for start in range(0, len(ids), RECOMPUTE_BATCH):
+            chunk = ids[start : start + RECOMPUTE_BATCH]
+            found = self.customers.existing(chunk)
+            gone = [cid for cid in chunk if cid not in found]
+            records = [found[cid] for cid in chunk if cid in found]
+            self._store(
+                records, gone, compiled, revisions, Trigger.CUSTOMER_CHANGED, moment, summary
+            )
+        self.repository.save_cursor(changed.last_sequence, moment)
+        summary.last_sequence = changed.last_sequence
+        return summary
+
+    def _store(
+        self,
+        records: Sequence[Mapping[str, Any]],
+        removed: Sequence[str],
+        compiled: Sequence[CompiledSegment],
+        revisions: Mapping[str, int],
+        trigger: Trigger,
+        now: datetime,
+        summary: RecomputeSummary,
+    ) -> None:
+        if not records and not removed:
+            return
+        documents = {str(r["customer_id"]): rule_attributes(r) for r in records}
+        stored = self.repository.current_memberships([*documents, *removed])
+        families = {item.segment.segment_id: item.segment.family for item in compiled}
+        outcomes = []
+        for customer_id, document in documents.items():
+            verdicts = evaluate_customer(compiled, document, now)
+            after = {sid: families[sid] for sid in verdicts.members}
+            outcomes.append(
+                CustomerOutcome(
+                    customer_id, after, membership_transitions(stored[customer_id], after), trigger
+                )
+            )
+        for customer_id in removed:
+            transitions = membership_transitions(stored[customer_id], {})
+            outcomes.append(CustomerOutcome(customer_id, {}, transitions, Trigger.CUSTOMER_DELETED))
+        self.repository.store_outcomes(
+            documents=documents,
+            outcomes=outcomes,
+            removed=removed,
+            revisions_by_segment=revisions,
+            now=now,
+        )
+        summary.evaluated += len(documents)
+        summary.removed += len(removed)
+        for outcome in outcomes:
+            for transition in outcome.transitions:
+                if transition.kind.value == "entered":
+                    summary.entered += 1
+                else:
+                    summary.exited += 1
+
+    def list_memberships(
+        self, *, customer_id: str, segment_id: str, page_token: str, page_size: int
+    ) -> tuple[list[Membership], str]:
+        after = decode_token(page_token)
+        found, last = self.repository.list_memberships(
+            customer_id=customer_id,
+            segment_id=segment_id,
+            after=tuple(after) if after else None,
+            limit=_page_size(page_size),
+        )
+        return found, (encode_token(list(last)) if last else "")
+
+    def list_changes(
+        self, *, where: ChangeFilter, page_token: str, page_size: int
+    ) -> tuple[list[MembershipChange], str]:
+        if where.start_time and where.end_time and where.start_time >= where.end_time:
+            raise InvalidArgument.field("end_time", "must be after start_time")
+        before = decode_token(page_token) or 0
+        if not isinstance(before, int):
+            raise InvalidArgument.field("page_token", "not a token from a previous page")
+        found, last = self.repository.list_changes(
+            where=where, before_id=before, limit=_page_size(page_size)
+        )
+        return found, (encode_token(last) if last else "")
+
+    def migration_report(
+        self, *, family: str, start: datetime | None, end: datetime | None
+    ) -> MigrationReport:
+        problems = _required("family", family)
+        if start is None:
+            problems.append(FieldViolation("start_time", "is required"))
+        if end is None:
+            problems.append(FieldViolation("end_time", "is required"))
+        elif start is not None and end < start:
+            problems.append(FieldViolation("end_time", "must not be before start_time"))
+        _raise_if(problems)
+        assert start is not None and end is not None
+        changes = self.repository.family_changes(family=family, until=end)
+        at_start, at_end = winners_at(changes, start, end)
+        moved = [(a, b, n) for (a, b), n in shifts(at_start, at_end).most_common()]
+        unchanged: dict[str, int] = {}
+        for customer_id, segment_id in at_end.items():
+            if at_start.get(customer_id) == segment_id:
+                unchanged[segment_id] = unchanged.get(segment_id, 0) + 1
+        return MigrationReport(moved, unchanged)
+
+
+class _Matcher:
+    """Who each rule matches over the projection, with ``$inSegment`` references resolved
+    to the referenced segments' own matches (computed once each)."""
+
+    def __init__(self, repository: SegmentRepository, live: Mapping[str, Segment], now: datetime):
+        self.repository = repository
+        self.live = live
+        self.now = now
+        self.cache: dict[str, frozenset[str]] = {}
+
+    def segment_matches(self, segment_id: str) -> frozenset[str]:
+        if segment_id not in self.cache:
+            self.cache[segment_id] = self.rule_matches(self.live[segment_id].rule)
+        return self.cache[segment_id]
+
+    def rule_matches(self, rule: Any) -> frozenset[str]:
+        references = {ref: self.segment_matches(ref) for ref in referenced_segments(rule)}
+
+        def segments_of(customer_id: str) -> set[str]:
+            return {ref for ref, ids in references.items() if customer_id in ids}
+
+        return self.repository.matching_customers(
+            rule=compile_rule(rule), now=self.now, segments_of=segments_of if references else None
+        )
+
+
+def _page_size(page_size: int) -> int:
+    if page_size < 0 or page_size > MAX_PAGE_SIZE:
+        raise InvalidArgument.field("page_size", f"must be between 0 and {MAX_PAGE_SIZE}")
+    return page_size or DEFAULT_PAGE_SIZE
+
+
+def _required(field_name: str, value: str) -> list[FieldViolation]:
+    return [] if value else [FieldViolation(field_name, "is required")]
+
+
+def _actor(actor: str) -> list[FieldViolation]:
+    if len(actor) > MAX_ACTOR_LENGTH:
+        return [FieldViolation("actor", f"at most {MAX_ACTOR_LENGTH} characters")]
+    return []
+
+
+def _raise_if(problems: list[FieldViolation]) -> None:
+    if problems:
+        raise InvalidArgument(problems)
+
+
+__all__ = ["EDITABLE_FIELDS", "CustomerEvaluation", "Preview", "RecomputeSummary", "Segments"]

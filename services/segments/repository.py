@@ -1,0 +1,595 @@
+"""Storage of segments and their revisions, memberships and transitions, the customer
+projection and the change-log cursor."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable, Collection, Container, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine, Table, and_, delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
+
+from services.core.db import read_session, write_transaction
+from services.core.errors import (
+    AlreadyExists,
+    Conflict,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+)
+from services.segments.domain import (
+    ChangeKind,
+    Membership,
+    MembershipChange,
+    RevisionAction,
+    Segment,
+    SegmentRevision,
+    Trigger,
+)
+from services.segments.logic import Transition
+from services.segments.models import (
+    CustomerProjectionRow,
+    MembershipChangeRow,
+    MembershipRow,
+    RecomputeCursorRow,
+    SegmentRevisionRow,
+    SegmentRow,
+)
+from services.segments.rules import CompiledRule, EvaluationContext
+from services.segments.rules._time import parse_timestamp
+from services.segments.sql_rules import NUMBER_COLUMNS, TEXT_COLUMNS, split_rule
+
+segments: Table = SegmentRow.__table__  # type: ignore[attr-defined]
+revisions: Table = SegmentRevisionRow.__table__  # type: ignore[attr-defined]
+memberships: Table = MembershipRow.__table__  # type: ignore[attr-defined]
+membership_changes: Table = MembershipChangeRow.__table__  # type: ignore[attr-defined]
+projection: Table = CustomerProjectionRow.__table__  # type: ignore[attr-defined]
+cursors: Table = RecomputeCursorRow.__table__  # type: ignore[attr-defined]
+
+PROFILES_CHANGES_CURSOR = "profiles_changes"
+_CHUNK = 500
+_DEFINITION = ("display_name", "description", "rule", "family", "priority", "enabled")
+
+
+@dataclass(frozen=True)
+class ChangeFilter:
+    customer_id: str = ""
+    segment_id: str = ""
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+
+
+@dataclass(frozen=True)
+class CustomerOutcome:
+    """A recomputed customer: its new memberships (segment id -> family) and the
+    transitions that lead there from the stored ones."""
+
+    customer_id: str
+    members: Mapping[str, str]
+    transitions: Sequence[Transition]
+    trigger: Trigger
+
+
+class SegmentRepository:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    # ---- segments ----------------------------------------------------------------------
+
+    def get(self, *, segment_id: str, revision: int = 0) -> Segment:
+        with read_session(self.engine) as session:
+            if revision:
+                row = session.execute(
+                    select(revisions).where(
+                        revisions.c.segment_id == segment_id, revisions.c.revision == revision
+                    )
+                ).first()
+                if row is None:
+                    raise NotFound("segment revision", f"{segment_id}@{revision}")
+                return _revision_segment(row)
+            found = session.execute(
+                select(segments).where(segments.c.segment_id == segment_id)
+            ).first()
+        if found is None:
+            raise NotFound("segment", segment_id)
+        return _segment(found)
+
+    def list_all(self) -> list[Segment]:
+        with read_session(self.engine) as session:
+            rows = session.execute(select(segments).order_by(segments.c.segment_id)).all()
+        return [_segment(row) for row in rows]
+
+    def list_page(self, *, family: str, offset: int, limit: int) -> tuple[list[Segment], bool]:
+        query = select(segments).order_by(
+            segments.c.family, segments.c.priority, segments.c.segment_id
+        )
+        if family:
+            query = query.where(segments.c.family == family)
+        with read_session(self.engine) as session:
+            rows = session.execute(query.offset(offset).limit(limit + 1)).all()
+        return [_segment(row) for row in rows[:limit]], len(rows) > limit
+
+    def list_revisions(
+        self, *, segment_id: str, before_revision: int, limit: int
+    ) -> list[SegmentRevision]:
+        query = (
+            select(revisions)
+            .where(revisions.c.segment_id == segment_id)
+            .order_by(revisions.c.revision.desc())
+            .limit(limit)
+        )
+        if before_revision:
+            query = query.where(revisions.c.revision < before_revision)
+        with read_session(self.engine) as session:
+            if not session.execute(
+                select(segments.c.segment_id).where(segments.c.segment_id == segment_id)
+            ).first():
+                raise NotFound("segment", segment_id)
+            rows = session.execute(query).all()
+        return [
+            SegmentRevision(
+                segment=_revision_segment(row),
+                actor=row.actor,
+                action=RevisionAction(row.action),
+                changed_fields=tuple(row.changed_fields or ()),
+                restored_revision=row.restored_revision,
+            )
+            for row in rows
+        ]
+
+    def create(self, *, segment: Segment, actor: str, now: datetime) -> Segment:
+        created = Segment(**{**segment.__dict__, "revision": 1, "create_time": now})
+        created = Segment(**{**created.__dict__, "update_time": now})
+        try:
+            with write_transaction(self.engine) as session:
+                if session.execute(
+                    select(segments.c.segment_id).where(segments.c.segment_id == segment.segment_id)
+                ).first():
+                    raise AlreadyExists("segment", segment.segment_id)
+                session.execute(insert(segments), [_segment_values(created)])
+                _insert_revision(
+                    session, created, actor, RevisionAction.CREATED, list(_DEFINITION), 0, now
+                )
+        except IntegrityError as error:
+            raise AlreadyExists("segment", segment.segment_id) from error
+        return created
+
+    def update(
+        self,
+        *,
+        segment_id: str,
+        change: Callable[[Segment], tuple[dict[str, Any], int]],
+        expected_revision: int,
+        actor: str,
+        action: RevisionAction,
+        now: datetime,
+    ) -> Segment:
+        """Apply ``change`` (stored segment -> new editable values and, for a rollback, the
+        restored revision) as a new revision; nothing is written when nothing differs."""
+        with write_transaction(self.engine) as session:
+            stored = _load_for_update(session, segment_id)
+            _check_revision(stored, expected_revision)
+            values, restored = change(stored)
+            before = stored.definition()
+            changed = [
+                name for name in _DEFINITION if name in values and values[name] != before[name]
+            ]
+            if not changed:
+                return stored
+            updated = Segment(
+                **{
+                    **stored.__dict__,
+                    **values,
+                    "revision": stored.revision + 1,
+                    "update_time": now,
+                }
+            )
+            session.execute(
+                update(segments)
+                .where(segments.c.segment_id == segment_id)
+                .values(**{k: v for k, v in _segment_values(updated).items() if k != "segment_id"})
+            )
+            _insert_revision(session, updated, actor, action, changed, restored, now)
+        return updated
+
+    def delete(
+        self,
+        *,
+        segment_id: str,
+        expected_revision: int,
+        referenced_by: Callable[[list[Segment]], list[str]],
+        now: datetime,
+    ) -> int:
+        """Delete a segment unless ``referenced_by(all segments)`` names some; its members
+        exit with a transition each. Returns how many members it had."""
+        with write_transaction(self.engine) as session:
+            stored = _load_for_update(session, segment_id)
+            _check_revision(stored, expected_revision)
+            others = [_segment(row) for row in session.execute(select(segments)).all()]
+            users = referenced_by(others)
+            if users:
+                raise FailedPrecondition(
+                    f"segment {segment_id!r} is referenced by {', '.join(users)}; "
+                    "change their rules first",
+                    reason="SEGMENT_IN_USE",
+                )
+            members = session.execute(
+                select(memberships).where(memberships.c.segment_id == segment_id)
+            ).all()
+            exits = [
+                {
+                    "customer_id": row.customer_id,
+                    "segment_id": segment_id,
+                    "family": row.family,
+                    "kind": ChangeKind.EXITED.value,
+                    "previous_winner": segment_id if row.family else "",
+                    "change_time": now,
+                    "rule_revision": stored.revision,
+                    "trigger": Trigger.SEGMENT_DELETED.value,
+                }
+                for row in members
+            ]
+            if exits:
+                session.execute(insert(membership_changes), exits)
+            session.execute(delete(memberships).where(memberships.c.segment_id == segment_id))
+            session.execute(delete(revisions).where(revisions.c.segment_id == segment_id))
+            session.execute(delete(segments).where(segments.c.segment_id == segment_id))
+        return len(members)
+
+    # ---- projection and memberships ----------------------------------------------------
+
+    def current_memberships(self, customer_ids: Sequence[str]) -> dict[str, dict[str, str]]:
+        """Stored memberships (segment id -> family) of the given customers."""
+        found: dict[str, dict[str, str]] = {customer_id: {} for customer_id in customer_ids}
+        with read_session(self.engine) as session:
+            for chunk in _chunks(list(customer_ids)):
+                for row in session.execute(
+                    select(memberships).where(memberships.c.customer_id.in_(chunk))
+                ):
+                    found[row.customer_id][row.segment_id] = row.family
+        return found
+
+    def projected_customer_ids(self) -> set[str]:
+        with read_session(self.engine) as session:
+            return set(session.execute(select(projection.c.customer_id)).scalars())
+
+    def store_outcomes(
+        self,
+        *,
+        documents: Mapping[str, Mapping[str, Any]],
+        outcomes: Sequence[CustomerOutcome],
+        removed: Collection[str],
+        revisions_by_segment: Mapping[str, int],
+        now: datetime,
+    ) -> None:
+        """Write refreshed projections, memberships and transitions in one transaction;
+        ``removed`` customers leave the projection (their exits are in ``outcomes``)."""
+        with write_transaction(self.engine) as session:
+            ids = [*documents, *removed]
+            for chunk in _chunks(ids):
+                session.execute(delete(projection).where(projection.c.customer_id.in_(chunk)))
+            if documents:
+                session.execute(
+                    insert(projection),
+                    [_projection_values(cid, doc, now) for cid, doc in documents.items()],
+                )
+            changes: list[dict[str, Any]] = []
+            for outcome in outcomes:
+                gone = [t.segment_id for t in outcome.transitions if t.kind is ChangeKind.EXITED]
+                if gone:
+                    session.execute(
+                        delete(memberships).where(
+                            memberships.c.customer_id == outcome.customer_id,
+                            memberships.c.segment_id.in_(gone),
+                        )
+                    )
+                entered = [t for t in outcome.transitions if t.kind is ChangeKind.ENTERED]
+                if entered:
+                    session.execute(
+                        insert(memberships),
+                        [
+                            {
+                                "customer_id": outcome.customer_id,
+                                "segment_id": t.segment_id,
+                                "family": t.family,
+                                "enter_time": now,
+                                "rule_revision": revisions_by_segment.get(t.segment_id, 0),
+                            }
+                            for t in entered
+                        ],
+                    )
+                changes.extend(
+                    {
+                        "customer_id": outcome.customer_id,
+                        "segment_id": t.segment_id,
+                        "family": t.family,
+                        "kind": t.kind.value,
+                        "previous_winner": t.previous_winner,
+                        "change_time": now,
+                        "rule_revision": revisions_by_segment.get(t.segment_id, 0),
+                        "trigger": outcome.trigger.value,
+                    }
+                    for t in outcome.transitions
+                )
+            if changes:
+                session.execute(insert(membership_changes), changes)
+
+    def replace_projection(self, documents: Mapping[str, Mapping[str, Any]], now: datetime) -> None:
+        """Store projections without evaluating (for loading large data sets)."""
+        self.store_outcomes(
+            documents=documents,
+            outcomes=[],
+            removed=[],
+            revisions_by_segment={},
+            now=now,
+        )
+
+    def cursor(self) -> int:
+        with read_session(self.engine) as session:
+            found = session.execute(
+                select(cursors.c.sequence).where(cursors.c.name == PROFILES_CHANGES_CURSOR)
+            ).scalar_one_or_none()
+        return int(found or 0)
+
+    def save_cursor(self, sequence: int, now: datetime) -> None:
+        with write_transaction(self.engine) as session:
+            moved = session.execute(
+                update(cursors)
+                .where(cursors.c.name == PROFILES_CHANGES_CURSOR)
+                .values(sequence=sequence, update_time=now)
+            )
+            if not moved.rowcount:  # type: ignore[attr-defined]
+                session.execute(
+                    insert(cursors),
+                    [{"name": PROFILES_CHANGES_CURSOR, "sequence": sequence, "update_time": now}],
+                )
+
+    def list_memberships(
+        self, *, customer_id: str, segment_id: str, after: tuple[str, str] | None, limit: int
+    ) -> tuple[list[Membership], tuple[str, str] | None]:
+        query = (
+            select(memberships)
+            .order_by(memberships.c.customer_id, memberships.c.segment_id)
+            .limit(limit + 1)
+        )
+        if customer_id:
+            query = query.where(memberships.c.customer_id == customer_id)
+        if segment_id:
+            query = query.where(memberships.c.segment_id == segment_id)
+        if after:
+            query = query.where(
+                (memberships.c.customer_id > after[0])
+                | and_(memberships.c.customer_id == after[0], memberships.c.segment_id > after[1])
+            )
+        with read_session(self.engine) as session:
+            rows = session.execute(query).all()
+        found = [
+            Membership(r.customer_id, r.segment_id, r.family, r.enter_time, r.rule_revision)
+            for r in rows[:limit]
+        ]
+        more = len(rows) > limit
+        return found, ((found[-1].customer_id, found[-1].segment_id) if more else None)
+
+    def list_changes(
+        self, *, where: ChangeFilter, before_id: int, limit: int
+    ) -> tuple[list[MembershipChange], int]:
+        """Transitions newest first, and the id to continue before when more may follow."""
+        query = (
+            select(membership_changes)
+            .order_by(membership_changes.c.change_id.desc())
+            .limit(limit + 1)
+        )
+        if where.customer_id:
+            query = query.where(membership_changes.c.customer_id == where.customer_id)
+        if where.segment_id:
+            query = query.where(membership_changes.c.segment_id == where.segment_id)
+        if where.start_time:
+            query = query.where(membership_changes.c.change_time >= where.start_time)
+        if where.end_time:
+            query = query.where(membership_changes.c.change_time < where.end_time)
+        if before_id:
+            query = query.where(membership_changes.c.change_id < before_id)
+        with read_session(self.engine) as session:
+            rows = session.execute(query).all()
+        found = [_change(row) for row in rows[:limit]]
+        return found, (found[-1].change_id if len(rows) > limit else 0)
+
+    def family_changes(self, *, family: str, until: datetime) -> list[MembershipChange]:
+        """A family's transitions up to ``until``, oldest first."""
+        query = (
+            select(membership_changes)
+            .where(
+                membership_changes.c.family == family,
+                membership_changes.c.change_time <= until,
+            )
+            .order_by(membership_changes.c.change_time, membership_changes.c.change_id)
+        )
+        with read_session(self.engine) as session:
+            return [_change(row) for row in session.execute(query)]
+
+    # ---- rules over the projection -----------------------------------------------------
+
+    def projection_count(self) -> int:
+        with read_session(self.engine) as session:
+            return int(session.execute(select(func.count()).select_from(projection)).scalar_one())
+
+    def matching_customers(
+        self,
+        *,
+        rule: CompiledRule,
+        now: datetime,
+        segments_of: Callable[[str], Container[str]] | None = None,
+    ) -> frozenset[str]:
+        """Ids of the projected customers the rule matches: in SQL when the rule can be
+        expressed there exactly, otherwise the expressible part filters in SQL and the
+        compiled rule decides each remaining row. ``segments_of`` gives a customer's
+        matched segments for ``$inSegment``."""
+        where, exact = split_rule(rule.condition, now)
+        with read_session(self.engine) as session:
+            if exact and where is not None:
+                return frozenset(
+                    session.execute(select(projection.c.customer_id).where(where)).scalars()
+                )
+            query = select(projection.c.customer_id, projection.c.document)
+            if where is not None:
+                query = query.where(where)
+            rows = session.execute(query).all()
+        matches = rule.matches
+        if segments_of is None:
+            context = EvaluationContext(now=now)
+            return frozenset(cid for cid, doc in rows if matches(doc, context))
+        return frozenset(
+            cid
+            for cid, doc in rows
+            if matches(doc, EvaluationContext(now=now, segments=segments_of(cid)))
+        )
+
+
+# ---- page tokens -----------------------------------------------------------------------------
+
+
+def encode_token(position: Any) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"after": position}).encode()).decode()
+
+
+def decode_token(token: str) -> Any:
+    if not token:
+        return None
+    try:
+        return json.loads(base64.urlsafe_b64decode(token.encode()))["after"]
+    except (ValueError, KeyError, TypeError) as error:
+        raise InvalidArgument.field("page_token", "not a token from a previous page") from error
+
+
+# ---- helpers ---------------------------------------------------------------------------------
+
+
+def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _segment(row: Any) -> Segment:
+    return Segment(
+        segment_id=row.segment_id,
+        display_name=row.display_name,
+        description=row.description,
+        rule=dict(row.rule or {}),
+        family=row.family,
+        priority=row.priority,
+        enabled=row.enabled,
+        revision=row.revision,
+        create_time=row.create_time,
+        update_time=row.update_time,
+    )
+
+
+def _revision_segment(row: Any) -> Segment:
+    return Segment(
+        segment_id=row.segment_id,
+        display_name=row.display_name,
+        description=row.description,
+        rule=dict(row.rule or {}),
+        family=row.family,
+        priority=row.priority,
+        enabled=row.enabled,
+        revision=row.revision,
+        create_time=row.create_time,
+        update_time=row.revise_time,
+    )
+
+
+def _segment_values(segment: Segment) -> dict[str, Any]:
+    return {
+        "segment_id": segment.segment_id,
+        **segment.definition(),
+        "revision": segment.revision,
+        "create_time": segment.create_time,
+        "update_time": segment.update_time,
+    }
+
+
+def _insert_revision(
+    session: Session,
+    segment: Segment,
+    actor: str,
+    action: RevisionAction,
+    changed: Sequence[str],
+    restored: int,
+    now: datetime,
+) -> None:
+    session.execute(
+        insert(revisions),
+        [
+            {
+                "segment_id": segment.segment_id,
+                "revision": segment.revision,
+                **segment.definition(),
+                "actor": actor,
+                "action": action.value,
+                "changed_fields": list(changed),
+                "restored_revision": restored,
+                "create_time": segment.create_time,
+                "revise_time": now,
+            }
+        ],
+    )
+
+
+def _load_for_update(session: Session, segment_id: str) -> Segment:
+    row = session.execute(
+        select(segments).where(segments.c.segment_id == segment_id).with_for_update()
+    ).first()
+    if row is None:
+        raise NotFound("segment", segment_id)
+    return _segment(row)
+
+
+def _check_revision(stored: Segment, expected: int) -> None:
+    if expected and expected != stored.revision:
+        raise Conflict(
+            f"segment {stored.segment_id!r} is at revision {stored.revision}, not {expected}; "
+            "read it again and retry",
+            reason="STALE_REVISION",
+        )
+
+
+def _change(row: Any) -> MembershipChange:
+    return MembershipChange(
+        customer_id=row.customer_id,
+        segment_id=row.segment_id,
+        family=row.family,
+        kind=ChangeKind(row.kind),
+        previous_winner=row.previous_winner,
+        change_time=row.change_time,
+        rule_revision=row.rule_revision,
+        trigger=Trigger(row.trigger),
+        change_id=row.change_id,
+    )
+
+
+def _projection_values(
+    customer_id: str, document: Mapping[str, Any], now: datetime
+) -> dict[str, Any]:
+    values: dict[str, Any] = {
+        "customer_id": customer_id,
+        "document": dict(document),
+        "refresh_time": now,
+        "signup_time": parse_timestamp(document.get("signup_time")),
+    }
+    for name in NUMBER_COLUMNS:
+        number = document.get(name)
+        values[name] = (
+            float(number)
+            if isinstance(number, int | float) and not isinstance(number, bool)
+            else None
+        )
+    for name in TEXT_COLUMNS:
+        text = document.get(name)
+        values[name] = text if isinstance(text, str) and text else None
+    return values

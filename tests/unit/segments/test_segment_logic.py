@@ -1,0 +1,122 @@
+"""Families, transitions, migration replay, lint and the customer document, without I/O."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from services.segments.domain import ChangeKind, MembershipChange, Segment, Trigger
+from services.segments.logic import (
+    compile_segments,
+    evaluate_customer,
+    lint,
+    membership_transitions,
+    rule_attributes,
+    validate_definition,
+    winners_at,
+)
+
+NOW = datetime(2025, 6, 1, tzinfo=UTC)
+TIERS = [
+    Segment("enterprise", rule={"seats": {"$gte": 50}}, family="tier", priority=1),
+    Segment("growth", rule={"seats": {"$gte": 5}}, family="tier", priority=2),
+    Segment("starter", rule={"seats": {"$gte": 1}}, family="tier", priority=3),
+]
+
+
+def test_first_matching_segment_by_priority_wins_the_family() -> None:
+    verdicts = evaluate_customer(compile_segments(TIERS), {"seats": 49}, NOW)
+    assert verdicts.matched == {"growth", "starter"}
+    assert verdicts.winners == {"tier": "growth"}
+    assert verdicts.members == {"growth"}
+
+
+def test_a_customer_matching_nothing_has_no_winner_but_keeps_the_family() -> None:
+    verdicts = evaluate_customer(compile_segments(TIERS), {}, NOW)
+    assert verdicts.winners == {"tier": ""}
+    assert verdicts.members == frozenset()
+
+
+def test_disabled_segments_never_win() -> None:
+    disabled = [Segment(**{**TIERS[0].__dict__, "enabled": False}), *TIERS[1:]]
+    verdicts = evaluate_customer(compile_segments(disabled), {"seats": 80}, NOW)
+    assert verdicts.winners == {"tier": "growth"}
+
+
+def test_moving_up_a_tier_exits_the_old_and_enters_the_new_naming_the_old_winner() -> None:
+    transitions = membership_transitions(
+        {"starter": "tier", "eu": ""}, {"growth": "tier", "eu": ""}
+    )
+    assert [(t.segment_id, t.kind, t.previous_winner) for t in transitions] == [
+        ("starter", ChangeKind.EXITED, "starter"),
+        ("growth", ChangeKind.ENTERED, "starter"),
+    ]
+
+
+def test_migration_replay_reads_winners_at_two_instants() -> None:
+    def change(customer: str, segment: str, kind: ChangeKind, days: int) -> MembershipChange:
+        return MembershipChange(
+            customer,
+            segment,
+            "tier",
+            kind,
+            "",
+            NOW + timedelta(days=days),
+            1,
+            Trigger.CUSTOMER_CHANGED,
+        )
+
+    history = [
+        change("a", "starter", ChangeKind.ENTERED, 0),
+        change("b", "starter", ChangeKind.ENTERED, 0),
+        change("a", "starter", ChangeKind.EXITED, 5),
+        change("a", "growth", ChangeKind.ENTERED, 5),
+        change("b", "starter", ChangeKind.EXITED, 20),
+    ]
+    at_start, at_end = winners_at(history, NOW + timedelta(days=1), NOW + timedelta(days=10))
+    assert at_start == {"a": "starter", "b": "starter"}
+    assert at_end == {"a": "growth", "b": "starter"}
+
+
+def test_lint_finds_a_segment_shadowed_by_a_broader_higher_one() -> None:
+    segments = [
+        Segment("anyone", rule={}, family="tier", priority=0),
+        *TIERS,
+    ]
+    matches = {
+        "anyone": frozenset({"a", "b"}),
+        "enterprise": frozenset({"a"}),
+        "growth": frozenset({"a", "b"}),
+        "starter": frozenset(),
+    }
+    kinds = {(w.kind, w.segment_ids[0]) for w in lint(segments, matches)}
+    assert ("shadowed", "enterprise") in kinds
+    assert ("shadowed", "growth") in kinds
+    assert ("matches_nobody", "starter") in kinds
+
+
+def test_eleven_enabled_segments_are_too_many_to_trust() -> None:
+    segments = [Segment(f"s{i}") for i in range(11)]
+    warnings = lint(segments, {s.segment_id: frozenset({"a"}) for s in segments})
+    assert warnings[0].kind == "too_many_segments"
+
+
+def test_rules_see_signup_time_as_an_iso_string_and_unset_fields_absent() -> None:
+    document = rule_attributes(
+        {
+            "customer_id": "c1",
+            "signup_time": datetime(2025, 1, 2, tzinfo=UTC),
+            "plan": "",
+            "tags": ("vip",),
+            "etag": 'W/"1"',
+        }
+    )
+    assert document == {
+        "customer_id": "c1",
+        "signup_time": "2025-01-02T00:00:00+00:00",
+        "tags": ["vip"],
+    }
+
+
+def test_a_bad_rule_is_reported_at_its_path_under_the_request_field() -> None:
+    problems = validate_definition({"rule": {"$and": [{}, {"seats": {"$gt": "x"}}]}})
+    assert [p.field for p in problems] == ["segment.rule.$and[1].seats.$gt"]
