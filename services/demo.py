@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import grpc
 from switchboard.profiles.v1 import profiles_pb2 as pb
 from switchboard.profiles.v1 import profiles_pb2_grpc
+from switchboard.segments.v1 import segments_pb2 as spb
+from switchboard.segments.v1 import segments_pb2_grpc
 
+from services.core.channels import open_channel
 from services.core.clock import utc_now
 from services.core.settings import Settings
 
@@ -241,3 +245,86 @@ def load_demo(settings: Settings) -> str:
         counts[result.outcome] = counts.get(result.outcome, 0) + 1
     created = counts.get(pb.UPSERT_OUTCOME_CREATED, 0)
     return f"demo loaded: {len(DEMO_ACCOUNTS)} customers ({created} new) with two weeks of logins"
+
+
+# (segment id, display name, family, priority, rule): the issue's worked examples.
+DEMO_SEGMENTS: list[tuple[str, str, str, int, dict[str, Any]]] = [
+    ("tier_enterprise", "Enterprise (50+ seats)", "tier", 10, {"seats": {"$gte": 50}}),
+    ("tier_growth", "Growth (5-49 seats)", "tier", 20, {"seats": {"$gte": 5}}),
+    ("tier_starter", "Starter (1-4 seats)", "tier", 30, {"seats": {"$gte": 1}}),
+    ("at_risk", "At risk: logins halved", "", 0, {"traits.logins_wow_change": {"$lte": -0.5}}),
+    ("lifecycle_churned", "Churned", "lifecycle", 10, {"lifecycle_stage": "churned"}),
+    (
+        "lifecycle_new",
+        "New (first 30 days)",
+        "lifecycle",
+        20,
+        {"signup_time": {"$withinLast": "30d"}},
+    ),
+    ("lifecycle_at_risk", "At risk", "lifecycle", 30, {"$inSegment": "at_risk"}),
+    ("lifecycle_active", "Active", "lifecycle", 40, {"lifecycle_stage": "active"}),
+    (
+        "value_champions",
+        "Champions (high value, engaged)",
+        "value_engagement",
+        10,
+        {"arr": {"$gte": 30_000}, "traits.logins_7d": {"$gte": 100}},
+    ),
+    (
+        "value_at_risk",
+        "At Risk (high value, disengaged)",
+        "value_engagement",
+        20,
+        {"arr": {"$gte": 30_000}},
+    ),
+    (
+        "value_promising",
+        "Promising (low value, engaged)",
+        "value_engagement",
+        30,
+        {"traits.logins_7d": {"$gte": 100}},
+    ),
+    ("value_dormant", "Dormant (low value, disengaged)", "value_engagement", 40, {}),
+]
+
+
+def load_segment_demo(settings: Settings) -> str:
+    """Create the demo segments (skipping ones that exist), recompute every customer's
+    memberships from the profiles change log, and describe the result."""
+    channel = open_channel(settings.segments_address, deadline_seconds=60)
+    stub = segments_pb2_grpc.SegmentServiceStub(channel)
+    created = 0
+    for segment_id, display_name, family, priority, rule in DEMO_SEGMENTS:
+        segment = spb.Segment(
+            segment_id=segment_id,
+            display_name=display_name,
+            family=family,
+            priority=priority,
+            enabled=True,
+        )
+        segment.rule.update(rule)
+        try:
+            stub.CreateSegment(spb.CreateSegmentRequest(segment=segment, actor="switchboard demo"))
+            created += 1
+        except grpc.RpcError as error:
+            if error.code() != grpc.StatusCode.ALREADY_EXISTS:
+                raise
+    summary = stub.RecomputeMemberships(
+        spb.RecomputeMembershipsRequest(scope=spb.RECOMPUTE_SCOPE_CHANGED)
+    )
+    lines = [
+        f"segments: {created} created, {len(DEMO_SEGMENTS) - created} already there",
+        f"recomputed: {summary.evaluated_count} customers evaluated, "
+        f"{summary.entered_count} entries, {summary.exited_count} exits, "
+        f"change log read up to sequence {summary.last_sequence}",
+    ]
+    for segment_id, display_name, family, _priority, _rule in DEMO_SEGMENTS:
+        found = stub.ListMemberships(
+            spb.ListMembershipsRequest(segment_id=segment_id, page_size=1000)
+        ).memberships
+        where = f"[{family}]" if family else "[overlay]"
+        lines.append(f"  {where:<19} {display_name:<34} {len(found):>3} customers")
+    for warning in stub.LintSegments(spb.LintSegmentsRequest()).warnings:
+        lines.append(f"  lint: {warning.message}")
+    channel.close()
+    return "\n".join(lines)
