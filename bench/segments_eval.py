@@ -1,0 +1,243 @@
+"""The demo segments at scale: evaluation throughput and PreviewSegment latency.
+
+Run: ``python bench/segments_eval.py [--customers 100000] [--backend sqlite|postgresql]``.
+
+1. Every enabled demo segment (families decided, ``$inSegment`` resolved) for N customers:
+   compiled rules via ``services.segments.logic.evaluate_customer`` against hand-written
+   Python for the same twelve segments. Results are checked to agree before timing.
+2. PreviewSegment through a real gRPC server over N projected customers on the chosen
+   backend (PostgreSQL: a throwaway database next to SWITCHBOARD_TEST_POSTGRES_URL).
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "gen"))
+
+import grpc
+from switchboard.segments.v1 import segments_pb2 as pb
+from switchboard.segments.v1 import segments_pb2_grpc
+
+from services.core.db import create_db_engine, upgrade_database
+from services.core.server import create_server
+from services.core.settings import Settings
+from services.demo import DEMO_SEGMENTS
+from services.segments.domain import Segment
+from services.segments.logic import compile_segments, evaluate_customer, rule_attributes
+from services.segments.repository import SegmentRepository
+from services.segments.server import segments_spec
+
+NOW = datetime(2025, 6, 1, tzinfo=UTC)
+THIRTY_DAYS_AGO = (NOW - timedelta(days=30)).isoformat()
+
+
+def make_customers(count: int, seed: int = 11) -> list[dict[str, Any]]:
+    rng = random.Random(seed)
+    customers = []
+    for index in range(count):
+        record: dict[str, Any] = {
+            "customer_id": f"cu_{index:07d}",
+            "seats": rng.choice([1, 2, 4, 5, 12, 30, 49, 50, 120, 400]),
+            "arr": float(rng.choice([500, 5_000, 25_000, 30_000, 90_000, 250_000])),
+            "lifecycle_stage": rng.choice(["active", "active", "active", "churned"]),
+            "signup_time": NOW - timedelta(days=rng.randint(0, 900)),
+            "country": rng.choice(["US", "DE", "FR", "GB", "JP"]),
+            "attributes": {"contract_type": rng.choice(["annual", "monthly"])},
+            "traits": {"logins_7d": float(rng.randint(0, 300))},
+        }
+        if rng.random() < 0.8:
+            record["traits"]["logins_wow_change"] = round(rng.uniform(-1, 1), 2)
+        customers.append(rule_attributes(record))
+    return customers
+
+
+def hand_written(customer: dict[str, Any]) -> frozenset[str]:
+    """The demo segments as plain Python: the floor for the same decisions."""
+    members = []
+    seats = customer.get("seats", 0)
+    if seats >= 50:
+        members.append("tier_enterprise")
+    elif seats >= 5:
+        members.append("tier_growth")
+    elif seats >= 1:
+        members.append("tier_starter")
+    traits = customer.get("traits", {})
+    change = traits.get("logins_wow_change")
+    at_risk = change is not None and change <= -0.5
+    if at_risk:
+        members.append("at_risk")
+    stage = customer.get("lifecycle_stage")
+    # ISO-8601 UTC strings of one format order like the instants they name.
+    if stage == "churned":
+        members.append("lifecycle_churned")
+    elif customer.get("signup_time", "") >= THIRTY_DAYS_AGO:
+        members.append("lifecycle_new")
+    elif at_risk:
+        members.append("lifecycle_at_risk")
+    elif stage == "active":
+        members.append("lifecycle_active")
+    arr = customer.get("arr", 0)
+    logins = traits.get("logins_7d", 0)
+    if arr >= 30_000 and logins >= 100:
+        members.append("value_champions")
+    elif arr >= 30_000:
+        members.append("value_at_risk")
+    elif logins >= 100:
+        members.append("value_promising")
+    else:
+        members.append("value_dormant")
+    return frozenset(members)
+
+
+def demo_segments() -> list[Segment]:
+    return [
+        Segment(segment_id=sid, display_name=name, family=family, priority=priority, rule=rule)
+        for sid, name, family, priority, rule in DEMO_SEGMENTS
+    ]
+
+
+def bench_evaluation(customers: list[dict[str, Any]]) -> None:
+    compiled = compile_segments(demo_segments())
+    for customer in customers[:5000]:
+        assert evaluate_customer(compiled, customer, NOW).members == hand_written(customer), (
+            customer
+        )
+    sys.stdout.write(f"{len(compiled)} demo segments x {len(customers):,} customers\n")
+    started = time.perf_counter()
+    for customer in customers:
+        hand_written(customer)
+    hand = len(customers) / (time.perf_counter() - started)
+    started = time.perf_counter()
+    for customer in customers:
+        evaluate_customer(compiled, customer, NOW)
+    ours = len(customers) / (time.perf_counter() - started)
+    sys.stdout.write(f"  hand-written Python           {hand:>10,.0f} customers/s\n")
+    sys.stdout.write(f"  compiled rules + families     {ours:>10,.0f} customers/s\n")
+    sys.stdout.write(f"  compiled is {hand / ours:.2f}x slower than hand-written\n")
+
+
+def _database(backend: str, workdir: Path) -> tuple[str, Any]:
+    if backend == "sqlite":
+        return f"sqlite:///{workdir / 'bench.db'}", None
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    from tests.support.stores import postgres_admin_url
+
+    name = f"sbbench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(postgres_admin_url(), autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
+
+    def drop() -> None:
+        with psycopg.connect(postgres_admin_url(), autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
+
+    url = make_url(postgres_admin_url()).set(database=name).render_as_string(False)
+    return url, drop
+
+
+def bench_preview(customers: list[dict[str, Any]], backend: str, repeats: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        url, drop = _database(backend, Path(tmp))
+        try:
+            upgrade_database(url)
+            engine = create_db_engine(url)
+            repository = SegmentRepository(engine)
+            for segment in demo_segments():
+                repository.create(segment=segment, actor="bench", now=NOW)
+            started = time.perf_counter()
+            for start in range(0, len(customers), 10_000):
+                chunk = customers[start : start + 10_000]
+                repository.replace_projection({c["customer_id"]: c for c in chunk}, NOW)
+            loaded = time.perf_counter() - started
+            sys.stdout.write(
+                f"PreviewSegment on {backend}, {len(customers):,} projected customers "
+                f"(loaded in {loaded:.1f} s), median of {repeats}:\n"
+            )
+            running = create_server(
+                [segments_spec(engine, Settings(), lambda: NOW)], address="127.0.0.1:0"
+            )
+            with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+                stub = segments_pb2_grpc.SegmentServiceStub(channel)
+                for label, segment in _drafts():
+                    request = pb.PreviewSegmentRequest(segment=segment)
+                    timings = []
+                    for _ in range(repeats):
+                        started = time.perf_counter()
+                        response = stub.PreviewSegment(request, timeout=120)
+                        timings.append(time.perf_counter() - started)
+                    sys.stdout.write(
+                        f"  {label:<58} {statistics.median(timings) * 1000:>7.0f} ms  "
+                        f"({response.matching_count:,} match, "
+                        f"{sum(s.customer_count for s in response.winner_shifts):,} shift)\n"
+                    )
+            running.stop(grace=1)
+            engine.dispose()
+        finally:
+            if drop:
+                drop()
+
+
+def _drafts() -> list[tuple[str, pb.Segment]]:
+    def draft(
+        segment_id: str, rule: dict[str, Any], family: str = "", priority: int = 0
+    ) -> pb.Segment:
+        message = pb.Segment(segment_id=segment_id, family=family, priority=priority, enabled=True)
+        message.rule.update(rule)
+        return message
+
+    return [
+        (
+            "tier_enterprise at 40+ seats (SQL; 3-segment family shift)",
+            draft("tier_enterprise", {"seats": {"$gte": 40}}, "tier", 10),
+        ),
+        (
+            "value_champions at 150 logins (SQL; 4-segment family shift)",
+            draft(
+                "value_champions",
+                {"arr": {"$gte": 30_000}, "traits.logins_7d": {"$gte": 150}},
+                "value_engagement",
+                10,
+            ),
+        ),
+        (
+            "new overlay on attributes.contract_type $regex (per row)",
+            draft("annual_contracts", {"attributes.contract_type": {"$regex": "^ann"}}),
+        ),
+        (
+            "lifecycle_at_risk with $inSegment + seats (per row; family)",
+            draft(
+                "lifecycle_at_risk",
+                {"$inSegment": "at_risk", "seats": {"$gte": 5}},
+                "lifecycle",
+                30,
+            ),
+        ),
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--customers", type=int, default=100_000)
+    parser.add_argument("--backend", choices=["sqlite", "postgresql", "none"], default="sqlite")
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    customers = make_customers(args.customers)
+    bench_evaluation(customers)
+    if args.backend != "none":
+        bench_preview(customers, args.backend, args.repeats)
+
+
+if __name__ == "__main__":
+    main()
