@@ -493,14 +493,20 @@ def _ensure_external_ids_free(session: Session, wanted: Mapping[str, Mapping[str
 def _external_id_owners(
     session: Session, pairs: Sequence[tuple[str, str]]
 ) -> dict[tuple[str, str], str]:
+    # One IN list per system rather than a row-value IN over (system, id) pairs, which
+    # PostgreSQL plans as an OR chain of index probes (about 10x slower at 500 pairs).
+    by_system: dict[str, list[str]] = defaultdict(list)
+    for system, external_id in dict.fromkeys(pairs):
+        by_system[system].append(external_id)
     owners: dict[tuple[str, str], str] = {}
-    for chunk in _chunks(list(dict.fromkeys(pairs))):
-        for row in session.execute(
-            select(external_ids).where(
-                tuple_(external_ids.c.system, external_ids.c.external_id).in_(chunk)
-            )
-        ):
-            owners[(row.system, row.external_id)] = row.customer_id
+    for system, ids in by_system.items():
+        for chunk in _chunks(ids):
+            for row in session.execute(
+                select(external_ids.c.external_id, external_ids.c.customer_id).where(
+                    external_ids.c.system == system, external_ids.c.external_id.in_(chunk)
+                )
+            ):
+                owners[(system, row.external_id)] = row.customer_id
     return owners
 
 
@@ -631,6 +637,12 @@ def _conflict_from(error: IntegrityError, customer_id: str) -> Exception:
 def _upsert(
     session: Session, system: str, records: Sequence[UpsertRecord], now: datetime
 ) -> list[UpsertOutcome]:
+    if is_postgresql(session.get_bind()):  # type: ignore[arg-type]
+        # psycopg prepares statements it sees repeatedly, and PostgreSQL may then reuse a
+        # generic plan made while the tables were small: during a bulk sync that plan is a
+        # sequential scan testing every row against the whole IN list, and a batch of 1000
+        # took 0.3 s per lookup at 20k customers. Planning per batch costs milliseconds.
+        session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
     outcomes: dict[int, UpsertOutcome] = {}
     keys = [record.values["external_ids"][system] for record in records]
     owners = _external_id_owners(
