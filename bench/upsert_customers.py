@@ -1,0 +1,479 @@
+"""Customers per second: ``UpsertCustomers`` through a real profiles server against a raw
+bulk insert of the same rows (SQLite ``executemany``, PostgreSQL ``COPY``), in one run.
+
+Run from a checkout with the virtualenv active::
+
+    python bench/upsert_customers.py --database sqlite
+    python bench/upsert_customers.py --database postgresql   # uses SWITCHBOARD_BENCH_POSTGRES_URL
+
+Every run works on throwaway databases: a temporary SQLite directory, or ``bench_<random>``
+databases created through the admin URL (default ``postgresql://root@127.0.0.1:5432/test``)
+and dropped at the end. Steps:
+
+1. migrate a fresh database with ``switchboard db upgrade`` and start
+   ``switchboard serve profiles`` on it in a separate process (free ports on 127.0.0.1);
+2. send the generated customers in batches as new customers (all CREATED), then send the
+   very same batches again (all UNCHANGED: the idempotent path);
+3. migrate a second fresh database and bulk-insert the same customers into it directly:
+   the ``customers`` row and the ``customer_external_ids`` row per customer, which are the
+   rows the service writes minus its change-log entry, in one transaction.
+
+``--profile`` instead runs the server's handler in this process under cProfile (no network)
+and prints where the time goes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import json
+import os
+import pstats
+import random
+import secrets
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing, contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+# Run as a script from a checkout, where the project is not necessarily installed.
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "gen")]
+
+from switchboard.profiles.v1 import profiles_pb2 as pb  # noqa: E402
+from switchboard.profiles.v1 import profiles_pb2_grpc  # noqa: E402
+
+from services.core.db import upgrade_database  # noqa: E402
+from services.profiles.domain import SCALAR_FIELDS  # noqa: E402
+from services.profiles.repository import (  # noqa: E402
+    _column_default,
+    customers,
+    external_ids,
+    new_customer_id,
+)
+
+SYSTEM = "billing"
+CALL_DEADLINE_SECONDS = 120.0
+DEFAULT_ADMIN_URL = "postgresql://root@127.0.0.1:5432/test"
+
+PLANS = ["free", "starter", "growth", "enterprise"]
+PLAN_WEIGHTS = [40, 30, 20, 10]
+COUNTRIES = ["US", "GB", "DE", "FR", "ES", "IT", "NL", "SE", "BR", "IN", "JP", "AU", "CA", "PL"]
+INDUSTRIES = ["software", "retail", "finance", "healthcare", "education", "manufacturing"]
+COMPANY_WORDS = ["Acme", "Globex", "Initech", "Umbrella", "Stark", "Wayne", "Hooli", "Vandelay"]
+COMPANY_SUFFIXES = ["Labs", "Systems", "GmbH", "Ltd", "Inc", "Group", "Partners", "Works"]
+FIRST_NAMES = ["Ada", "Grace", "Alan", "Linus", "Margaret", "Ken", "Barbara", "Dennis"]
+LAST_NAMES = ["Lovelace", "Hopper", "Turing", "Torvalds", "Hamilton", "Thompson", "Liskov"]
+CONTRACTS = ["monthly", "annual", "multi_year"]
+
+
+@dataclass(frozen=True)
+class GeneratedCustomer:
+    """One customer as a billing sync would send it."""
+
+    billing_id: str
+    email: str
+    display_name: str
+    company_name: str
+    plan: str
+    seats: int
+    arr: float
+    country: str
+    industry: str
+    signup_time: datetime
+    attributes: dict[str, Any]
+
+    def to_proto(self) -> pb.Customer:
+        message = pb.Customer(
+            external_ids={SYSTEM: self.billing_id},
+            email=self.email,
+            display_name=self.display_name,
+            company_name=self.company_name,
+            plan=self.plan,
+            seats=self.seats,
+            arr=self.arr,
+            country=self.country,
+            industry=self.industry,
+        )
+        message.signup_time.FromDatetime(self.signup_time)
+        message.attributes.update(self.attributes)
+        return message
+
+    def column_values(self) -> dict[str, Any]:
+        """The scalar columns the service stores for this customer; the rest stay empty."""
+        return {
+            "email": self.email,
+            "display_name": self.display_name,
+            "company_name": self.company_name,
+            "plan": self.plan,
+            "seats": self.seats,
+            "arr": self.arr,
+            "country": self.country,
+            "industry": self.industry,
+            "signup_time": self.signup_time,
+        }
+
+
+def generate_customers(count: int, seed: int = 7) -> list[GeneratedCustomer]:
+    rng = random.Random(seed)
+    epoch = datetime(2022, 1, 1, tzinfo=UTC)
+    generated = []
+    for number in range(count):
+        company = f"{rng.choice(COMPANY_WORDS)} {rng.choice(COMPANY_SUFFIXES)} {number}"
+        plan = rng.choices(PLANS, PLAN_WEIGHTS)[0]
+        seats = 0 if plan == "free" else rng.randint(1, 2000)
+        generated.append(
+            GeneratedCustomer(
+                billing_id=f"cus_{number:08d}{rng.getrandbits(32):08x}",
+                email=f"{rng.choice(FIRST_NAMES).lower()}.{number}@customer{number}.example",
+                display_name=f"{rng.choice(FIRST_NAMES)} {rng.choice(LAST_NAMES)}",
+                company_name=company,
+                plan=plan,
+                seats=seats,
+                arr=round(seats * rng.uniform(80, 400), 2),
+                country=rng.choice(COUNTRIES),
+                industry=rng.choice(INDUSTRIES),
+                signup_time=epoch + timedelta(seconds=rng.randint(0, 3 * 365 * 86400)),
+                attributes={
+                    "contract_type": rng.choice(CONTRACTS),
+                    "sso_enabled": rng.random() < 0.3,
+                    "csm": f"{rng.choice(FIRST_NAMES)} {rng.choice(LAST_NAMES)}",
+                },
+            )
+        )
+    return generated
+
+
+# ---- throwaway databases ----------------------------------------------------------------
+
+
+class Databases:
+    """Creates fresh, migrated databases of one backend and removes them all at the end."""
+
+    def __init__(self, backend: str, admin_url: str) -> None:
+        self.backend = backend
+        self.admin_url = admin_url
+        self.tempdir = tempfile.TemporaryDirectory(prefix="switchboard-bench-")
+        self.created: list[str] = []
+
+    def fresh(self) -> str:
+        """The SQLAlchemy URL of a new database at the newest schema."""
+        name = f"bench_{secrets.token_hex(4)}"
+        if self.backend == "sqlite":
+            url = f"sqlite:///{Path(self.tempdir.name) / name}.db"
+        else:
+            import psycopg
+
+            with psycopg.connect(self.admin_url, autocommit=True) as admin:
+                admin.execute(f'CREATE DATABASE "{name}"')
+            self.created.append(name)
+            url = _with_database(self.admin_url, name)
+        upgrade_database(url)
+        return url
+
+    def drop_all(self) -> None:
+        if self.created:
+            import psycopg
+
+            with psycopg.connect(self.admin_url, autocommit=True) as admin:
+                for name in self.created:
+                    admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        self.tempdir.cleanup()
+
+
+def _with_database(url: str, name: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).set(database=name).render_as_string(hide_password=False)
+
+
+def count_rows(url: str) -> tuple[int, int]:
+    """Customers and external-id rows stored at ``url``, to check what was measured."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(_psycopg(url))
+    with engine.connect() as connection:
+        counted = tuple(
+            int(connection.execute(text(f"SELECT count(*) FROM {table}")).scalar_one())
+            for table in ("customers", "customer_external_ids")
+        )
+    engine.dispose()
+    return counted[0], counted[1]
+
+
+def _psycopg(url: str) -> str:
+    return url.replace("postgresql://", "postgresql+psycopg://", 1)
+
+
+# ---- the service ---------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@contextmanager
+def profiles_server(database_url: str, data_dir: str) -> Iterator[str]:
+    """``switchboard serve profiles`` in its own process; yields its address once SERVING."""
+    address = f"127.0.0.1:{_free_port()}"
+    environment = {
+        **os.environ,
+        "SWITCHBOARD_DATABASE_URL": database_url,
+        "SWITCHBOARD_DATA_DIR": data_dir,
+        "SWITCHBOARD_PROFILES_ADDRESS": address,
+        "SWITCHBOARD_PROFILES_METRICS_PORT": str(_free_port()),
+        "SWITCHBOARD_LOG_LEVEL": "WARNING",
+        "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "gen")]),
+    }
+    server = subprocess.Popen(
+        [sys.executable, "-m", "services.cli", "serve", "profiles"], env=environment
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not _is_serving(address):
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"profiles server did not start (exit {server.returncode})")
+            time.sleep(0.1)
+        yield address
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def _is_serving(address: str) -> bool:
+    with grpc.insecure_channel(address) as channel:
+        try:
+            response = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=1
+            )
+        except grpc.RpcError:
+            return False
+    return bool(response.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+def upsert_all(
+    address: str, requests: Sequence[pb.UpsertCustomersRequest], streams: int, expected: int
+) -> float:
+    """Send every batch; seconds until the last response. Fails unless every record got
+    the ``expected`` outcome, so a fast wrong answer cannot pass for a fast one."""
+    with grpc.insecure_channel(address) as channel:
+        stub = profiles_pb2_grpc.ProfileServiceStub(channel)
+
+        def send(request: pb.UpsertCustomersRequest) -> pb.UpsertCustomersResponse:
+            response: pb.UpsertCustomersResponse = stub.UpsertCustomers(
+                request, timeout=CALL_DEADLINE_SECONDS
+            )
+            return response
+
+        started = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=streams) as pool:
+            responses = list(pool.map(send, requests))
+        elapsed = time.perf_counter() - started
+    outcomes = [result.outcome for response in responses for result in response.results]
+    wrong = sum(outcome != expected for outcome in outcomes)
+    if wrong:
+        raise RuntimeError(f"{wrong} records did not get outcome {pb.UpsertOutcome.Name(expected)}")
+    return elapsed
+
+
+def build_requests(
+    generated: Sequence[GeneratedCustomer], batch: int
+) -> list[pb.UpsertCustomersRequest]:
+    return [
+        pb.UpsertCustomersRequest(
+            external_id_system=SYSTEM,
+            customers=[c.to_proto() for c in generated[start : start + batch]],
+        )
+        for start in range(0, len(generated), batch)
+    ]
+
+
+# ---- the raw bulk insert ---------------------------------------------------------------------
+
+
+def raw_rows(
+    generated: Sequence[GeneratedCustomer], now: datetime
+) -> tuple[list[str], list[dict[str, Any]], list[tuple[str, str, str]]]:
+    """The ``customers`` columns, one dict per customer, and the external-id rows, with the
+    values the service stores (empty text columns as '', absent numbers as NULL)."""
+    columns = [column.name for column in customers.columns]
+    customer_rows = []
+    id_rows = []
+    for customer in generated:
+        customer_id = new_customer_id(now)
+        # The service's own defaults for absent fields, so both sides store identical rows.
+        row: dict[str, Any] = {name: _column_default(name) for name in SCALAR_FIELDS}
+        row.update(customer.column_values())
+        row.update(
+            customer_id=customer_id,
+            attributes=customer.attributes,
+            create_time=now,
+            update_time=now,
+            version=1,
+        )
+        customer_rows.append(row)
+        id_rows.append((SYSTEM, customer.billing_id, customer_id))
+    return columns, customer_rows, id_rows
+
+
+def raw_insert_sqlite(url: str, generated: Sequence[GeneratedCustomer]) -> float:
+    """executemany in one transaction, with the pragmas the service's engine sets. The
+    clock starts once the row tuples are built: the baseline is the database's work only."""
+    path = url.removeprefix("sqlite:///")
+    connection = sqlite3.connect(path, isolation_level=None)
+    for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON"):
+        connection.execute(f"PRAGMA {pragma}")
+    columns, customer_rows, id_rows = raw_rows(generated, datetime.now(UTC))
+    # The same text forms SQLAlchemy's SQLite dialect stores, so the rows are identical.
+    as_text = {"signup_time", "create_time", "update_time"}
+    values = [
+        tuple(
+            (
+                row[name].astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+                if name in as_text and row[name] is not None
+                else json.dumps(row[name])
+                if name == "attributes"
+                else row[name]
+            )
+            for name in columns
+        )
+        for row in customer_rows
+    ]
+    started = time.perf_counter()
+    connection.execute("BEGIN IMMEDIATE")
+    connection.executemany(
+        f"INSERT INTO customers ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+        values,
+    )
+    connection.executemany(
+        f"INSERT INTO {external_ids.name} (system, external_id, customer_id) VALUES (?, ?, ?)",
+        id_rows,
+    )
+    connection.execute("COMMIT")
+    elapsed = time.perf_counter() - started
+    connection.close()
+    return elapsed
+
+
+def raw_insert_postgresql(url: str, generated: Sequence[GeneratedCustomer]) -> float:
+    """COPY FROM STDIN of both tables in one transaction; rows are built before the clock
+    starts, but psycopg's per-row adaptation inside ``write_row`` is counted."""
+    import psycopg
+    from psycopg.types.json import Jsonb
+
+    columns, customer_rows, id_rows = raw_rows(generated, datetime.now(UTC))
+    with psycopg.connect(url) as connection:
+        started = time.perf_counter()
+        with connection.cursor() as cursor:
+            with cursor.copy(f"COPY customers ({', '.join(columns)}) FROM STDIN") as copy:
+                for row in customer_rows:
+                    copy.write_row(
+                        [Jsonb(row[n]) if n == "attributes" else row[n] for n in columns]
+                    )
+            copy_ids = f"COPY {external_ids.name} (system, external_id, customer_id) FROM STDIN"
+            with cursor.copy(copy_ids) as copy:
+                for id_row in id_rows:
+                    copy.write_row(id_row)
+        connection.commit()
+        return time.perf_counter() - started
+
+
+# ---- profiling -------------------------------------------------------------------------------
+
+
+def profile_handler(url: str, requests: Sequence[pb.UpsertCustomersRequest], out: Path) -> None:
+    """The server's handler for every batch, in this process under cProfile."""
+    from services.core.db import create_db_engine
+    from services.profiles.app import Profiles
+    from services.profiles.repository import CustomerRepository
+    from services.profiles.servicer import ProfileServicer
+
+    engine = create_db_engine(url)
+    servicer = ProfileServicer(Profiles(CustomerRepository(engine)))
+    for label in ("created", "unchanged"):
+        profiler = cProfile.Profile()
+        started = time.perf_counter()
+        profiler.enable()
+        for request in requests:
+            servicer.UpsertCustomers(request, None)  # type: ignore[arg-type]
+        profiler.disable()
+        elapsed = time.perf_counter() - started
+        path = out.with_name(f"{out.stem}-{label}.prof")
+        profiler.dump_stats(path)
+        print(f"\n== {label}: {elapsed:.2f} s under cProfile, stats in {path}")
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+    engine.dispose()
+
+
+# ---- main ------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite")
+    parser.add_argument("--customers", type=int, default=100_000)
+    parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--streams", type=int, default=1, help="Concurrent client calls.")
+    parser.add_argument("--profile", action="store_true", help="cProfile the handler instead.")
+    args = parser.parse_args()
+
+    admin_url = os.environ.get("SWITCHBOARD_BENCH_POSTGRES_URL", DEFAULT_ADMIN_URL)
+    databases = Databases(args.database, admin_url)
+    generated = generate_customers(args.customers)
+    requests = build_requests(generated, args.batch)
+    count = len(generated)
+    try:
+        if args.profile:
+            out = ROOT / "bench" / "out" / f"upsert-{args.database}"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            profile_handler(databases.fresh(), requests, out)
+            return
+
+        service_url = databases.fresh()
+        with profiles_server(service_url, databases.tempdir.name) as address:
+            created = upsert_all(address, requests, args.streams, pb.UPSERT_OUTCOME_CREATED)
+            unchanged = upsert_all(address, requests, args.streams, pb.UPSERT_OUTCOME_UNCHANGED)
+        stored = count_rows(service_url)
+
+        raw_url = databases.fresh()
+        insert = raw_insert_sqlite if args.database == "sqlite" else raw_insert_postgresql
+        raw = insert(raw_url, generated)
+        raw_stored = count_rows(raw_url)
+        if stored != (count, count) or raw_stored != (count, count):
+            raise RuntimeError(f"expected {count} rows each, got {stored} and {raw_stored}")
+    finally:
+        databases.drop_all()
+
+    method = "executemany" if args.database == "sqlite" else "COPY"
+    print(
+        f"{args.database}: {count} customers, batches of {args.batch}, "
+        f"{args.streams} client stream(s)"
+    )
+    print(
+        f"  UpsertCustomers (all CREATED)    {count / created:>9,.0f} customers/s  {created:.2f} s"
+    )
+    print(
+        f"  UpsertCustomers (all UNCHANGED)  {count / unchanged:>9,.0f} customers/s  "
+        f"{unchanged:.2f} s"
+    )
+    print(f"  raw {method:<28} {count / raw:>9,.0f} customers/s  {raw:.2f} s")
+    print(f"  CREATED / raw = {raw / created:.0%}   (target: at least 50%)")
+
+
+if __name__ == "__main__":
+    main()
