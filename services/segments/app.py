@@ -25,7 +25,9 @@ from services.segments.domain import (
 from services.segments.logic import (
     CompiledSegment,
     LintWarning,
+    SegmentPlan,
     Verdicts,
+    compile_plan,
     compile_segments,
     evaluate_customer,
     lint,
@@ -316,8 +318,8 @@ class Segments:
         during the scan is picked up by the next changed run).
         """
         moment = now or self.clock()
-        compiled = compile_segments(self.repository.list_all())
-        revisions = {item.segment.segment_id: item.segment.revision for item in compiled}
+        plan = compile_plan(self.repository.list_all())
+        revisions = {item.segment.segment_id: item.segment.revision for item in plan.compiled}
         summary = RecomputeSummary()
         if all_customers:
             trigger = Trigger.FULL_RECOMPUTE
@@ -327,9 +329,9 @@ class Segments:
                 known.discard(record["customer_id"])
                 batch.append(record)
                 if len(batch) >= RECOMPUTE_BATCH:
-                    self._store(batch, [], compiled, revisions, trigger, moment, summary)
+                    self._store(batch, [], plan, revisions, trigger, moment, summary)
                     batch = []
-            self._store(batch, sorted(known), compiled, revisions, trigger, moment, summary)
+            self._store(batch, sorted(known), plan, revisions, trigger, moment, summary)
             summary.last_sequence = self.repository.cursor()
             return summary
         changed = self.customers.changed_since(self.repository.cursor())
@@ -339,9 +341,7 @@ class Segments:
             found = self.customers.existing(chunk)
             gone = [cid for cid in chunk if cid not in found]
             records = [found[cid] for cid in chunk if cid in found]
-            self._store(
-                records, gone, compiled, revisions, Trigger.CUSTOMER_CHANGED, moment, summary
-            )
+            self._store(records, gone, plan, revisions, Trigger.CUSTOMER_CHANGED, moment, summary)
         self.repository.save_cursor(changed.last_sequence, moment)
         summary.last_sequence = changed.last_sequence
         return summary
@@ -350,7 +350,7 @@ class Segments:
         self,
         records: Sequence[Mapping[str, Any]],
         removed: Sequence[str],
-        compiled: Sequence[CompiledSegment],
+        plan: SegmentPlan,
         revisions: Mapping[str, int],
         trigger: Trigger,
         now: datetime,
@@ -360,11 +360,11 @@ class Segments:
             return
         documents = {str(r["customer_id"]): rule_attributes(r) for r in records}
         stored = self.repository.current_memberships([*documents, *removed])
-        families = {item.segment.segment_id: item.segment.family for item in compiled}
+        families = plan.family_of
+        members_of = plan.evaluator(now)
         outcomes = []
         for customer_id, document in documents.items():
-            verdicts = evaluate_customer(compiled, document, now)
-            after = {sid: families[sid] for sid in verdicts.members}
+            after = {sid: families[sid] for sid in members_of(document)}
             outcomes.append(
                 CustomerOutcome(
                     customer_id, after, membership_transitions(stored[customer_id], after), trigger

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -20,6 +20,7 @@ from services.segments.rules import (
     CompiledRule,
     EvaluationContext,
     FieldKind,
+    Predicate,
     compile_rule,
     find_segment_cycle,
     referenced_segments,
@@ -220,8 +221,10 @@ def family_winners(segments: Iterable[Segment], matched: Iterable[str]) -> dict[
 def evaluate_customer(
     compiled: Sequence[CompiledSegment], attributes: Mapping[str, Any], now: datetime
 ) -> Verdicts:
-    """Evaluate every compiled segment for one customer. ``$inSegment`` sees the segments
-    whose rule matched so far (``compile_segments`` orders references first)."""
+    """Evaluate every compiled segment for one customer, the explanation path: every rule
+    runs, so losers in a family are known too. ``$inSegment`` sees the segments whose rule
+    matched so far (``compile_segments`` orders references first). For many customers use
+    ``SegmentPlan.evaluator``, which stops each family at its winner."""
     matched: set[str] = set()
     context = EvaluationContext(now=now, segments=matched)
     for item in compiled:
@@ -232,6 +235,121 @@ def evaluate_customer(
     overlays = {s.segment_id for s in segments if not s.family and s.segment_id in matched}
     members = overlays | {winner for winner in winners.values() if winner}
     return Verdicts(frozenset(matched), winners, frozenset(members))
+
+
+Step = tuple[str, Predicate]
+
+
+def _already_matched(segment_id: str) -> Predicate:
+    def matched(_attributes: Any, context: EvaluationContext) -> bool:
+        return segment_id in context.segments
+
+    return matched
+
+
+@dataclass(frozen=True)
+class SegmentPlan:
+    """The enabled segments compiled once into the order bulk evaluation runs them.
+
+    ``$inSegment`` means "the referenced segment's rule matched" (family winner or not), so
+    segments other rules reference are evaluated first, in dependency order, into the
+    context's segment set; every other family member is only evaluated until its family has
+    a winner, exactly as a hand-written ``if/elif`` chain would.
+    """
+
+    compiled: tuple[CompiledSegment, ...]
+    family_of: Mapping[str, str]
+    referenced: tuple[Step, ...]
+    overlays: tuple[Step, ...]
+    families: tuple[tuple[Step, ...], ...]
+
+    def evaluator(self, now: datetime) -> Callable[[Mapping[str, Any]], frozenset[str]]:
+        """A function from one customer's rule document to its memberships (matched overlays
+        and family winners) at ``now``; the same answer as ``evaluate_customer(...).members``.
+
+        The returned function reuses one context, so it belongs to one thread.
+        """
+        matched: set[str] = set()
+        context = EvaluationContext(now=now, segments=matched)
+        return _straight_line(self, context, matched)
+
+
+def _straight_line(
+    plan: SegmentPlan, context: EvaluationContext, matched: set[str]
+) -> Callable[[Mapping[str, Any]], frozenset[str]]:
+    """The plan written out as one function: an ``if`` per step and a run of ``if ... break``
+    per family, the code one would write by hand. A loop over step tuples costs as much as
+    the rules themselves on the demo segments (issue 3 wants within 3x of hand-written).
+
+    The source names only generated variables (``m3``, ``s3``); rules and segment ids reach
+    it through the namespace, never as text, so nothing a user wrote is compiled here.
+    """
+    namespace: dict[str, Any] = {
+        "context": context,
+        "clear": matched.clear,
+        "add": matched.add,
+        "frozenset": frozenset,
+    }
+    lines = ["def members(attributes):"]
+
+    def step(segment_id: str, matches: Predicate) -> tuple[str, str]:
+        index = len(namespace)
+        namespace[f"m{index}"], namespace[f"s{index}"] = matches, segment_id
+        return f"m{index}(attributes, context)", f"s{index}"
+
+    if plan.referenced:
+        lines.append("    clear()")
+    for segment_id, matches in plan.referenced:
+        test, name = step(segment_id, matches)
+        lines.append(f"    if {test}: add({name})")
+    lines.append("    found = []")
+    for segment_id, matches in plan.overlays:
+        test, name = step(segment_id, matches)
+        lines.append(f"    if {test}: found.append({name})")
+    for family in plan.families:
+        # A flat run of breaks rather than an elif chain, which the parser nests.
+        lines.append("    while True:")
+        for segment_id, matches in family:
+            test, name = step(segment_id, matches)
+            lines += [
+                f"        if {test}:",
+                f"            found.append({name})",
+                "            break",
+            ]
+        lines.append("        break")
+    lines.append("    return frozenset(found)")
+    exec(compile("\n".join(lines), "<segment plan>", "exec"), namespace)
+    members: Callable[[Mapping[str, Any]], frozenset[str]] = namespace["members"]
+    return members
+
+
+def compile_plan(segments: Iterable[Segment]) -> SegmentPlan:
+    """Compile the enabled segments once for bulk evaluation (see ``SegmentPlan``)."""
+    compiled = tuple(compile_segments(segments))
+    references = set().union(*(referenced_segments(item.segment.rule) for item in compiled))
+    steps: dict[str, Step] = {}
+    referenced: list[Step] = []
+    # ``compiled`` is in dependency order, so a referenced segment's own references are
+    # already in the set when its rule runs.
+    for item in compiled:
+        segment_id = item.segment.segment_id
+        if segment_id in references:
+            referenced.append((segment_id, item.rule.matches))
+            steps[segment_id] = (segment_id, _already_matched(segment_id))
+        else:
+            steps[segment_id] = (segment_id, item.rule.matches)
+    ordered = precedence(item.segment for item in compiled)
+    families: dict[str, list[Step]] = {}
+    for segment in ordered:
+        if segment.family:
+            families.setdefault(segment.family, []).append(steps[segment.segment_id])
+    return SegmentPlan(
+        compiled=compiled,
+        family_of={item.segment.segment_id: item.segment.family for item in compiled},
+        referenced=tuple(referenced),
+        overlays=tuple(steps[s.segment_id] for s in ordered if not s.family),
+        families=tuple(tuple(steps) for steps in families.values()),
+    )
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,13 @@ regexes, malformed durations, wrong value kinds for known fields and size limits
 time. ``compile_rule`` refuses rules over the size limits with ``RuleTooLargeError``.
 """
 
-from ._compile import CompiledRule, EvaluationContext, RuleTooLargeError, compile_rule
+from ._compile import (
+    CompiledRule,
+    EvaluationContext,
+    Predicate,
+    RuleTooLargeError,
+    compile_rule,
+)
 from ._explain import Explanation, explain
 from ._graph import (
     SegmentCycleError,
@@ -80,6 +86,7 @@ __all__ = [
     "EvaluationContext",
     "Explanation",
     "FieldKind",
+    "Predicate",
     "RuleTooLargeError",
     "RuleViolation",
     "SegmentCycleError",
