@@ -237,14 +237,8 @@ def evaluate_customer(
     return Verdicts(frozenset(matched), winners, frozenset(members))
 
 
-Step = tuple[str, Predicate]
-
-
-def _already_matched(segment_id: str) -> Predicate:
-    def matched(_attributes: Any, context: EvaluationContext) -> bool:
-        return segment_id in context.segments
-
-    return matched
+# A segment and its rule, or None for a segment already decided with the referenced ones.
+Step = tuple[str, Predicate | None]
 
 
 @dataclass(frozen=True)
@@ -259,7 +253,7 @@ class SegmentPlan:
 
     compiled: tuple[CompiledSegment, ...]
     family_of: Mapping[str, str]
-    referenced: tuple[Step, ...]
+    referenced: tuple[tuple[str, Predicate], ...]
     overlays: tuple[Step, ...]
     families: tuple[tuple[Step, ...], ...]
 
@@ -288,19 +282,22 @@ def _straight_line(
         "context": context,
         "clear": matched.clear,
         "add": matched.add,
+        "matched": matched,
         "frozenset": frozenset,
     }
     lines = ["def members(attributes):"]
 
-    def step(segment_id: str, matches: Predicate) -> tuple[str, str]:
+    def step(segment_id: str, matches: Predicate | None) -> tuple[str, str]:
         index = len(namespace)
         namespace[f"m{index}"], namespace[f"s{index}"] = matches, segment_id
+        if matches is None:
+            return f"s{index} in matched", f"s{index}"
         return f"m{index}(attributes, context)", f"s{index}"
 
     if plan.referenced:
         lines.append("    clear()")
-    for segment_id, matches in plan.referenced:
-        test, name = step(segment_id, matches)
+    for segment_id, rule_matches in plan.referenced:
+        test, name = step(segment_id, rule_matches)
         lines.append(f"    if {test}: add({name})")
     lines.append("    found = []")
     for segment_id, matches in plan.overlays:
@@ -328,14 +325,14 @@ def compile_plan(segments: Iterable[Segment]) -> SegmentPlan:
     compiled = tuple(compile_segments(segments))
     references = set().union(*(referenced_segments(item.segment.rule) for item in compiled))
     steps: dict[str, Step] = {}
-    referenced: list[Step] = []
+    referenced: list[tuple[str, Predicate]] = []
     # ``compiled`` is in dependency order, so a referenced segment's own references are
     # already in the set when its rule runs.
     for item in compiled:
         segment_id = item.segment.segment_id
         if segment_id in references:
             referenced.append((segment_id, item.rule.matches))
-            steps[segment_id] = (segment_id, _already_matched(segment_id))
+            steps[segment_id] = (segment_id, None)
         else:
             steps[segment_id] = (segment_id, item.rule.matches)
     ordered = precedence(item.segment for item in compiled)

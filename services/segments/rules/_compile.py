@@ -309,9 +309,10 @@ _NUMERIC_COMPARISONS: dict[str, Callable[[Any, Any], bool]] = {
 
 def _fused(keys: Sequence[str], node: OperatorNode) -> Predicate | None:
     """One closure that reads a one- or two-key path and decides the common cases inline
-    (a number against a number, a string equal to a string), or None when the rule has no
-    such shape. Any other value goes to the operator's own test, so results are unchanged;
-    this only saves the calls that dominate bulk evaluation."""
+    (a number, or a missing value, which JS reads as 0, against a number; a string equal to
+    a string), or None when the rule has no such shape. Any other value goes to the
+    operator's own test, so results are unchanged; this only saves the calls that dominate
+    bulk evaluation."""
     expected, fallback = node.expected, node.test
     outer, inner = (keys[0], None) if len(keys) == 1 else keys
     if node.operator in _NUMERIC_COMPARISONS and is_real_number(expected):
@@ -324,6 +325,8 @@ def _fused(keys: Sequence[str], node: OperatorNode) -> Predicate | None:
                 )
                 if type(value) is int or type(value) is float:
                     return compare(value, expected)
+                if value is None:
+                    return compare(0, expected)
                 return fallback(value, context)
 
             return number_at_key
@@ -335,6 +338,8 @@ def _fused(keys: Sequence[str], node: OperatorNode) -> Predicate | None:
             value = current.get(inner) if type(current) is dict else _step(current, inner)
             if type(value) is int or type(value) is float:
                 return compare(value, expected)
+            if value is None:
+                return compare(0, expected)
             return fallback(value, context)
 
         return number_at_path
