@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from google.protobuf import json_format, struct_pb2, timestamp_pb2
+from google.protobuf import struct_pb2, timestamp_pb2
 from switchboard.profiles.v1 import profiles_pb2 as pb
 
 from services.core.errors import FieldViolation, InvalidArgument
@@ -20,6 +20,7 @@ from services.profiles.domain import (
     UsageEvent,
 )
 
+_WRITABLE = frozenset(WRITABLE_FIELDS)
 _OPTIONAL_NUMBERS = ("seats", "arr", "employee_count", "annual_revenue", "health_score", "nps")
 _CHANGE_KINDS = {
     ChangeKind.CREATED: pb.CHANGE_KIND_CREATED,
@@ -53,14 +54,18 @@ def customer_to_proto(customer: Customer) -> pb.Customer:
 def values_from_proto(message: pb.Customer, fields: Iterable[str] | None = None) -> dict[str, Any]:
     """Domain values of ``message``: the named ``fields`` (empty ones clear), or, without
     names, every field that is set."""
-    names = WRITABLE_FIELDS if fields is None else tuple(fields)
-    values: dict[str, Any] = {}
-    for name in names:
-        present = _is_set(message, name)
-        if fields is None and not present:
-            continue
-        values[name] = _read(message, name) if present else _empty(name)
-    return values
+    if fields is None:
+        # ListFields yields exactly the set fields in one call: far cheaper than probing
+        # each of the 21 writable fields, which matters for 1000-record upserts.
+        return {
+            descriptor.name: _convert(descriptor.name, value)
+            for descriptor, value in message.ListFields()
+            if descriptor.name in _WRITABLE
+        }
+    return {
+        name: _convert(name, getattr(message, name)) if _is_set(message, name) else _empty(name)
+        for name in fields
+    }
 
 
 def _is_set(message: pb.Customer, name: str) -> bool:
@@ -69,16 +74,16 @@ def _is_set(message: pb.Customer, name: str) -> bool:
     return bool(getattr(message, name))
 
 
-def _read(message: pb.Customer, name: str) -> Any:
+def _convert(name: str, value: Any) -> Any:
     if name == "signup_time":
-        return timestamp_to_datetime(message.signup_time, "customer.signup_time")
+        return timestamp_to_datetime(value, "customer.signup_time")
     if name == "attributes":
-        return struct_to_dict(message.attributes)
+        return struct_to_dict(value)
     if name == "external_ids":
-        return dict(message.external_ids)
+        return dict(value)
     if name == "tags":
-        return list(message.tags)
-    return getattr(message, name)
+        return list(value)
+    return value
 
 
 def _empty(name: str) -> Any:
@@ -128,8 +133,18 @@ def usage_events_from_proto(events: Sequence[pb.UsageEvent]) -> list[UsageEvent]
 
 
 def struct_to_dict(struct: struct_pb2.Struct) -> dict[str, Any]:
-    converted: dict[str, Any] = json_format.MessageToDict(struct)
-    return converted
+    return {key: _plain(value) for key, value in struct.fields.items()}
+
+
+def _plain(value: struct_pb2.Value) -> Any:
+    kind = value.WhichOneof("kind")
+    if kind == "struct_value":
+        return struct_to_dict(value.struct_value)
+    if kind == "list_value":
+        return [_plain(item) for item in value.list_value.values]
+    if kind == "null_value" or kind is None:
+        return None
+    return getattr(value, kind)
 
 
 def parse_update_mask(paths: Sequence[str]) -> tuple[list[str], list[str]]:

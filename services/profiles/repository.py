@@ -35,7 +35,13 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
-from services.core.db import UTCDateTime, is_postgresql, read_session, write_transaction
+from services.core.db import (
+    UTCDateTime,
+    bulk_insert,
+    is_postgresql,
+    read_session,
+    write_transaction,
+)
 from services.core.errors import AlreadyExists, Conflict, FieldViolation, InvalidArgument, NotFound
 from services.profiles.domain import (
     SCALAR_FIELDS,
@@ -299,8 +305,9 @@ class CustomerRepository:
                     seen.add(key)
                 fresh.append(event)
             if fresh:
-                session.execute(
-                    insert(usage_events),
+                bulk_insert(
+                    session,
+                    usage_events,
                     [
                         {
                             "customer_id": e.customer_id,
@@ -517,7 +524,7 @@ def _insert_customers(
     id_rows: list[dict[str, str]] = []
     tag_rows: list[dict[str, str]] = []
     for customer_id, values in records:
-        row = {name: values.get(name, _column_default(name)) for name in SCALAR_FIELDS}
+        row = {name: values.get(name, default) for name, default in _EMPTY_ROW.items()}
         row.update(
             customer_id=customer_id,
             attributes=dict(values.get("attributes", {})),
@@ -532,11 +539,11 @@ def _insert_customers(
         )
         tag_rows.extend({"customer_id": customer_id, "tag": tag} for tag in values.get("tags", ()))
     if customer_rows:
-        session.execute(insert(customers), customer_rows)
+        bulk_insert(session, customers, customer_rows)
     if id_rows:
-        session.execute(insert(external_ids), id_rows)
+        bulk_insert(session, external_ids, id_rows)
     if tag_rows:
-        session.execute(insert(tags), tag_rows)
+        bulk_insert(session, tags, tag_rows)
 
 
 def _column_default(name: str) -> Any:
@@ -546,6 +553,8 @@ def _column_default(name: str) -> Any:
 _TEXT_COLUMNS = frozenset(
     name for name in SCALAR_FIELDS if customers.c[name].type.python_type is str
 )
+# What an unset field is stored as, per column.
+_EMPTY_ROW = {name: _column_default(name) for name in SCALAR_FIELDS}
 
 
 def _write_changes(
@@ -612,19 +621,19 @@ def _write_changes(
 def _append_changes(
     session: Session, entries: Sequence[tuple[str, ChangeKind, Sequence[str]]], now: datetime
 ) -> None:
-    if entries:
-        session.execute(
-            insert(changes),
-            [
-                {
-                    "customer_id": customer_id,
-                    "kind": kind.value,
-                    "changed_fields": list(fields),
-                    "change_time": now,
-                }
-                for customer_id, kind, fields in entries
-            ],
-        )
+    bulk_insert(
+        session,
+        changes,
+        [
+            {
+                "customer_id": customer_id,
+                "kind": kind.value,
+                "changed_fields": list(fields),
+                "change_time": now,
+            }
+            for customer_id, kind, fields in entries
+        ],
+    )
 
 
 def _conflict_from(error: IntegrityError, customer_id: str) -> Exception:
