@@ -2,7 +2,8 @@
 
 Run: ``python bench/rules_eval.py [--customers 100000]``. The hand-written functions are the
 floor any rule engine is measured against; GrowthBook's Python ``evalCondition`` is included
-when the ``growthbook`` package is importable. Results are checked to agree before timing.
+when the ``growthbook`` package is installed (bench/README.md). Results are checked to agree
+before timing.
 """
 
 from __future__ import annotations
@@ -141,9 +142,11 @@ def main() -> None:
     sys.stdout.write(f"compiled is {hand / ours:.2f}x slower than hand-written\n")
 
     try:
-        from growthbook import evalCondition  # type: ignore[import-not-found,attr-defined,unused-ignore]
+        # growthbook 1.x exported evalCondition from the package; later versions keep it in
+        # growthbook.core.
+        from growthbook.core import evalCondition  # type: ignore[import-not-found,unused-ignore]
     except ImportError:
-        sys.stdout.write("growthbook not importable: SDK comparison skipped\n")
+        sys.stdout.write("growthbook not installed (see bench/README.md): SDK comparison skipped\n")
         return
     # The SDK has no relative dates; give it ISO strings and absolute bounds instead.
     sdk_rules = [dict(rule) for rule in RULES]
