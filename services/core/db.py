@@ -44,7 +44,16 @@ def create_db_engine(url: str) -> Engine:
         return engine
     if parsed.drivername == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg")
-    return create_engine(parsed, pool_size=16, max_overflow=16, pool_pre_ping=True)
+    # No server-side prepared statements: psycopg prepares a query after five runs, and
+    # PostgreSQL may then keep a generic plan made while tables were nearly empty. During a
+    # bulk sync that plan scanned whole tables per batch (5x slower upserts at 100k rows).
+    return create_engine(
+        parsed,
+        pool_size=16,
+        max_overflow=16,
+        pool_pre_ping=True,
+        connect_args={"prepare_threshold": None},
+    )
 
 
 def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
@@ -154,4 +163,16 @@ def bulk_insert(session: Session, table: Table, rows: Sequence[Mapping[str, Any]
             values = [None if value is None else process(value) for value in values]
         columns.append(values)
     parameters = list(zip(*columns, strict=True))
+    if dialect.name == "postgresql":
+        # COPY is PostgreSQL's bulk path, several times faster than even pipelined inserts;
+        # it runs on this session's connection, so it commits or rolls back with the rest.
+        driver_connection: Any = connection.connection.driver_connection
+        column_list = ", ".join(preparer.quote(name) for name in names)
+        with (
+            driver_connection.cursor() as cursor,
+            cursor.copy(f"COPY {preparer.format_table(table)} ({column_list}) FROM STDIN") as copy,
+        ):
+            for row in parameters:
+                copy.write_row(row)
+        return
     connection.exec_driver_sql(statement, parameters)

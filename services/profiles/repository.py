@@ -646,12 +646,6 @@ def _conflict_from(error: IntegrityError, customer_id: str) -> Exception:
 def _upsert(
     session: Session, system: str, records: Sequence[UpsertRecord], now: datetime
 ) -> list[UpsertOutcome]:
-    if is_postgresql(session.get_bind()):  # type: ignore[arg-type]
-        # psycopg prepares statements it sees repeatedly, and PostgreSQL may then reuse a
-        # generic plan made while the tables were small: during a bulk sync that plan is a
-        # sequential scan testing every row against the whole IN list, and a batch of 1000
-        # took 0.3 s per lookup at 20k customers. Planning per batch costs milliseconds.
-        session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
     outcomes: dict[int, UpsertOutcome] = {}
     keys = [record.values["external_ids"][system] for record in records]
     owners = _external_id_owners(
