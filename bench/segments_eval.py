@@ -386,11 +386,11 @@ def _drafts() -> list[tuple[str, pb.Segment]]:
             ),
         ),
         (
-            "new overlay on attributes.contract_type $regex (per row)",
+            "new overlay, attributes.contract_type $regex (per value)",
             draft("annual_contracts", {"attributes.contract_type": {"$regex": "^ann"}}),
         ),
         (
-            "lifecycle_at_risk with $inSegment + seats (per row; family)",
+            "lifecycle_at_risk, $inSegment + seats (SQL + id sets)",
             draft(
                 "lifecycle_at_risk",
                 {"$inSegment": "at_risk", "seats": {"$gte": 5}},

@@ -453,12 +453,8 @@ class _Matcher:
 
     def rule_matches(self, rule: Any) -> frozenset[str]:
         references = {ref: self.segment_matches(ref) for ref in referenced_segments(rule)}
-
-        def segments_of(customer_id: str) -> set[str]:
-            return {ref for ref, ids in references.items() if customer_id in ids}
-
         return self.repository.matching_customers(
-            rule=compile_rule(rule), now=self.now, segments_of=segments_of if references else None
+            rule=compile_rule(rule), now=self.now, segment_matches=references
         )
 
 

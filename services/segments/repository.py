@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable, Collection, Container, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -42,7 +42,13 @@ from services.segments.models import (
 )
 from services.segments.rules import CompiledRule, EvaluationContext
 from services.segments.rules._time import parse_timestamp
-from services.segments.sql_rules import NUMBER_COLUMNS, TEXT_COLUMNS, split_rule
+from services.segments.sql_rules import (
+    NUMBER_COLUMNS,
+    TEXT_COLUMNS,
+    document_parts,
+    split_references,
+    split_rule,
+)
 
 segments: Table = SegmentRow.__table__  # type: ignore[attr-defined]
 revisions: Table = SegmentRevisionRow.__table__  # type: ignore[attr-defined]
@@ -423,31 +429,83 @@ class SegmentRepository:
         *,
         rule: CompiledRule,
         now: datetime,
-        segments_of: Callable[[str], Container[str]] | None = None,
+        segment_matches: Mapping[str, frozenset[str]] | None = None,
     ) -> frozenset[str]:
-        """Ids of the projected customers the rule matches: in SQL when the rule can be
-        expressed there exactly, otherwise the expressible part filters in SQL and the
-        compiled rule decides each remaining row. ``segments_of`` gives a customer's
-        matched segments for ``$inSegment``."""
-        where, exact = split_rule(rule.condition, now)
-        with read_session(self.engine) as session:
-            if exact and where is not None:
-                return frozenset(
-                    session.execute(select(projection.c.customer_id).where(where)).scalars()
-                )
-            query = select(projection.c.customer_id, projection.c.document)
+        """Ids of the projected customers the rule matches. ``segment_matches`` gives the
+        customers each segment the rule references matches, for ``$inSegment``.
+
+        Top-level segment references become set operations on ids; when the rest of the
+        rule can be expressed in SQL exactly, no document is read. Otherwise the
+        expressible part filters in SQL and the compiled rule decides each remaining row.
+        """
+        references = segment_matches or {}
+        rest, pulled = split_references(rule.condition)
+        where, exact = split_rule(rest, now)
+        if exact:
+            query = select(projection.c.customer_id)
             if where is not None:
                 query = query.where(where)
+            with read_session(self.engine) as session:
+                found = set(session.execute(query).scalars())
+            for segment_id, wanted in pulled:
+                ids = references.get(segment_id, frozenset())
+                found = found & ids if wanted else found - ids
+            return frozenset(found)
+        # ``where`` filters for the rest of the rule, so it filters for the whole rule too.
+        parts = document_parts(rule.condition, self.engine.dialect.name)
+        if parts is None:
+            return self._matching_documents(rule, now, where, references)
+        keys = [key for key, _ in parts]
+        query = select(projection.c.customer_id, *[expression for _, expression in parts])
+        if where is not None:
+            query = query.where(where)
+        with read_session(self.engine) as session:
             rows = session.execute(query).all()
-        matches = rule.matches
-        if segments_of is None:
-            context = EvaluationContext(now=now)
-            return frozenset(cid for cid, doc in rows if matches(doc, context))
+        # The verdict depends only on the parts read (and the segments), so each distinct
+        # combination is evaluated once: a field with a few values costs a few evaluations.
+        verdicts: dict[tuple[Any, ...], bool] = {}
+        matching = []
+        plain_context = EvaluationContext(now=now)
+        for customer_id, *texts in rows:
+            segments = _segments_of(customer_id, references) if references else frozenset()
+            key = (*texts, segments)
+            verdict = verdicts.get(key)
+            if verdict is None:
+                document = {
+                    k: json.loads(t) for k, t in zip(keys, texts, strict=True) if t is not None
+                }
+                context = (
+                    EvaluationContext(now=now, segments=segments) if segments else plain_context
+                )
+                verdict = verdicts[key] = rule.matches(document, context)
+            if verdict:
+                matching.append(customer_id)
+        return frozenset(matching)
+
+    def _matching_documents(
+        self,
+        rule: CompiledRule,
+        now: datetime,
+        where: Any,
+        references: Mapping[str, frozenset[str]],
+    ) -> frozenset[str]:
+        query = select(projection.c.customer_id, projection.c.document)
+        if where is not None:
+            query = query.where(where)
+        with read_session(self.engine) as session:
+            rows = session.execute(query).all()
         return frozenset(
-            cid
-            for cid, doc in rows
-            if matches(doc, EvaluationContext(now=now, segments=segments_of(cid)))
+            customer_id
+            for customer_id, document in rows
+            if rule.matches(
+                document,
+                EvaluationContext(now=now, segments=_segments_of(customer_id, references)),
+            )
         )
+
+
+def _segments_of(customer_id: str, references: Mapping[str, frozenset[str]]) -> frozenset[str]:
+    return frozenset(ref for ref, ids in references.items() if customer_id in ids)
 
 
 # ---- page tokens -----------------------------------------------------------------------------

@@ -14,7 +14,20 @@ import re
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Table, and_, false, func, not_, or_, true
+from sqlalchemy import (
+    ColumnElement,
+    String,
+    Table,
+    Text,
+    and_,
+    cast,
+    false,
+    func,
+    literal,
+    not_,
+    or_,
+    true,
+)
 
 from services.segments.models import CustomerProjectionRow
 from services.segments.rules._time import parse_duration
@@ -56,6 +69,68 @@ def split_rule(rule: Any, now: datetime) -> tuple[Clause | None, bool]:
     if not parts:
         return (true(), True) if exact else (None, False)
     return and_(*parts), exact
+
+
+def split_references(rule: Any) -> tuple[Any, list[tuple[str, bool]]]:
+    """The rule without its top-level segment references, and those references as
+    ``(segment_id, wanted)`` (True for ``$inSegment``, False for ``$notInSegment``).
+
+    A rule is an AND of its keys (and of a top-level ``$and``'s items), so a customer
+    matches it exactly when it matches the rest and is (or is not) in each referenced
+    segment: set operations on customer ids, which need no document read.
+    """
+    if not isinstance(rule, dict):
+        return rule, []
+    rest: dict[str, Any] = {}
+    references: list[tuple[str, bool]] = []
+    for key, value in rule.items():
+        if key in ("$inSegment", "$notInSegment") and isinstance(value, str):
+            references.append((value, key == "$inSegment"))
+        elif key == "$and" and isinstance(value, list):
+            items = []
+            for item in value:
+                item_rest, item_references = split_references(item)
+                items.append(item_rest)
+                references += item_references
+            rest[key] = items
+        else:
+            rest[key] = value
+    return rest, references
+
+
+_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
+
+
+def document_parts(rule: Any, dialect: str) -> list[tuple[str, ColumnElement[Any]]] | None:
+    """The top-level document keys a rule reads, each with a SQL expression for its JSON
+    text (NULL when absent), so per-row evaluation reads those parts instead of whole
+    documents. None when a key is not a plain identifier: the whole document is read then.
+
+    Field paths sit only at condition level (``$elemMatch`` bodies read inside an item of
+    a field already counted), so walking conditions finds every key the rule can read.
+    """
+    keys: set[str] = set()
+    pending = [rule]
+    while pending:
+        condition = pending.pop()
+        if not isinstance(condition, dict):
+            continue
+        for key, value in condition.items():
+            if key in ("$and", "$or", "$nor") and isinstance(value, list):
+                pending.extend(value)
+            elif key == "$not":
+                pending.append(value)
+            elif not str(key).startswith("$"):
+                keys.add(str(key).split(".")[0])
+    if not all(_PLAIN_KEY.match(key) for key in keys):
+        return None
+    document = projection.c.document
+    if dialect == "postgresql":
+        return [(key, cast(document.op("->")(literal(key, String)), Text)) for key in sorted(keys)]
+    # SQLite's -> returns the JSON text of the value at a path; the key is a plain
+    # identifier, so "$.key" needs no quoting. Typed as text so nothing decodes it early.
+    arrow = document.op("->", return_type=Text)
+    return [(key, arrow(literal(f"$.{key}", String))) for key in sorted(keys)]
 
 
 def _condition(rule: Any, now: datetime) -> Clause | None:

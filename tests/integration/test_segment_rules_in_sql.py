@@ -95,3 +95,44 @@ def test_stored_customers_match_in_sql_exactly_as_compiled_rules_say(
 def test_simple_rules_need_no_python_evaluation() -> None:
     pushed = [rule for rule in RULES if split_rule(rule, NOW)[1]]
     assert len(pushed) == len(RULES) - 2
+
+
+REFERENCING_RULES: list[dict[str, Any]] = [
+    {"$inSegment": "big"},
+    {"$inSegment": "big", "country": {"$in": ["DE", "FR"]}},
+    {"$notInSegment": "big", "seats": {"$gte": 2}},
+    {"$and": [{"$inSegment": "big"}, {"$notInSegment": "german"}, {"plan": "enterprise"}]},
+    # The reference is under $or: no set operation, evaluated per row.
+    {"$or": [{"$inSegment": "german"}, {"seats": {"$lt": 2}}]},
+    {"$inSegment": "german", "attributes.contract_type": {"$regex": "^ann"}},
+]
+
+
+@pytest.mark.parametrize("rule", REFERENCING_RULES, ids=[str(r) for r in REFERENCING_RULES])
+def test_segment_references_over_stored_customers_match_as_compiled_rules_say(
+    projected: tuple[SegmentRepository, dict[str, dict[str, Any]]], rule: dict[str, Any]
+) -> None:
+    repository, documents = projected
+    references = {"big": {"seats": {"$gte": 50}}, "german": {"country": "DE"}}
+    matches = {
+        name: frozenset(
+            cid
+            for cid, doc in documents.items()
+            if compile_rule(condition).matches(doc, EvaluationContext(now=NOW))
+        )
+        for name, condition in references.items()
+    }
+    compiled = compile_rule(rule)
+    expected = {
+        cid
+        for cid, doc in documents.items()
+        if compiled.matches(
+            doc,
+            EvaluationContext(now=NOW, segments={n for n, ids in matches.items() if cid in ids}),
+        )
+    }
+
+    assert expected
+    assert repository.matching_customers(rule=compiled, now=NOW, segment_matches=matches) == (
+        expected
+    )
