@@ -313,6 +313,8 @@ def _fused(keys: Sequence[str], node: OperatorNode) -> Predicate | None:
     a string), or None when the rule has no such shape. Any other value goes to the
     operator's own test, so results are unchanged; this only saves the calls that dominate
     bulk evaluation."""
+    # The four closures below repeat the path read on purpose: a shared reader would be
+    # the very call they exist to save.
     expected, fallback = node.expected, node.test
     outer, inner = (keys[0], None) if len(keys) == 1 else keys
     if node.operator in _NUMERIC_COMPARISONS and is_real_number(expected):
