@@ -240,7 +240,7 @@ class _Validator:
             self.report(
                 path,
                 f"malformed duration {_show(argument)}: use a whole number and one of"
-                ' s, m, h, d, w, such as "30d"',
+                ' s, m, h, d, w, such as "30d", of at most 100 years',
             )
 
     _check_olderThan = _check_withinLast
