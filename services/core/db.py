@@ -71,6 +71,16 @@ def _begin(connection: Any) -> None:
     connection.exec_driver_sql(f"BEGIN {mode}")
 
 
+# Stay well inside SQLite's bound-parameter limit when filtering by many keys.
+IN_LIST_CHUNK = 500
+
+
+def in_chunks(items: Sequence[Any], size: int = IN_LIST_CHUNK) -> Iterator[Sequence[Any]]:
+    """Slices of ``items`` small enough for one ``IN (...)`` list on either backend."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
 def is_postgresql(engine: Engine) -> bool:
     return engine.dialect.name == "postgresql"
 

@@ -38,6 +38,7 @@ from sqlmodel import Session
 from services.core.db import (
     UTCDateTime,
     bulk_insert,
+    in_chunks,
     is_postgresql,
     read_session,
     write_transaction,
@@ -69,8 +70,6 @@ changes: Table = CustomerChangeRow.__table__  # type: ignore[attr-defined]
 
 # Arbitrary constant naming the change-log lock for pg_advisory_xact_lock.
 _CHANGE_LOG_LOCK = 0x5B0C_0001
-# Stay well inside SQLite's bound-parameter limit when filtering by many keys.
-_IN_CHUNK = 500
 
 
 def new_customer_id(now: datetime) -> str:
@@ -289,7 +288,7 @@ class CustomerRepository:
             keyed = [(e.customer_id, e.event_id) for e in events if e.event_id]
             seen = {
                 (row.customer_id, row.event_id)
-                for chunk in _chunks(keyed)
+                for chunk in in_chunks(keyed)
                 for row in session.execute(
                     select(usage_events.c.customer_id, usage_events.c.event_id).where(
                         tuple_(usage_events.c.customer_id, usage_events.c.event_id).in_(chunk)
@@ -356,14 +355,9 @@ def decode_page_token(token: str) -> str:
 # ---- helpers -------------------------------------------------------------------------------
 
 
-def _chunks(items: Sequence[Any], size: int = _IN_CHUNK) -> Iterable[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
 def _select_in(session: Session, column: Any, values: Sequence[Any]) -> list[Any]:
     found: list[Any] = []
-    for chunk in _chunks(values):
+    for chunk in in_chunks(values):
         found.extend(session.execute(select(column).where(column.in_(chunk))).scalars())
     return found
 
@@ -381,7 +375,7 @@ def _load(session: Session, customer_ids: Sequence[str], now: datetime) -> dict[
     rows: list[Any] = []
     external: dict[str, dict[str, str]] = defaultdict(dict)
     tag_sets: dict[str, list[str]] = defaultdict(list)
-    for chunk in _chunks(ids):
+    for chunk in in_chunks(ids):
         rows.extend(session.execute(select(customers).where(customers.c.customer_id.in_(chunk))))
         for ext in session.execute(
             select(external_ids).where(external_ids.c.customer_id.in_(chunk))
@@ -430,7 +424,7 @@ def _traits(session: Session, ids: Sequence[str], now: datetime) -> dict[str, di
         )
     )
     windows: dict[str, list[MetricWindows]] = defaultdict(list)
-    for chunk in _chunks(ids):
+    for chunk in in_chunks(ids):
         query = (
             select(usage_events.c.customer_id, usage_events.c.metric, last_7d, prev_7d)
             .where(
@@ -507,7 +501,7 @@ def _external_id_owners(
         by_system[system].append(external_id)
     owners: dict[tuple[str, str], str] = {}
     for system, ids in by_system.items():
-        for chunk in _chunks(ids):
+        for chunk in in_chunks(ids):
             for row in session.execute(
                 select(external_ids.c.external_id, external_ids.c.customer_id).where(
                     external_ids.c.system == system, external_ids.c.external_id.in_(chunk)

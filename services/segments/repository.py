@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -14,7 +14,7 @@ from sqlalchemy import Engine, Table, and_, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
-from services.core.db import read_session, write_transaction
+from services.core.db import in_chunks, read_session, write_transaction
 from services.core.errors import (
     AlreadyExists,
     Conflict,
@@ -58,7 +58,6 @@ projection: Table = CustomerProjectionRow.__table__  # type: ignore[attr-defined
 cursors: Table = RecomputeCursorRow.__table__  # type: ignore[attr-defined]
 
 PROFILES_CHANGES_CURSOR = "profiles_changes"
-_CHUNK = 500
 _DEFINITION = ("display_name", "description", "rule", "family", "priority", "enabled")
 
 
@@ -97,7 +96,7 @@ class SegmentRepository:
                 ).first()
                 if row is None:
                     raise NotFound("segment revision", f"{segment_id}@{revision}")
-                return _revision_segment(row)
+                return _segment(row, update_time=row.revise_time)
             found = session.execute(
                 select(segments).where(segments.c.segment_id == segment_id)
             ).first()
@@ -139,7 +138,7 @@ class SegmentRepository:
             rows = session.execute(query).all()
         return [
             SegmentRevision(
-                segment=_revision_segment(row),
+                segment=_segment(row, update_time=row.revise_time),
                 actor=row.actor,
                 action=RevisionAction(row.action),
                 changed_fields=tuple(row.changed_fields or ()),
@@ -253,7 +252,7 @@ class SegmentRepository:
         """Stored memberships (segment id -> family) of the given customers."""
         found: dict[str, dict[str, str]] = {customer_id: {} for customer_id in customer_ids}
         with read_session(self.engine) as session:
-            for chunk in _chunks(list(customer_ids)):
+            for chunk in in_chunks(list(customer_ids)):
                 for row in session.execute(
                     select(memberships).where(memberships.c.customer_id.in_(chunk))
                 ):
@@ -277,7 +276,7 @@ class SegmentRepository:
         ``removed`` customers leave the projection (their exits are in ``outcomes``)."""
         with write_transaction(self.engine) as session:
             ids = [*documents, *removed]
-            for chunk in _chunks(ids):
+            for chunk in in_chunks(ids):
                 session.execute(delete(projection).where(projection.c.customer_id.in_(chunk)))
             if documents:
                 session.execute(
@@ -527,12 +526,8 @@ def decode_token(token: str) -> Any:
 # ---- helpers ---------------------------------------------------------------------------------
 
 
-def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterable[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
-def _segment(row: Any) -> Segment:
+def _segment(row: Any, *, update_time: datetime | None = None) -> Segment:
+    """A segment from its table row or, with the revision's time, from a revision row."""
     return Segment(
         segment_id=row.segment_id,
         display_name=row.display_name,
@@ -543,22 +538,7 @@ def _segment(row: Any) -> Segment:
         enabled=row.enabled,
         revision=row.revision,
         create_time=row.create_time,
-        update_time=row.update_time,
-    )
-
-
-def _revision_segment(row: Any) -> Segment:
-    return Segment(
-        segment_id=row.segment_id,
-        display_name=row.display_name,
-        description=row.description,
-        rule=dict(row.rule or {}),
-        family=row.family,
-        priority=row.priority,
-        enabled=row.enabled,
-        revision=row.revision,
-        create_time=row.create_time,
-        update_time=row.revise_time,
+        update_time=update_time or row.update_time,
     )
 
 
