@@ -73,7 +73,6 @@ class ServerInterceptor(grpc.ServerInterceptor):
             with _CallScope(self.metrics, method, context) as scope:
                 scope.reject_if_malformed(request)
                 return behaviour(request, context)
-            return None  # the scope aborted the call
 
         return handle
 

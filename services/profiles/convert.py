@@ -12,7 +12,6 @@ from switchboard.profiles.v1 import profiles_pb2 as pb
 from services.core.errors import FieldViolation, InvalidArgument
 from services.profiles.domain import (
     OUTPUT_ONLY_FIELDS,
-    SCALAR_FIELDS,
     WRITABLE_FIELDS,
     ChangeKind,
     Customer,
@@ -182,7 +181,6 @@ def change_to_proto(change: CustomerChange) -> pb.CustomerChange:
 
 
 __all__ = [
-    "SCALAR_FIELDS",
     "change_to_proto",
     "customer_to_proto",
     "parse_update_mask",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import grpc
+from sqlalchemy import create_engine
 from switchboard.profiles.v1 import profiles_pb2 as pb
 from switchboard.profiles.v1 import profiles_pb2_grpc
 
@@ -13,12 +14,12 @@ from tests.support.rpc import call_error, error_info
 from tests.support.stores import backend_under_test, free_port
 
 
-def test_calls_fail_with_unavailable_while_the_store_is_unreachable(tmp_path: object) -> None:
+def test_calls_fail_with_unavailable_while_the_store_is_unreachable() -> None:
     if backend_under_test() == "postgresql":
-        url = f"postgresql://127.0.0.1:{free_port()}/nothing_listens_here"
+        engine = create_db_engine(f"postgresql://127.0.0.1:{free_port()}/nothing_listens_here")
     else:
-        url = "sqlite:////nonexistent-dir/cannot/open.db"
-    engine = create_db_engine(url) if backend_under_test() == "postgresql" else _unopenable(url)
+        # create_db_engine would create the directory; a plain engine cannot open the file.
+        engine = create_engine("sqlite:////nonexistent-dir/cannot/open.db")
     running = create_server([profiles_spec(engine)], address="127.0.0.1:0", max_workers=2)
     try:
         with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
@@ -31,10 +32,3 @@ def test_calls_fail_with_unavailable_while_the_store_is_unreachable(tmp_path: ob
         engine.dispose()
     assert error.code() == grpc.StatusCode.UNAVAILABLE
     assert error_info(error).reason == "STORE_UNAVAILABLE"
-
-
-def _unopenable(url: str):  # type: ignore[no-untyped-def]
-    from sqlalchemy import create_engine
-
-    # create_db_engine would create the directory; a plain engine fails to open the file.
-    return create_engine(url)
