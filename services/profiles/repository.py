@@ -51,7 +51,6 @@ from services.profiles.domain import (
     CustomerChange,
     ExternalIdKey,
     UsageEvent,
-    etag_for,
 )
 from services.profiles.logic import MetricWindows, trait_window_bounds, traits_from_windows
 from services.profiles.models import (
@@ -540,15 +539,11 @@ def _insert_customers(
         bulk_insert(session, tags, tag_rows)
 
 
-def _column_default(name: str) -> Any:
-    return None if customers.c[name].nullable and name not in _TEXT_COLUMNS else ""
-
-
-_TEXT_COLUMNS = frozenset(
-    name for name in SCALAR_FIELDS if customers.c[name].type.python_type is str
-)
-# What an unset field is stored as, per column.
-_EMPTY_ROW = {name: _column_default(name) for name in SCALAR_FIELDS}
+# What an unset field is stored as: NULL where the column allows it (numbers, times),
+# "" in the NOT NULL text columns.
+_EMPTY_ROW: dict[str, Any] = {
+    name: None if customers.c[name].nullable else "" for name in SCALAR_FIELDS
+}
 
 
 def _write_changes(
@@ -564,7 +559,7 @@ def _write_changes(
     external ids and tags given replace the stored ones; without, they are added."""
     customer_id = stored.customer_id
     columns: dict[str, Any] = {
-        name: incoming[name] if incoming[name] is not None else _column_default(name)
+        name: incoming[name] if incoming[name] is not None else _EMPTY_ROW[name]
         for name in changed
         if name in SCALAR_FIELDS
     }
@@ -631,6 +626,13 @@ def _append_changes(
 
 
 def _conflict_from(error: IntegrityError, customer_id: str) -> Exception:
+    """ALREADY_EXISTS for a unique-key race; any other integrity error is a bug and stays
+    itself (so the caller sees INTERNAL, not a misleading "already exists")."""
+    unique = getattr(error.orig, "sqlstate", None) == "23505" or "UNIQUE constraint" in str(
+        error.orig
+    )
+    if not unique:
+        return error
     message = str(error.orig).lower()
     if "external" in message:
         return AlreadyExists("external id", "(one of the customer's external ids)")
@@ -728,6 +730,5 @@ __all__ = [
     "UsageRecordResult",
     "decode_page_token",
     "encode_page_token",
-    "etag_for",
     "new_customer_id",
 ]
