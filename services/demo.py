@@ -8,6 +8,8 @@ from typing import Any
 import grpc
 from switchboard.profiles.v1 import profiles_pb2 as pb
 from switchboard.profiles.v1 import profiles_pb2_grpc
+from switchboard.routing.v1 import routing_pb2 as rpb
+from switchboard.routing.v1 import routing_pb2_grpc
 from switchboard.segments.v1 import segments_pb2 as spb
 from switchboard.segments.v1 import segments_pb2_grpc
 
@@ -170,6 +172,9 @@ DEMO_ACCOUNTS = [
     ),
 ]
 
+# Enterprise accounts' named owners, read by the routing demo's fallback chain.
+ACCOUNT_OWNERS = {"cus_acme": "ana.silva", "cus_globex": "ana.silva"}
+
 
 def demo_customers(now: datetime) -> list[pb.Customer]:
     customers = []
@@ -203,6 +208,8 @@ def demo_customers(now: datetime) -> list[pb.Customer]:
             language="en",
         )
         customer.signup_time.FromDatetime(now - timedelta(days=days))
+        if billing_id in ACCOUNT_OWNERS:
+            customer.attributes.update({"account_owner": ACCOUNT_OWNERS[billing_id]})
         customers.append(customer)
     return customers
 
@@ -328,3 +335,156 @@ def load_segment_demo(settings: Settings) -> str:
         lines.append(f"  lint: {warning.message}")
     channel.close()
     return "\n".join(lines)
+
+
+def _target(minutes: int) -> rpb.SlaTarget:
+    target = rpb.SlaTarget(clock=rpb.TARGET_CLOCK_BUSINESS_HOURS)
+    target.duration.FromSeconds(minutes * 60)
+    return target
+
+
+def _action(
+    queue_id: str, policy_id: str, priority: int, owner_minutes: int = 0
+) -> rpb.RoutingAction:
+    action = rpb.RoutingAction(queue_id=queue_id, sla_policy_id=policy_id, priority=priority)
+    if owner_minutes:
+        step = action.fallback_chain.add(owner_attribute="account_owner")
+        step.timeout.FromSeconds(owner_minutes * 60)
+    return action
+
+
+def routing_demo_configuration() -> tuple[
+    list[rpb.Calendar], list[rpb.SlaPolicy], list[rpb.Queue], list[rpb.Agent], rpb.RoutingRules
+]:
+    """The issue's first team: Enterprise to its named senior agent with a 30-minute first
+    response, Growth to the priority queue with 2 hours, Starter to the general queue with 4,
+    and the at-risk overlay to the priority queue whatever the tier; business hours in Berlin
+    with a lunch break."""
+    weekdays = [
+        rpb.WEEKDAY_MONDAY,
+        rpb.WEEKDAY_TUESDAY,
+        rpb.WEEKDAY_WEDNESDAY,
+        rpb.WEEKDAY_THURSDAY,
+        rpb.WEEKDAY_FRIDAY,
+    ]
+    office = rpb.Calendar(
+        calendar_id="berlin-office",
+        display_name="Berlin office hours",
+        time_zone="Europe/Berlin",
+        weekly_hours=[
+            rpb.OpenInterval(weekday=day, start_time=start, end_time=end)
+            for day in weekdays
+            for start, end in (("09:00", "12:30"), ("13:30", "17:30"))
+        ],
+        holidays=["2026-12-24", "2026-12-25", "2026-12-26", "2027-01-01"],
+    )
+    waiting = [rpb.CONVERSATION_STATE_WAITING_ON_CUSTOMER]
+    policies = [
+        rpb.SlaPolicy(
+            policy_id=policy_id,
+            display_name=name,
+            calendar_id="berlin-office",
+            first_response=_target(first),
+            next_response=_target(first * 2),
+            resolution=_target(resolution),
+            warning_percent=75,
+            pause_states=waiting,
+        )
+        for policy_id, name, first, resolution in (
+            ("enterprise-30m", "Enterprise: 30 minutes", 30, 8 * 60),
+            ("growth-2h", "Growth: 2 hours", 2 * 60, 16 * 60),
+            ("starter-4h", "Starter: 4 hours", 4 * 60, 24 * 60),
+        )
+    ]
+    senior_overflow = rpb.Overflow(queue_id="priority", when_no_agent_online=True)
+    senior_overflow.after.FromSeconds(15 * 60)
+    queues = [
+        rpb.Queue(queue_id="general", display_name="General", calendar_id="berlin-office"),
+        rpb.Queue(queue_id="priority", display_name="Priority", calendar_id="berlin-office"),
+        rpb.Queue(
+            queue_id="senior",
+            display_name="Senior desk",
+            required_skills=["senior"],
+            calendar_id="berlin-office",
+            overflow=senior_overflow,
+        ),
+    ]
+    agents = [
+        rpb.Agent(
+            agent_id=agent_id,
+            display_name=name,
+            skills=skills,
+            languages=["en", "de"],
+            capacity=[
+                rpb.ChannelCapacity(channel=rpb.CHANNEL_CHAT, max_open=3),
+                rpb.ChannelCapacity(channel=rpb.CHANNEL_EMAIL, max_open=10),
+            ],
+            teams=["support"],
+        )
+        for agent_id, name, skills in (
+            ("ana.silva", "Ana Silva", ["senior", "billing"]),
+            ("ben.okafor", "Ben Okafor", ["billing"]),
+            ("chloe.martin", "Chloé Martin", []),
+        )
+    ]
+    rules = rpb.RoutingRules(
+        rules=[
+            rpb.RoutingRule(
+                rule_id="at-risk",
+                display_name="At risk: priority queue whatever the tier",
+                action=_action("priority", "growth-2h", 80),
+            ),
+            rpb.RoutingRule(
+                rule_id="enterprise",
+                display_name="Enterprise: the named senior agent, 30 minutes",
+                action=_action("senior", "enterprise-30m", 90, owner_minutes=10),
+            ),
+            rpb.RoutingRule(
+                rule_id="growth",
+                display_name="Growth: priority queue, 2 hours",
+                action=_action("priority", "growth-2h", 50),
+            ),
+        ],
+        default_action=_action("general", "starter-4h", 10),
+    )
+    rules.rules[0].condition.update({"$inSegment": "at_risk"})
+    rules.rules[1].condition.update({"$inSegment": "tier_enterprise"})
+    rules.rules[2].condition.update({"$inSegment": "tier_growth"})
+    return [office], policies, queues, agents, rules
+
+
+def load_routing_demo(settings: Settings) -> str:
+    """Create the first team's routing (skipping what exists), put two agents online and
+    describe it."""
+    calendars, policies, queues, agents, rules = routing_demo_configuration()
+    channel = open_channel(settings.routing_address, deadline_seconds=30)
+    stub = routing_pb2_grpc.RoutingServiceStub(channel)
+    created = 0
+    creations: list[tuple[Any, Any]] = [
+        *((stub.CreateCalendar, rpb.CreateCalendarRequest(calendar=c)) for c in calendars),
+        *((stub.CreateSlaPolicy, rpb.CreateSlaPolicyRequest(policy=p)) for p in policies),
+        *((stub.CreateQueue, rpb.CreateQueueRequest(queue=q)) for q in queues),
+        *((stub.CreateAgent, rpb.CreateAgentRequest(agent=a)) for a in agents),
+    ]
+    for call, request in creations:
+        try:
+            call(request)
+            created += 1
+        except grpc.RpcError as error:
+            if error.code() != grpc.StatusCode.ALREADY_EXISTS:
+                raise
+    current = stub.GetRoutingRules(rpb.GetRoutingRulesRequest()).rules
+    if not current.revision:
+        current = stub.UpdateRoutingRules(
+            rpb.UpdateRoutingRulesRequest(rules=rules, actor="switchboard demo")
+        ).rules
+    for agent_id in ("ana.silva", "ben.okafor"):
+        stub.SetAgentStatus(
+            rpb.SetAgentStatusRequest(agent_id=agent_id, status=rpb.AGENT_STATUS_ONLINE)
+        )
+    channel.close()
+    return (
+        f"routing: {created} calendars, policies, queues and agents created; "
+        f"rules at revision {current.revision} ({len(current.rules)} rules and a default); "
+        "ana.silva and ben.okafor online"
+    )

@@ -3,4 +3,5 @@
 
 def import_all_models() -> None:
     import services.profiles.models
+    import services.routing.models
     import services.segments.models  # noqa: F401

@@ -33,9 +33,6 @@ SERVICES: dict[str, ServiceEntry] = {
         "segments", segments_spec, lambda s: s.segments_address, lambda s: s.segments_metrics_port
     ),
     "routing": ServiceEntry(
-        "routing",
-        lambda engine, _settings: routing_spec(engine),
-        lambda s: s.routing_address,
-        lambda s: s.routing_metrics_port,
+        "routing", routing_spec, lambda s: s.routing_address, lambda s: s.routing_metrics_port
     ),
 }

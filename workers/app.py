@@ -13,7 +13,7 @@ from celery import Celery
 
 from services.core.settings import Settings
 
-QUEUES = ("maintenance",)
+QUEUES = ("maintenance", "routing")
 
 
 def create_celery_app(settings: Settings) -> Celery:
@@ -29,11 +29,18 @@ def create_celery_app(settings: Settings) -> Celery:
         task_time_limit=600,
         task_soft_time_limit=540,
         task_default_queue="maintenance",
-        task_routes={"switchboard.maintenance.*": {"queue": "maintenance"}},
+        task_routes={
+            "switchboard.maintenance.*": {"queue": "maintenance"},
+            "switchboard.routing.*": {"queue": "routing"},
+        },
         beat_schedule={
             "prune-usage-events": {
                 "task": "switchboard.maintenance.prune_usage_events",
                 "schedule": timedelta(hours=1),
+            },
+            "routing-timers": {
+                "task": "switchboard.routing.advance_timers",
+                "schedule": timedelta(seconds=30),
             },
         },
         beat_schedule_filename=str(settings.data_dir / "celerybeat-schedule"),
@@ -42,7 +49,8 @@ def create_celery_app(settings: Settings) -> Celery:
         worker_hijack_root_logger=False,
     )
     app.conf.switchboard_settings = settings
-    from workers.tasks import maintenance
+    from workers.tasks import maintenance, routing
 
     maintenance.register(app)
+    routing.register(app)
     return app

@@ -44,6 +44,11 @@ class Settings(BaseSettings):
     call_deadline_seconds: float = Field(
         default=5.0, gt=0, description="Deadline of every cross-service call."
     )
+    segment_refresh_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        description="How long routing reuses segment definitions read from the segments service.",
+    )
     usage_retention_days: int = Field(
         default=90, ge=15, description="Raw usage events older than this are pruned."
     )

@@ -7,11 +7,13 @@ import grpc
 import pytest
 from sqlalchemy import Engine
 from switchboard.profiles.v1 import profiles_pb2_grpc
+from switchboard.routing.v1 import routing_pb2_grpc
 from switchboard.segments.v1 import segments_pb2_grpc
 
 from services.core.server import RunningServer, create_server
 from services.core.settings import Settings
 from services.profiles.server import profiles_spec
+from services.routing.server import routing_spec
 from services.segments.server import segments_spec
 
 
@@ -70,3 +72,31 @@ def segments_server(
 def segments(segments_server: RunningServer) -> Iterator[segments_pb2_grpc.SegmentServiceStub]:
     with grpc.insecure_channel(f"127.0.0.1:{segments_server.port}") as channel:
         yield segments_pb2_grpc.SegmentServiceStub(channel)
+
+
+@pytest.fixture
+def routing_server(
+    engine: Engine,
+    profiles_server: RunningServer,
+    segments_server: RunningServer,
+    segments_clock: ManualClock,
+) -> Iterator[RunningServer]:
+    """A routing server reading customers and segment definitions from the real profiles
+    and segments servers over gRPC, on the segments clock, with no segment cache."""
+    settings = Settings(
+        profiles_address=f"127.0.0.1:{profiles_server.port}",
+        segments_address=f"127.0.0.1:{segments_server.port}",
+        call_deadline_seconds=5,
+        segment_refresh_seconds=0,
+    )
+    running = create_server(
+        [routing_spec(engine, settings, segments_clock)], address="127.0.0.1:0", max_workers=16
+    )
+    yield running
+    running.stop(grace=1)
+
+
+@pytest.fixture
+def routing(routing_server: RunningServer) -> Iterator[routing_pb2_grpc.RoutingServiceStub]:
+    with grpc.insecure_channel(f"127.0.0.1:{routing_server.port}") as channel:
+        yield routing_pb2_grpc.RoutingServiceStub(channel)

@@ -14,7 +14,7 @@ from sqlalchemy import Engine
 
 from services.core.server import RunningServer, create_server
 from services.core.settings import Settings
-from services.demo import load_demo, load_segment_demo
+from services.demo import load_demo, load_routing_demo, load_segment_demo
 from services.registry import SERVICES
 
 README = Path(__file__).parents[2] / "README.md"
@@ -42,10 +42,10 @@ def servers(engine: Engine, tmp_path: Path) -> Iterator[dict[str, RunningServer]
         running[name] = create_server(
             [entry.build(engine, settings)], address="127.0.0.1:0", max_workers=4
         )
-        if name == "profiles":
-            settings = Settings(
-                data_dir=tmp_path, profiles_address=f"127.0.0.1:{running[name].port}"
-            )
+        # Each service is wired to the ones started before it.
+        settings = settings.model_copy(
+            update={f"{name}_address": f"127.0.0.1:{running[name].port}"}
+        )
     yield running
     for server in running.values():
         server.stop(grace=1)
@@ -63,10 +63,12 @@ def test_readme_buf_curl_examples_work_as_printed(
     settings = Settings(
         profiles_address=f"127.0.0.1:{ports['50051']}",
         segments_address=f"127.0.0.1:{ports['50052']}",
+        routing_address=f"127.0.0.1:{ports['50053']}",
         data_dir=tmp_path,
     )
     load_demo(settings)  # what `switchboard demo` does, as the README asks first
     load_segment_demo(settings)
+    load_routing_demo(settings)
     examples = readme_examples()
     assert len(examples) >= 10
 

@@ -17,12 +17,15 @@ import pytest
 from sqlalchemy import Engine, func, select
 from switchboard.profiles.v1 import profiles_pb2 as pb
 from switchboard.profiles.v1 import profiles_pb2_grpc
+from switchboard.routing.v1 import routing_pb2 as rpb
+from switchboard.routing.v1 import routing_pb2_grpc
 
 from services.core.settings import Settings
 from services.profiles.app import Profiles
 from services.profiles.domain import UsageEvent
 from services.profiles.models import UsageEventRow
 from services.profiles.repository import CustomerRepository
+from services.routing.models import ConversationRow
 from tests.support.processes import RunningCommand
 from tests.support.stores import backend_under_test, free_port
 from workers.app import create_celery_app
@@ -58,6 +61,7 @@ def test_up_serves_everything_loads_the_demo_and_stops_on_ctrl_c(
         )
         assert demo.returncode == 0, demo.stderr
         assert "demo loaded: 10 customers" in demo.stdout
+        assert "routing:" in demo.stdout and "rules at revision 1" in demo.stdout
 
         with grpc.insecure_channel(env["SWITCHBOARD_PROFILES_ADDRESS"]) as channel:
             globex = (
@@ -126,3 +130,39 @@ def test_worker_on_redis_prunes_usage_older_than_the_retention(
         time.sleep(0.2)
     assert remaining == 1
     assert profiles.get(customer_id="c1").traits["logins_7d"] == 1
+
+
+def test_worker_on_redis_moves_an_overflowing_conversation_without_anyone_asking(
+    worker: Settings, engine: Engine, routing: routing_pb2_grpc.RoutingServiceStub
+) -> None:
+    overflow = rpb.Overflow(queue_id="backup")
+    overflow.after.FromSeconds(60)
+    routing.CreateQueue(rpb.CreateQueueRequest(queue=rpb.Queue(queue_id="backup")))
+    routing.CreateQueue(
+        rpb.CreateQueueRequest(queue=rpb.Queue(queue_id="front", overflow=overflow))
+    )
+    routing.UpdateRoutingRules(
+        rpb.UpdateRoutingRulesRequest(
+            rules=rpb.RoutingRules(default_action=rpb.RoutingAction(queue_id="front"))
+        )
+    )
+    started = rpb.RouteConversationRequest(
+        conversation_id="late-1", channel=rpb.CHANNEL_CHAT, visitor_attributes={"country": "DE"}
+    )
+    started.time.FromDatetime(datetime.now(UTC) - timedelta(minutes=5))
+    routing.RouteConversation(started)
+
+    create_celery_app(worker).send_task("switchboard.routing.advance_timers")
+
+    # Read the table directly: the service's own reads would apply the move themselves.
+    deadline = time.monotonic() + 60
+    queue = "front"
+    while time.monotonic() < deadline and queue == "front":
+        with engine.connect() as connection:
+            queue = connection.execute(
+                select(ConversationRow.queue_id).where(  # type: ignore[arg-type]
+                    ConversationRow.conversation_id == "late-1"
+                )
+            ).scalar_one()
+        time.sleep(0.2)
+    assert queue == "backup"

@@ -3,6 +3,2972 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
+from google.protobuf import message as _message
+from google.protobuf import struct_pb2 as _struct_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+import builtins as _builtins
+import sys
+import typing as _typing
+
+if sys.version_info >= (3, 11):
+    from typing import TypeAlias as _TypeAlias, Never as _Never
+else:
+    from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _Channel:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ChannelEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Channel.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CHANNEL_UNSPECIFIED: _Channel.ValueType  # 0
+    """Not set; invalid where a channel is required."""
+    CHANNEL_CHAT: _Channel.ValueType  # 1
+    """Live chat in a widget."""
+    CHANNEL_EMAIL: _Channel.ValueType  # 2
+    """Email."""
+    CHANNEL_PHONE: _Channel.ValueType  # 3
+    """Phone call."""
+    CHANNEL_SMS: _Channel.ValueType  # 4
+    """Text message."""
+    CHANNEL_SOCIAL: _Channel.ValueType  # 5
+    """Social media message."""
+
+class Channel(_Channel, metaclass=_ChannelEnumTypeWrapper):
+    """Where a conversation takes place. In rule conditions it reads as lowercase text:
+    "chat", "email", "phone", "sms", "social".
+    """
+
+CHANNEL_UNSPECIFIED: Channel.ValueType  # 0
+"""Not set; invalid where a channel is required."""
+CHANNEL_CHAT: Channel.ValueType  # 1
+"""Live chat in a widget."""
+CHANNEL_EMAIL: Channel.ValueType  # 2
+"""Email."""
+CHANNEL_PHONE: Channel.ValueType  # 3
+"""Phone call."""
+CHANNEL_SMS: Channel.ValueType  # 4
+"""Text message."""
+CHANNEL_SOCIAL: Channel.ValueType  # 5
+"""Social media message."""
+Global___Channel: _TypeAlias = Channel  # noqa: Y015
+
+class _Weekday:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _WeekdayEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Weekday.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    WEEKDAY_UNSPECIFIED: _Weekday.ValueType  # 0
+    """Not set; invalid."""
+    WEEKDAY_MONDAY: _Weekday.ValueType  # 1
+    """Monday."""
+    WEEKDAY_TUESDAY: _Weekday.ValueType  # 2
+    """Tuesday."""
+    WEEKDAY_WEDNESDAY: _Weekday.ValueType  # 3
+    """Wednesday."""
+    WEEKDAY_THURSDAY: _Weekday.ValueType  # 4
+    """Thursday."""
+    WEEKDAY_FRIDAY: _Weekday.ValueType  # 5
+    """Friday."""
+    WEEKDAY_SATURDAY: _Weekday.ValueType  # 6
+    """Saturday."""
+    WEEKDAY_SUNDAY: _Weekday.ValueType  # 7
+    """Sunday."""
+
+class Weekday(_Weekday, metaclass=_WeekdayEnumTypeWrapper):
+    """A day of the week."""
+
+WEEKDAY_UNSPECIFIED: Weekday.ValueType  # 0
+"""Not set; invalid."""
+WEEKDAY_MONDAY: Weekday.ValueType  # 1
+"""Monday."""
+WEEKDAY_TUESDAY: Weekday.ValueType  # 2
+"""Tuesday."""
+WEEKDAY_WEDNESDAY: Weekday.ValueType  # 3
+"""Wednesday."""
+WEEKDAY_THURSDAY: Weekday.ValueType  # 4
+"""Thursday."""
+WEEKDAY_FRIDAY: Weekday.ValueType  # 5
+"""Friday."""
+WEEKDAY_SATURDAY: Weekday.ValueType  # 6
+"""Saturday."""
+WEEKDAY_SUNDAY: Weekday.ValueType  # 7
+"""Sunday."""
+Global___Weekday: _TypeAlias = Weekday  # noqa: Y015
+
+class _TargetClock:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _TargetClockEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TargetClock.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    TARGET_CLOCK_UNSPECIFIED: _TargetClock.ValueType  # 0
+    """Business hours when the policy (or the conversation's queue) has a calendar, else
+    calendar time.
+    """
+    TARGET_CLOCK_BUSINESS_HOURS: _TargetClock.ValueType  # 1
+    """Only the open hours of the calendar count."""
+    TARGET_CLOCK_CALENDAR_TIME: _TargetClock.ValueType  # 2
+    """Every hour counts (24/7)."""
+
+class TargetClock(_TargetClock, metaclass=_TargetClockEnumTypeWrapper):
+    """How an SLA target's time is counted."""
+
+TARGET_CLOCK_UNSPECIFIED: TargetClock.ValueType  # 0
+"""Business hours when the policy (or the conversation's queue) has a calendar, else
+calendar time.
+"""
+TARGET_CLOCK_BUSINESS_HOURS: TargetClock.ValueType  # 1
+"""Only the open hours of the calendar count."""
+TARGET_CLOCK_CALENDAR_TIME: TargetClock.ValueType  # 2
+"""Every hour counts (24/7)."""
+Global___TargetClock: _TypeAlias = TargetClock  # noqa: Y015
+
+class _ConversationState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ConversationStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ConversationState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CONVERSATION_STATE_UNSPECIFIED: _ConversationState.ValueType  # 0
+    """Not set."""
+    CONVERSATION_STATE_BOT: _ConversationState.ValueType  # 1
+    """The chatbot is serving the customer; no human has been asked yet."""
+    CONVERSATION_STATE_QUEUED: _ConversationState.ValueType  # 2
+    """Waiting in a queue (or for a named agent) for someone to take it."""
+    CONVERSATION_STATE_ASSIGNED: _ConversationState.ValueType  # 3
+    """An agent holds it."""
+    CONVERSATION_STATE_WAITING_ON_CUSTOMER: _ConversationState.ValueType  # 4
+    """The team waits for the customer's answer."""
+    CONVERSATION_STATE_RESOLVED: _ConversationState.ValueType  # 5
+    """Resolved; can be reopened."""
+
+class ConversationState(_ConversationState, metaclass=_ConversationStateEnumTypeWrapper):
+    """A conversation's state."""
+
+CONVERSATION_STATE_UNSPECIFIED: ConversationState.ValueType  # 0
+"""Not set."""
+CONVERSATION_STATE_BOT: ConversationState.ValueType  # 1
+"""The chatbot is serving the customer; no human has been asked yet."""
+CONVERSATION_STATE_QUEUED: ConversationState.ValueType  # 2
+"""Waiting in a queue (or for a named agent) for someone to take it."""
+CONVERSATION_STATE_ASSIGNED: ConversationState.ValueType  # 3
+"""An agent holds it."""
+CONVERSATION_STATE_WAITING_ON_CUSTOMER: ConversationState.ValueType  # 4
+"""The team waits for the customer's answer."""
+CONVERSATION_STATE_RESOLVED: ConversationState.ValueType  # 5
+"""Resolved; can be reopened."""
+Global___ConversationState: _TypeAlias = ConversationState  # noqa: Y015
+
+class _AssignmentStrategy:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AssignmentStrategyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AssignmentStrategy.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ASSIGNMENT_STRATEGY_UNSPECIFIED: _AssignmentStrategy.ValueType  # 0
+    """LEAST_BUSY."""
+    ASSIGNMENT_STRATEGY_ROUND_ROBIN: _AssignmentStrategy.ValueType  # 1
+    """Eligible agents in turn, by agent id."""
+    ASSIGNMENT_STRATEGY_LEAST_BUSY: _AssignmentStrategy.ValueType  # 2
+    """Fewest open conversations relative to capacity; ties go to the longest idle."""
+
+class AssignmentStrategy(_AssignmentStrategy, metaclass=_AssignmentStrategyEnumTypeWrapper):
+    """How a queue picks an agent when a conversation arrives."""
+
+ASSIGNMENT_STRATEGY_UNSPECIFIED: AssignmentStrategy.ValueType  # 0
+"""LEAST_BUSY."""
+ASSIGNMENT_STRATEGY_ROUND_ROBIN: AssignmentStrategy.ValueType  # 1
+"""Eligible agents in turn, by agent id."""
+ASSIGNMENT_STRATEGY_LEAST_BUSY: AssignmentStrategy.ValueType  # 2
+"""Fewest open conversations relative to capacity; ties go to the longest idle."""
+Global___AssignmentStrategy: _TypeAlias = AssignmentStrategy  # noqa: Y015
+
+class _AgentStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AgentStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AgentStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    AGENT_STATUS_UNSPECIFIED: _AgentStatus.ValueType  # 0
+    """Not set."""
+    AGENT_STATUS_ONLINE: _AgentStatus.ValueType  # 1
+    """Takes conversations."""
+    AGENT_STATUS_AWAY: _AgentStatus.ValueType  # 2
+    """Keeps what they hold, gets nothing new."""
+    AGENT_STATUS_OFFLINE: _AgentStatus.ValueType  # 3
+    """Gets nothing; conversations they have not replied to go back to their queues."""
+
+class AgentStatus(_AgentStatus, metaclass=_AgentStatusEnumTypeWrapper):
+    """Whether an agent takes conversations."""
+
+AGENT_STATUS_UNSPECIFIED: AgentStatus.ValueType  # 0
+"""Not set."""
+AGENT_STATUS_ONLINE: AgentStatus.ValueType  # 1
+"""Takes conversations."""
+AGENT_STATUS_AWAY: AgentStatus.ValueType  # 2
+"""Keeps what they hold, gets nothing new."""
+AGENT_STATUS_OFFLINE: AgentStatus.ValueType  # 3
+"""Gets nothing; conversations they have not replied to go back to their queues."""
+Global___AgentStatus: _TypeAlias = AgentStatus  # noqa: Y015
+
+class _RevisionAction:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RevisionActionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RevisionAction.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    REVISION_ACTION_UNSPECIFIED: _RevisionAction.ValueType  # 0
+    """Not used."""
+    REVISION_ACTION_UPDATED: _RevisionAction.ValueType  # 1
+    """The rules were replaced."""
+    REVISION_ACTION_ROLLED_BACK: _RevisionAction.ValueType  # 2
+    """An earlier revision's rules were restored."""
+
+class RevisionAction(_RevisionAction, metaclass=_RevisionActionEnumTypeWrapper):
+    """What made a revision of the routing rules."""
+
+REVISION_ACTION_UNSPECIFIED: RevisionAction.ValueType  # 0
+"""Not used."""
+REVISION_ACTION_UPDATED: RevisionAction.ValueType  # 1
+"""The rules were replaced."""
+REVISION_ACTION_ROLLED_BACK: RevisionAction.ValueType  # 2
+"""An earlier revision's rules were restored."""
+Global___RevisionAction: _TypeAlias = RevisionAction  # noqa: Y015
+
+class _ConversationEventKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ConversationEventKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ConversationEventKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CONVERSATION_EVENT_KIND_UNSPECIFIED: _ConversationEventKind.ValueType  # 0
+    """Not set; invalid."""
+    CONVERSATION_EVENT_KIND_ROUTED: _ConversationEventKind.ValueType  # 1
+    """Recorded by the service: the conversation was routed."""
+    CONVERSATION_EVENT_KIND_AGENT_REPLY: _ConversationEventKind.ValueType  # 2
+    """A human agent replied; the first one stops the first-response clock."""
+    CONVERSATION_EVENT_KIND_BOT_REPLY: _ConversationEventKind.ValueType  # 3
+    """The chatbot replied; never stops a human SLA clock."""
+    CONVERSATION_EVENT_KIND_CUSTOMER_REPLY: _ConversationEventKind.ValueType  # 4
+    """The customer replied; starts the next-response clock, ends waiting on the customer."""
+    CONVERSATION_EVENT_KIND_WAITING_ON_CUSTOMER: _ConversationEventKind.ValueType  # 5
+    """The team waits for the customer; pauses the clocks under most policies."""
+    CONVERSATION_EVENT_KIND_TRANSFER: _ConversationEventKind.ValueType  # 6
+    """Moved to another queue (`queue_id`) or agent (`agent_id`); also recorded by the
+    service when overflow or a fallback step's timeout moves it (`note` says which).
+    """
+    CONVERSATION_EVENT_KIND_ESCALATE: _ConversationEventKind.ValueType  # 7
+    """The chatbot hands over to a human: the conversation enters its queue."""
+    CONVERSATION_EVENT_KIND_RESOLVE: _ConversationEventKind.ValueType  # 8
+    """Resolved."""
+    CONVERSATION_EVENT_KIND_REOPEN: _ConversationEventKind.ValueType  # 9
+    """Reopened after resolution."""
+    CONVERSATION_EVENT_KIND_CSAT: _ConversationEventKind.ValueType  # 10
+    """The customer rated the conversation (`csat_rating`)."""
+    CONVERSATION_EVENT_KIND_ASSIGNED: _ConversationEventKind.ValueType  # 11
+    """Recorded by the service: an agent got the conversation."""
+    CONVERSATION_EVENT_KIND_UNASSIGNED: _ConversationEventKind.ValueType  # 12
+    """Recorded by the service: the agent no longer holds it (went offline, transfer)."""
+    CONVERSATION_EVENT_KIND_POLICY_CHANGED: _ConversationEventKind.ValueType  # 13
+    """Recorded by the service: another SLA policy measures it from now on."""
+
+class ConversationEventKind(_ConversationEventKind, metaclass=_ConversationEventKindEnumTypeWrapper):
+    """The kind of a conversation event."""
+
+CONVERSATION_EVENT_KIND_UNSPECIFIED: ConversationEventKind.ValueType  # 0
+"""Not set; invalid."""
+CONVERSATION_EVENT_KIND_ROUTED: ConversationEventKind.ValueType  # 1
+"""Recorded by the service: the conversation was routed."""
+CONVERSATION_EVENT_KIND_AGENT_REPLY: ConversationEventKind.ValueType  # 2
+"""A human agent replied; the first one stops the first-response clock."""
+CONVERSATION_EVENT_KIND_BOT_REPLY: ConversationEventKind.ValueType  # 3
+"""The chatbot replied; never stops a human SLA clock."""
+CONVERSATION_EVENT_KIND_CUSTOMER_REPLY: ConversationEventKind.ValueType  # 4
+"""The customer replied; starts the next-response clock, ends waiting on the customer."""
+CONVERSATION_EVENT_KIND_WAITING_ON_CUSTOMER: ConversationEventKind.ValueType  # 5
+"""The team waits for the customer; pauses the clocks under most policies."""
+CONVERSATION_EVENT_KIND_TRANSFER: ConversationEventKind.ValueType  # 6
+"""Moved to another queue (`queue_id`) or agent (`agent_id`); also recorded by the
+service when overflow or a fallback step's timeout moves it (`note` says which).
+"""
+CONVERSATION_EVENT_KIND_ESCALATE: ConversationEventKind.ValueType  # 7
+"""The chatbot hands over to a human: the conversation enters its queue."""
+CONVERSATION_EVENT_KIND_RESOLVE: ConversationEventKind.ValueType  # 8
+"""Resolved."""
+CONVERSATION_EVENT_KIND_REOPEN: ConversationEventKind.ValueType  # 9
+"""Reopened after resolution."""
+CONVERSATION_EVENT_KIND_CSAT: ConversationEventKind.ValueType  # 10
+"""The customer rated the conversation (`csat_rating`)."""
+CONVERSATION_EVENT_KIND_ASSIGNED: ConversationEventKind.ValueType  # 11
+"""Recorded by the service: an agent got the conversation."""
+CONVERSATION_EVENT_KIND_UNASSIGNED: ConversationEventKind.ValueType  # 12
+"""Recorded by the service: the agent no longer holds it (went offline, transfer)."""
+CONVERSATION_EVENT_KIND_POLICY_CHANGED: ConversationEventKind.ValueType  # 13
+"""Recorded by the service: another SLA policy measures it from now on."""
+Global___ConversationEventKind: _TypeAlias = ConversationEventKind  # noqa: Y015
+
+class _SlaMetric:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SlaMetricEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SlaMetric.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SLA_METRIC_UNSPECIFIED: _SlaMetric.ValueType  # 0
+    """Not set."""
+    SLA_METRIC_FIRST_RESPONSE: _SlaMetric.ValueType  # 1
+    """Time to the first human reply."""
+    SLA_METRIC_NEXT_RESPONSE: _SlaMetric.ValueType  # 2
+    """Time from a customer reply to the next human reply."""
+    SLA_METRIC_RESOLUTION: _SlaMetric.ValueType  # 3
+    """Time to resolution."""
+
+class SlaMetric(_SlaMetric, metaclass=_SlaMetricEnumTypeWrapper):
+    """Which SLA clock."""
+
+SLA_METRIC_UNSPECIFIED: SlaMetric.ValueType  # 0
+"""Not set."""
+SLA_METRIC_FIRST_RESPONSE: SlaMetric.ValueType  # 1
+"""Time to the first human reply."""
+SLA_METRIC_NEXT_RESPONSE: SlaMetric.ValueType  # 2
+"""Time from a customer reply to the next human reply."""
+SLA_METRIC_RESOLUTION: SlaMetric.ValueType  # 3
+"""Time to resolution."""
+Global___SlaMetric: _TypeAlias = SlaMetric  # noqa: Y015
+
+class _SlaStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SlaStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SlaStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SLA_STATUS_UNSPECIFIED: _SlaStatus.ValueType  # 0
+    """Not set."""
+    SLA_STATUS_ON_TRACK: _SlaStatus.ValueType  # 1
+    """Running, below the warning threshold."""
+    SLA_STATUS_WARNING: _SlaStatus.ValueType  # 2
+    """Running, past the warning threshold."""
+    SLA_STATUS_BREACHED: _SlaStatus.ValueType  # 3
+    """Past the target, running or stopped."""
+    SLA_STATUS_MET: _SlaStatus.ValueType  # 4
+    """Stopped within the target."""
+
+class SlaStatus(_SlaStatus, metaclass=_SlaStatusEnumTypeWrapper):
+    """Where an SLA clock stands."""
+
+SLA_STATUS_UNSPECIFIED: SlaStatus.ValueType  # 0
+"""Not set."""
+SLA_STATUS_ON_TRACK: SlaStatus.ValueType  # 1
+"""Running, below the warning threshold."""
+SLA_STATUS_WARNING: SlaStatus.ValueType  # 2
+"""Running, past the warning threshold."""
+SLA_STATUS_BREACHED: SlaStatus.ValueType  # 3
+"""Past the target, running or stopped."""
+SLA_STATUS_MET: SlaStatus.ValueType  # 4
+"""Stopped within the target."""
+Global___SlaStatus: _TypeAlias = SlaStatus  # noqa: Y015
+
+class _AssignmentChange:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AssignmentChangeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AssignmentChange.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ASSIGNMENT_CHANGE_UNSPECIFIED: _AssignmentChange.ValueType  # 0
+    """Not set."""
+    ASSIGNMENT_CHANGE_CURRENT: _AssignmentChange.ValueType  # 1
+    """Held when the watch started."""
+    ASSIGNMENT_CHANGE_ASSIGNED: _AssignmentChange.ValueType  # 2
+    """Newly assigned to the agent."""
+    ASSIGNMENT_CHANGE_RELEASED: _AssignmentChange.ValueType  # 3
+    """No longer held by the agent (transferred, resolved, returned to the queue)."""
+
+class AssignmentChange(_AssignmentChange, metaclass=_AssignmentChangeEnumTypeWrapper):
+    """How an agent's assignments changed."""
+
+ASSIGNMENT_CHANGE_UNSPECIFIED: AssignmentChange.ValueType  # 0
+"""Not set."""
+ASSIGNMENT_CHANGE_CURRENT: AssignmentChange.ValueType  # 1
+"""Held when the watch started."""
+ASSIGNMENT_CHANGE_ASSIGNED: AssignmentChange.ValueType  # 2
+"""Newly assigned to the agent."""
+ASSIGNMENT_CHANGE_RELEASED: AssignmentChange.ValueType  # 3
+"""No longer held by the agent (transferred, resolved, returned to the queue)."""
+Global___AssignmentChange: _TypeAlias = AssignmentChange  # noqa: Y015
+
+@_typing.final
+class OpenInterval(_message.Message):
+    """One open interval on a weekday, in the calendar's local time. A night shift is two
+    intervals: Monday 22:00-24:00 and Tuesday 00:00-06:00 count as continuous open time.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WEEKDAY_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    weekday: Global___Weekday.ValueType
+    """The weekday."""
+    start_time: _builtins.str
+    """Opening time "HH:MM", 00:00-23:59."""
+    end_time: _builtins.str
+    """Closing time "HH:MM", after start_time; "24:00" is the midnight ending the day."""
+    def __init__(
+        self,
+        *,
+        weekday: Global___Weekday.ValueType = ...,
+        start_time: _builtins.str = ...,
+        end_time: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time", "weekday", b"weekday"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OpenInterval: _TypeAlias = OpenInterval  # noqa: Y015
+
+@_typing.final
+class Calendar(_message.Message):
+    """When a team works: open intervals per weekday in a time zone, minus holidays; or 24/7.
+    Daylight-saving days count their real length: 00:00-06:00 on the spring-forward day is
+    five hours.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALENDAR_ID_FIELD_NUMBER: _builtins.int
+    DISPLAY_NAME_FIELD_NUMBER: _builtins.int
+    TIME_ZONE_FIELD_NUMBER: _builtins.int
+    ALWAYS_OPEN_FIELD_NUMBER: _builtins.int
+    WEEKLY_HOURS_FIELD_NUMBER: _builtins.int
+    HOLIDAYS_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    calendar_id: _builtins.str
+    """Stable identifier: 1-64 lowercase letters, digits, '_' or '-', starting with a letter."""
+    display_name: _builtins.str
+    """Name shown to admins, e.g. "Berlin office hours"."""
+    time_zone: _builtins.str
+    """IANA time zone of the intervals and holidays, e.g. "Europe/Berlin"."""
+    always_open: _builtins.bool
+    """Open around the clock; weekly_hours must then be empty (holidays still close it)."""
+    revision: _builtins.int
+    """Output only. 1 at creation, one more at every change."""
+    @_builtins.property
+    def weekly_hours(self) -> _containers.RepeatedCompositeFieldContainer[Global___OpenInterval]:
+        """Open intervals; intervals on the same weekday must not overlap."""
+
+    @_builtins.property
+    def holidays(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Local dates the team does not work, "YYYY-MM-DD"."""
+
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """Output only. When the calendar was created."""
+
+    @_builtins.property
+    def update_time(self) -> _timestamp_pb2.Timestamp:
+        """Output only. When the calendar last changed."""
+
+    def __init__(
+        self,
+        *,
+        calendar_id: _builtins.str = ...,
+        display_name: _builtins.str = ...,
+        time_zone: _builtins.str = ...,
+        always_open: _builtins.bool = ...,
+        weekly_hours: _abc.Iterable[Global___OpenInterval] | None = ...,
+        holidays: _abc.Iterable[_builtins.str] | None = ...,
+        revision: _builtins.int = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        update_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["always_open", b"always_open", "calendar_id", b"calendar_id", "create_time", b"create_time", "display_name", b"display_name", "holidays", b"holidays", "revision", b"revision", "time_zone", b"time_zone", "update_time", b"update_time", "weekly_hours", b"weekly_hours"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Calendar: _TypeAlias = Calendar  # noqa: Y015
+
+@_typing.final
+class SlaTarget(_message.Message):
+    """One SLA target, e.g. first response within 4 business hours."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DURATION_FIELD_NUMBER: _builtins.int
+    CLOCK_FIELD_NUMBER: _builtins.int
+    clock: Global___TargetClock.ValueType
+    """How the time is counted."""
+    @_builtins.property
+    def duration(self) -> _duration_pb2.Duration:
+        """The target; positive, at most 366 days."""
+
+    def __init__(
+        self,
+        *,
+        duration: _duration_pb2.Duration | None = ...,
+        clock: Global___TargetClock.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["duration", b"duration"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["clock", b"clock", "duration", b"duration"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SlaTarget: _TypeAlias = SlaTarget  # noqa: Y015
+
+@_typing.final
+class SlaPolicy(_message.Message):
+    """How fast conversations must be answered and resolved."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POLICY_ID_FIELD_NUMBER: _builtins.int
+    DISPLAY_NAME_FIELD_NUMBER: _builtins.int
+    CALENDAR_ID_FIELD_NUMBER: _builtins.int
+    FIRST_RESPONSE_FIELD_NUMBER: _builtins.int
+    NEXT_RESPONSE_FIELD_NUMBER: _builtins.int
+    RESOLUTION_FIELD_NUMBER: _builtins.int
+    WARNING_PERCENT_FIELD_NUMBER: _builtins.int
+    PAUSE_STATES_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    policy_id: _builtins.str
+    """Stable identifier: 1-64 lowercase letters, digits, '_' or '-', starting with a letter."""
+    display_name: _builtins.str
+    """Name shown to admins and agents, e.g. "Enterprise 30 minutes"."""
+    calendar_id: _builtins.str
+    """Calendar of business-hour targets; empty uses the conversation's queue calendar (24/7
+    when the queue has none).
+    """
+    warning_percent: _builtins.int
+    """Percent of a target after which its status turns WARNING, 1-99; 0 means 75."""
+    revision: _builtins.int
+    """Output only. 1 at creation, one more at every change."""
+    @_builtins.property
+    def first_response(self) -> Global___SlaTarget:
+        """Time to the first human reply. A bot's reply never satisfies it."""
+
+    @_builtins.property
+    def next_response(self) -> Global___SlaTarget:
+        """Time from a customer's reply to the next human reply."""
+
+    @_builtins.property
+    def resolution(self) -> Global___SlaTarget:
+        """Time to resolution; reopening resumes it with the time already spent."""
+
+    @_builtins.property
+    def pause_states(self) -> _containers.RepeatedScalarFieldContainer[Global___ConversationState.ValueType]:
+        """States during which every clock pauses, usually WAITING_ON_CUSTOMER. RESOLVED is not
+        allowed (a resolved conversation's clocks have stopped).
+        """
+
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """Output only. When the policy was created."""
+
+    @_builtins.property
+    def update_time(self) -> _timestamp_pb2.Timestamp:
+        """Output only. When the policy last changed."""
+
+    def __init__(
+        self,
+        *,
+        policy_id: _builtins.str = ...,
+        display_name: _builtins.str = ...,
+        calendar_id: _builtins.str = ...,
+        first_response: Global___SlaTarget | None = ...,
+        next_response: Global___SlaTarget | None = ...,
+        resolution: Global___SlaTarget | None = ...,
+        warning_percent: _builtins.int = ...,
+        pause_states: _abc.Iterable[Global___ConversationState.ValueType] | None = ...,
+        revision: _builtins.int = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        update_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "first_response", b"first_response", "next_response", b"next_response", "resolution", b"resolution", "update_time", b"update_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["calendar_id", b"calendar_id", "create_time", b"create_time", "display_name", b"display_name", "first_response", b"first_response", "next_response", b"next_response", "pause_states", b"pause_states", "policy_id", b"policy_id", "resolution", b"resolution", "revision", b"revision", "update_time", b"update_time", "warning_percent", b"warning_percent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SlaPolicy: _TypeAlias = SlaPolicy  # noqa: Y015
+
+@_typing.final
+class Overflow(_message.Message):
+    """Where a queue's conversations go when it cannot serve them."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_ID_FIELD_NUMBER: _builtins.int
+    AFTER_FIELD_NUMBER: _builtins.int
+    WHEN_NO_AGENT_ONLINE_FIELD_NUMBER: _builtins.int
+    queue_id: _builtins.str
+    """The queue they move to."""
+    when_no_agent_online: _builtins.bool
+    """Move a conversation at once when no online agent has the skills and language for it."""
+    @_builtins.property
+    def after(self) -> _duration_pb2.Duration:
+        """Move a conversation still unassigned after this long; unset or 0 never moves by time."""
+
+    def __init__(
+        self,
+        *,
+        queue_id: _builtins.str = ...,
+        after: _duration_pb2.Duration | None = ...,
+        when_no_agent_online: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["after", b"after"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after", b"after", "queue_id", b"queue_id", "when_no_agent_online", b"when_no_agent_online"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Overflow: _TypeAlias = Overflow  # noqa: Y015
+
+@_typing.final
+class Queue(_message.Message):
+    """A line of conversations served by the agents who have its skills."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_ID_FIELD_NUMBER: _builtins.int
+    DISPLAY_NAME_FIELD_NUMBER: _builtins.int
+    REQUIRED_SKILLS_FIELD_NUMBER: _builtins.int
+    LANGUAGES_FIELD_NUMBER: _builtins.int
+    CALENDAR_ID_FIELD_NUMBER: _builtins.int
+    STRATEGY_FIELD_NUMBER: _builtins.int
+    OVERFLOW_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    queue_id: _builtins.str
+    """Stable identifier: 1-64 lowercase letters, digits, '_' or '-', starting with a letter."""
+    display_name: _builtins.str
+    """Name shown to agents, e.g. "Priority"."""
+    calendar_id: _builtins.str
+    """When the queue is staffed; business-hour SLA targets without a calendar of their own
+    use it. Empty means 24/7.
+    """
+    strategy: Global___AssignmentStrategy.ValueType
+    """How an agent is picked when a conversation arrives."""
+    revision: _builtins.int
+    """Output only. 1 at creation, one more at every change."""
+    @_builtins.property
+    def required_skills(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Skills an agent needs to take this queue's conversations."""
+
+    @_builtins.property
+    def languages(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Languages the queue serves (BCP 47, e.g. "de"); an agent must speak the
+        conversation's language, or one of these when the conversation has none.
+        """
+
+    @_builtins.property
+    def overflow(self) -> Global___Overflow:
+        """Where conversations go when this queue cannot serve them; unset for none."""
+
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """Output only. When the queue was created."""
+
+    @_builtins.property
+    def update_time(self) -> _timestamp_pb2.Timestamp:
+        """Output only. When the queue last changed."""
+
+    def __init__(
+        self,
+        *,
+        queue_id: _builtins.str = ...,
+        display_name: _builtins.str = ...,
+        required_skills: _abc.Iterable[_builtins.str] | None = ...,
+        languages: _abc.Iterable[_builtins.str] | None = ...,
+        calendar_id: _builtins.str = ...,
+        strategy: Global___AssignmentStrategy.ValueType = ...,
+        overflow: Global___Overflow | None = ...,
+        revision: _builtins.int = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        update_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "overflow", b"overflow", "update_time", b"update_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["calendar_id", b"calendar_id", "create_time", b"create_time", "display_name", b"display_name", "languages", b"languages", "overflow", b"overflow", "queue_id", b"queue_id", "required_skills", b"required_skills", "revision", b"revision", "strategy", b"strategy", "update_time", b"update_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Queue: _TypeAlias = Queue  # noqa: Y015
+
+@_typing.final
+class ChannelCapacity(_message.Message):
+    """How many conversations of a channel an agent holds at most."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    MAX_OPEN_FIELD_NUMBER: _builtins.int
+    channel: Global___Channel.ValueType
+    """The channel."""
+    max_open: _builtins.int
+    """Most open conversations of this channel at once, 0-1000."""
+    def __init__(
+        self,
+        *,
+        channel: Global___Channel.ValueType = ...,
+        max_open: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "max_open", b"max_open"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChannelCapacity: _TypeAlias = ChannelCapacity  # noqa: Y015
+
+@_typing.final
+class Agent(_message.Message):
+    """A person who answers conversations."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGENT_ID_FIELD_NUMBER: _builtins.int
+    DISPLAY_NAME_FIELD_NUMBER: _builtins.int
+    SKILLS_FIELD_NUMBER: _builtins.int
+    LANGUAGES_FIELD_NUMBER: _builtins.int
+    CAPACITY_FIELD_NUMBER: _builtins.int
+    TEAMS_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    STATUS_TIME_FIELD_NUMBER: _builtins.int
+    OPEN_CONVERSATIONS_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    agent_id: _builtins.str
+    """Stable identifier: 1-64 letters, digits, '.', '_' or '-', starting with a letter or
+    digit, e.g. "ana.silva".
+    """
+    display_name: _builtins.str
+    """Name shown to customers and colleagues."""
+    status: Global___AgentStatus.ValueType
+    """Output only. Set by SetAgentStatus; a new agent is OFFLINE."""
+    open_conversations: _builtins.int
+    """Output only. Conversations the agent holds now."""
+    revision: _builtins.int
+    """Output only. 1 at creation, one more at every change."""
+    @_builtins.property
+    def skills(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Skills, e.g. "billing", "senior"."""
+
+    @_builtins.property
+    def languages(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Languages spoken (BCP 47); "en" also serves "en-GB"."""
+
+    @_builtins.property
+    def capacity(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChannelCapacity]:
+        """Capacity per channel; a channel not listed is one the agent does not take."""
+
+    @_builtins.property
+    def teams(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Teams the agent belongs to, e.g. "emea-success"."""
+
+    @_builtins.property
+    def status_time(self) -> _timestamp_pb2.Timestamp:
+        """Output only. When the status last changed."""
+
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """Output only. When the agent was created."""
+
+    @_builtins.property
+    def update_time(self) -> _timestamp_pb2.Timestamp:
+        """Output only. When the agent last changed."""
+
+    def __init__(
+        self,
+        *,
+        agent_id: _builtins.str = ...,
+        display_name: _builtins.str = ...,
+        skills: _abc.Iterable[_builtins.str] | None = ...,
+        languages: _abc.Iterable[_builtins.str] | None = ...,
+        capacity: _abc.Iterable[Global___ChannelCapacity] | None = ...,
+        teams: _abc.Iterable[_builtins.str] | None = ...,
+        status: Global___AgentStatus.ValueType = ...,
+        status_time: _timestamp_pb2.Timestamp | None = ...,
+        open_conversations: _builtins.int = ...,
+        revision: _builtins.int = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        update_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "status_time", b"status_time", "update_time", b"update_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "capacity", b"capacity", "create_time", b"create_time", "display_name", b"display_name", "languages", b"languages", "open_conversations", b"open_conversations", "revision", b"revision", "skills", b"skills", "status", b"status", "status_time", b"status_time", "teams", b"teams", "update_time", b"update_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Agent: _TypeAlias = Agent  # noqa: Y015
+
+@_typing.final
+class RouteStep(_message.Message):
+    """One step of a fallback chain: offer the conversation to this target for `timeout`, then
+    move on to the next step (and finally to the action's queue).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGENT_ID_FIELD_NUMBER: _builtins.int
+    OWNER_ATTRIBUTE_FIELD_NUMBER: _builtins.int
+    QUEUE_ID_FIELD_NUMBER: _builtins.int
+    TIMEOUT_FIELD_NUMBER: _builtins.int
+    agent_id: _builtins.str
+    """A named agent: assigned at once when online with room; held for them until the
+    timeout when online but at capacity; skipped at once when not online.
+    """
+    owner_attribute: _builtins.str
+    """The key of the customer's custom attribute holding the agent id of the account's
+    named owner, e.g. "success_manager". Skipped when the customer has none.
+    """
+    queue_id: _builtins.str
+    """A queue, e.g. the owner's team queue."""
+    @_builtins.property
+    def timeout(self) -> _duration_pb2.Duration:
+        """How long this step may hold the conversation unassigned; required, positive."""
+
+    def __init__(
+        self,
+        *,
+        agent_id: _builtins.str = ...,
+        owner_attribute: _builtins.str = ...,
+        queue_id: _builtins.str = ...,
+        timeout: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "owner_attribute", b"owner_attribute", "queue_id", b"queue_id", "target", b"target", "timeout", b"timeout"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "owner_attribute", b"owner_attribute", "queue_id", b"queue_id", "target", b"target", "timeout", b"timeout"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_target: _TypeAlias = _typing.Literal["agent_id", "owner_attribute", "queue_id"]  # noqa: Y015
+    _WhichOneofArgType_target: _TypeAlias = _typing.Literal["target", b"target"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_target) -> _WhichOneofReturnType_target | None: ...
+
+Global___RouteStep: _TypeAlias = RouteStep  # noqa: Y015
+
+@_typing.final
+class RoutingAction(_message.Message):
+    """What a matching rule does with a conversation."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_ID_FIELD_NUMBER: _builtins.int
+    SLA_POLICY_ID_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
+    REQUIRED_SKILLS_FIELD_NUMBER: _builtins.int
+    FALLBACK_CHAIN_FIELD_NUMBER: _builtins.int
+    BOT_FIRST_FIELD_NUMBER: _builtins.int
+    queue_id: _builtins.str
+    """The queue the conversation ends up in (after the fallback chain, if any)."""
+    sla_policy_id: _builtins.str
+    """The SLA policy measuring the conversation; empty for none."""
+    priority: _builtins.int
+    """Higher is served first, 0-100."""
+    bot_first: _builtins.bool
+    """The chatbot serves the customer first; the conversation reaches the queue when the
+    bot escalates it, and the first-response clock starts then.
+    """
+    @_builtins.property
+    def required_skills(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Skills needed on top of the queue's, e.g. "senior"."""
+
+    @_builtins.property
+    def fallback_chain(self) -> _containers.RepeatedCompositeFieldContainer[Global___RouteStep]:
+        """Tried in order before the queue, e.g. named owner -> team queue."""
+
+    def __init__(
+        self,
+        *,
+        queue_id: _builtins.str = ...,
+        sla_policy_id: _builtins.str = ...,
+        priority: _builtins.int = ...,
+        required_skills: _abc.Iterable[_builtins.str] | None = ...,
+        fallback_chain: _abc.Iterable[Global___RouteStep] | None = ...,
+        bot_first: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bot_first", b"bot_first", "fallback_chain", b"fallback_chain", "priority", b"priority", "queue_id", b"queue_id", "required_skills", b"required_skills", "sla_policy_id", b"sla_policy_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RoutingAction: _TypeAlias = RoutingAction  # noqa: Y015
+
+@_typing.final
+class RoutingRule(_message.Message):
+    """One routing rule."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RULE_ID_FIELD_NUMBER: _builtins.int
+    DISPLAY_NAME_FIELD_NUMBER: _builtins.int
+    CONDITION_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    rule_id: _builtins.str
+    """Identifier unique within the rule list: 1-64 lowercase letters, digits, '_' or '-',
+    starting with a letter.
+    """
+    display_name: _builtins.str
+    """What the rule is for, e.g. "Enterprise to the senior desk"."""
+    @_builtins.property
+    def condition(self) -> _struct_pb2.Struct:
+        """Condition in the segments rule language. Paths: the Customer fields by name,
+        `attributes.KEY`, `traits.KEY`, and `conversation.channel`, `conversation.language`,
+        `conversation.topic`, `conversation.priority_hint`; `$inSegment` tests the customer's
+        segments. An anonymous visitor's attributes stand in for the customer fields. An empty
+        condition matches every conversation.
+        """
+
+    @_builtins.property
+    def action(self) -> Global___RoutingAction:
+        """What happens to a matching conversation."""
+
+    def __init__(
+        self,
+        *,
+        rule_id: _builtins.str = ...,
+        display_name: _builtins.str = ...,
+        condition: _struct_pb2.Struct | None = ...,
+        action: Global___RoutingAction | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "condition", b"condition"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "condition", b"condition", "display_name", b"display_name", "rule_id", b"rule_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RoutingRule: _TypeAlias = RoutingRule  # noqa: Y015
+
+@_typing.final
+class RoutingRules(_message.Message):
+    """The ordered routing rules: the first matching rule wins; the default action applies when
+    none matches.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RULES_FIELD_NUMBER: _builtins.int
+    DEFAULT_ACTION_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    revision: _builtins.int
+    """Output only. Revision number; 0 before rules were ever set."""
+    actor: _builtins.str
+    """Output only. Who made this revision."""
+    @_builtins.property
+    def rules(self) -> _containers.RepeatedCompositeFieldContainer[Global___RoutingRule]:
+        """Rules in the order they are tried, at most 500."""
+
+    @_builtins.property
+    def default_action(self) -> Global___RoutingAction:
+        """What happens when no rule matches. Required."""
+
+    @_builtins.property
+    def update_time(self) -> _timestamp_pb2.Timestamp:
+        """Output only. When this revision was made."""
+
+    def __init__(
+        self,
+        *,
+        rules: _abc.Iterable[Global___RoutingRule] | None = ...,
+        default_action: Global___RoutingAction | None = ...,
+        revision: _builtins.int = ...,
+        update_time: _timestamp_pb2.Timestamp | None = ...,
+        actor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["default_action", b"default_action", "update_time", b"update_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "default_action", b"default_action", "revision", b"revision", "rules", b"rules", "update_time", b"update_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RoutingRules: _TypeAlias = RoutingRules  # noqa: Y015
+
+@_typing.final
+class RoutingRulesRevision(_message.Message):
+    """One revision of the routing rules."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RULES_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    RESTORED_REVISION_FIELD_NUMBER: _builtins.int
+    action: Global___RevisionAction.ValueType
+    """What made it."""
+    restored_revision: _builtins.int
+    """For a rollback, the revision restored."""
+    @_builtins.property
+    def rules(self) -> Global___RoutingRules:
+        """The rules of that revision."""
+
+    def __init__(
+        self,
+        *,
+        rules: Global___RoutingRules | None = ...,
+        action: Global___RevisionAction.ValueType = ...,
+        restored_revision: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["rules", b"rules"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "restored_revision", b"restored_revision", "rules", b"rules"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RoutingRulesRevision: _TypeAlias = RoutingRulesRevision  # noqa: Y015
+
+@_typing.final
+class RoutingDecision(_message.Message):
+    """Where a conversation went and why."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONVERSATION_ID_FIELD_NUMBER: _builtins.int
+    QUEUE_ID_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
+    SLA_POLICY_ID_FIELD_NUMBER: _builtins.int
+    FIRST_RESPONSE_DUE_FIELD_NUMBER: _builtins.int
+    RESOLUTION_DUE_FIELD_NUMBER: _builtins.int
+    AGENT_ID_FIELD_NUMBER: _builtins.int
+    SEGMENT_IDS_FIELD_NUMBER: _builtins.int
+    RULE_ID_FIELD_NUMBER: _builtins.int
+    RULES_REVISION_FIELD_NUMBER: _builtins.int
+    EXPLANATION_FIELD_NUMBER: _builtins.int
+    BOT_FIRST_FIELD_NUMBER: _builtins.int
+    REQUIRED_SKILLS_FIELD_NUMBER: _builtins.int
+    ROUTE_TIME_FIELD_NUMBER: _builtins.int
+    RESERVED_AGENT_ID_FIELD_NUMBER: _builtins.int
+    conversation_id: _builtins.str
+    """The conversation."""
+    queue_id: _builtins.str
+    """The queue it waits in (or will, once the bot or the fallback chain hands it over)."""
+    priority: _builtins.int
+    """Higher is served first."""
+    sla_policy_id: _builtins.str
+    """The SLA policy measuring it; empty for none."""
+    agent_id: _builtins.str
+    """The agent it was assigned to at routing time; empty when it waits."""
+    rule_id: _builtins.str
+    """The rule that matched; empty when the default action applied."""
+    rules_revision: _builtins.int
+    """The revision of the routing rules used."""
+    explanation: _builtins.str
+    """Why, in words, e.g. "rule 'enterprise' matched: ..."."""
+    bot_first: _builtins.bool
+    """The chatbot serves the customer first."""
+    reserved_agent_id: _builtins.str
+    """The agent the fallback chain holds it for now (named owner), empty otherwise."""
+    @_builtins.property
+    def first_response_due(self) -> _timestamp_pb2.Timestamp:
+        """When the first human reply is due; unset without a first-response target, and for a
+        bot-first conversation until the bot hands it over.
+        """
+
+    @_builtins.property
+    def resolution_due(self) -> _timestamp_pb2.Timestamp:
+        """When resolution is due; unset like first_response_due."""
+
+    @_builtins.property
+    def segment_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The customer's segments at routing time, kept with the conversation."""
+
+    @_builtins.property
+    def required_skills(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Skills an agent needs for it: the queue's and the rule's."""
+
+    @_builtins.property
+    def route_time(self) -> _timestamp_pb2.Timestamp:
+        """When the conversation was routed."""
+
+    def __init__(
+        self,
+        *,
+        conversation_id: _builtins.str = ...,
+        queue_id: _builtins.str = ...,
+        priority: _builtins.int = ...,
+        sla_policy_id: _builtins.str = ...,
+        first_response_due: _timestamp_pb2.Timestamp | None = ...,
+        resolution_due: _timestamp_pb2.Timestamp | None = ...,
+        agent_id: _builtins.str = ...,
+        segment_ids: _abc.Iterable[_builtins.str] | None = ...,
+        rule_id: _builtins.str = ...,
+        rules_revision: _builtins.int = ...,
+        explanation: _builtins.str = ...,
+        bot_first: _builtins.bool = ...,
+        required_skills: _abc.Iterable[_builtins.str] | None = ...,
+        route_time: _timestamp_pb2.Timestamp | None = ...,
+        reserved_agent_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["first_response_due", b"first_response_due", "resolution_due", b"resolution_due", "route_time", b"route_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "bot_first", b"bot_first", "conversation_id", b"conversation_id", "explanation", b"explanation", "first_response_due", b"first_response_due", "priority", b"priority", "queue_id", b"queue_id", "required_skills", b"required_skills", "reserved_agent_id", b"reserved_agent_id", "resolution_due", b"resolution_due", "route_time", b"route_time", "rule_id", b"rule_id", "rules_revision", b"rules_revision", "segment_ids", b"segment_ids", "sla_policy_id", b"sla_policy_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RoutingDecision: _TypeAlias = RoutingDecision  # noqa: Y015
+
+@_typing.final
+class ConversationEvent(_message.Message):
+    """Something that happened in a conversation."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    TIME_FIELD_NUMBER: _builtins.int
+    AGENT_ID_FIELD_NUMBER: _builtins.int
+    QUEUE_ID_FIELD_NUMBER: _builtins.int
+    SLA_POLICY_ID_FIELD_NUMBER: _builtins.int
+    CSAT_RATING_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    kind: Global___ConversationEventKind.ValueType
+    """What happened."""
+    agent_id: _builtins.str
+    """The agent concerned, if any."""
+    queue_id: _builtins.str
+    """The queue concerned, if any."""
+    sla_policy_id: _builtins.str
+    """The SLA policy concerned, if any."""
+    csat_rating: _builtins.int
+    """CSAT rating 1-5."""
+    note: _builtins.str
+    """Why, for events the service records, e.g. "overflow after 15m from 'priority'"."""
+    @_builtins.property
+    def time(self) -> _timestamp_pb2.Timestamp:
+        """When."""
+
+    def __init__(
+        self,
+        *,
+        kind: Global___ConversationEventKind.ValueType = ...,
+        time: _timestamp_pb2.Timestamp | None = ...,
+        agent_id: _builtins.str = ...,
+        queue_id: _builtins.str = ...,
+        sla_policy_id: _builtins.str = ...,
+        csat_rating: _builtins.int = ...,
+        note: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "csat_rating", b"csat_rating", "kind", b"kind", "note", b"note", "queue_id", b"queue_id", "sla_policy_id", b"sla_policy_id", "time", b"time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConversationEvent: _TypeAlias = ConversationEvent  # noqa: Y015
+
+@_typing.final
+class SlaClock(_message.Message):
+    """One SLA clock of a conversation as of the time it was read."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    METRIC_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    TARGET_FIELD_NUMBER: _builtins.int
+    ELAPSED_FIELD_NUMBER: _builtins.int
+    RUNNING_FIELD_NUMBER: _builtins.int
+    PAUSED_FIELD_NUMBER: _builtins.int
+    DUE_TIME_FIELD_NUMBER: _builtins.int
+    WARNING_TIME_FIELD_NUMBER: _builtins.int
+    STOP_TIME_FIELD_NUMBER: _builtins.int
+    metric: Global___SlaMetric.ValueType
+    """Which clock."""
+    status: Global___SlaStatus.ValueType
+    """Where it stands."""
+    running: _builtins.bool
+    """Still counting (not stopped)."""
+    paused: _builtins.bool
+    """Paused by the conversation's state."""
+    @_builtins.property
+    def target(self) -> _duration_pb2.Duration:
+        """The target in force now."""
+
+    @_builtins.property
+    def elapsed(self) -> _duration_pb2.Duration:
+        """Time counted so far (business time for business-hour targets)."""
+
+    @_builtins.property
+    def due_time(self) -> _timestamp_pb2.Timestamp:
+        """When the target is or was reached; unset while paused."""
+
+    @_builtins.property
+    def warning_time(self) -> _timestamp_pb2.Timestamp:
+        """When the warning threshold is or was reached; unset while paused."""
+
+    @_builtins.property
+    def stop_time(self) -> _timestamp_pb2.Timestamp:
+        """When the clock stopped."""
+
+    def __init__(
+        self,
+        *,
+        metric: Global___SlaMetric.ValueType = ...,
+        status: Global___SlaStatus.ValueType = ...,
+        target: _duration_pb2.Duration | None = ...,
+        elapsed: _duration_pb2.Duration | None = ...,
+        running: _builtins.bool = ...,
+        paused: _builtins.bool = ...,
+        due_time: _timestamp_pb2.Timestamp | None = ...,
+        warning_time: _timestamp_pb2.Timestamp | None = ...,
+        stop_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["due_time", b"due_time", "elapsed", b"elapsed", "stop_time", b"stop_time", "target", b"target", "warning_time", b"warning_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["due_time", b"due_time", "elapsed", b"elapsed", "metric", b"metric", "paused", b"paused", "running", b"running", "status", b"status", "stop_time", b"stop_time", "target", b"target", "warning_time", b"warning_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SlaClock: _TypeAlias = SlaClock  # noqa: Y015
+
+@_typing.final
+class Conversation(_message.Message):
+    """A conversation as the service knows it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONVERSATION_ID_FIELD_NUMBER: _builtins.int
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    LANGUAGE_FIELD_NUMBER: _builtins.int
+    TOPIC_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    QUEUE_ID_FIELD_NUMBER: _builtins.int
+    AGENT_ID_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
+    SLA_POLICY_ID_FIELD_NUMBER: _builtins.int
+    DECISION_FIELD_NUMBER: _builtins.int
+    EVENTS_FIELD_NUMBER: _builtins.int
+    SLA_FIELD_NUMBER: _builtins.int
+    CSAT_RATING_FIELD_NUMBER: _builtins.int
+    conversation_id: _builtins.str
+    """The conversation."""
+    customer_id: _builtins.str
+    """The customer; empty for an anonymous visitor."""
+    channel: Global___Channel.ValueType
+    """The channel."""
+    language: _builtins.str
+    """BCP 47 language, if known."""
+    topic: _builtins.str
+    """Topic, e.g. "billing"."""
+    state: Global___ConversationState.ValueType
+    """Where it stands."""
+    queue_id: _builtins.str
+    """The queue it belongs to now."""
+    agent_id: _builtins.str
+    """The agent holding it; empty when nobody does."""
+    priority: _builtins.int
+    """Higher is served first."""
+    sla_policy_id: _builtins.str
+    """The SLA policy measuring it now."""
+    csat_rating: _builtins.int
+    """Latest CSAT rating, 0 when none."""
+    @_builtins.property
+    def decision(self) -> Global___RoutingDecision:
+        """The decision made when it was routed."""
+
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___ConversationEvent]:
+        """Everything that happened, oldest first."""
+
+    @_builtins.property
+    def sla(self) -> _containers.RepeatedCompositeFieldContainer[Global___SlaClock]:
+        """SLA clocks as of now."""
+
+    def __init__(
+        self,
+        *,
+        conversation_id: _builtins.str = ...,
+        customer_id: _builtins.str = ...,
+        channel: Global___Channel.ValueType = ...,
+        language: _builtins.str = ...,
+        topic: _builtins.str = ...,
+        state: Global___ConversationState.ValueType = ...,
+        queue_id: _builtins.str = ...,
+        agent_id: _builtins.str = ...,
+        priority: _builtins.int = ...,
+        sla_policy_id: _builtins.str = ...,
+        decision: Global___RoutingDecision | None = ...,
+        events: _abc.Iterable[Global___ConversationEvent] | None = ...,
+        sla: _abc.Iterable[Global___SlaClock] | None = ...,
+        csat_rating: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "channel", b"channel", "conversation_id", b"conversation_id", "csat_rating", b"csat_rating", "customer_id", b"customer_id", "decision", b"decision", "events", b"events", "language", b"language", "priority", b"priority", "queue_id", b"queue_id", "sla", b"sla", "sla_policy_id", b"sla_policy_id", "state", b"state", "topic", b"topic"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Conversation: _TypeAlias = Conversation  # noqa: Y015
+
+@_typing.final
+class Assignment(_message.Message):
+    """A conversation held by (or offered to) an agent, as a console shows it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONVERSATION_ID_FIELD_NUMBER: _builtins.int
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    QUEUE_ID_FIELD_NUMBER: _builtins.int
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    ASSIGN_TIME_FIELD_NUMBER: _builtins.int
+    SLA_FIELD_NUMBER: _builtins.int
+    SEGMENT_IDS_FIELD_NUMBER: _builtins.int
+    TOPIC_FIELD_NUMBER: _builtins.int
+    conversation_id: _builtins.str
+    """The conversation."""
+    customer_id: _builtins.str
+    """Its customer; empty for an anonymous visitor."""
+    queue_id: _builtins.str
+    """Its queue."""
+    channel: Global___Channel.ValueType
+    """Its channel."""
+    priority: _builtins.int
+    """Higher is served first."""
+    state: Global___ConversationState.ValueType
+    """Where it stands."""
+    topic: _builtins.str
+    """Topic, e.g. "billing"."""
+    @_builtins.property
+    def assign_time(self) -> _timestamp_pb2.Timestamp:
+        """When the agent got it."""
+
+    @_builtins.property
+    def sla(self) -> _containers.RepeatedCompositeFieldContainer[Global___SlaClock]:
+        """SLA clocks as of now."""
+
+    @_builtins.property
+    def segment_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The customer's segments at routing time."""
+
+    def __init__(
+        self,
+        *,
+        conversation_id: _builtins.str = ...,
+        customer_id: _builtins.str = ...,
+        queue_id: _builtins.str = ...,
+        channel: Global___Channel.ValueType = ...,
+        priority: _builtins.int = ...,
+        state: Global___ConversationState.ValueType = ...,
+        assign_time: _timestamp_pb2.Timestamp | None = ...,
+        sla: _abc.Iterable[Global___SlaClock] | None = ...,
+        segment_ids: _abc.Iterable[_builtins.str] | None = ...,
+        topic: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["assign_time", b"assign_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assign_time", b"assign_time", "channel", b"channel", "conversation_id", b"conversation_id", "customer_id", b"customer_id", "priority", b"priority", "queue_id", b"queue_id", "segment_ids", b"segment_ids", "sla", b"sla", "state", b"state", "topic", b"topic"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Assignment: _TypeAlias = Assignment  # noqa: Y015
+
+@_typing.final
+class CreateCalendarRequest(_message.Message):
+    """Request for CreateCalendar."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALENDAR_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def calendar(self) -> Global___Calendar:
+        """The calendar to create."""
+
+    def __init__(
+        self,
+        *,
+        calendar: Global___Calendar | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["calendar", b"calendar"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["calendar", b"calendar"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateCalendarRequest: _TypeAlias = CreateCalendarRequest  # noqa: Y015
+
+@_typing.final
+class CreateCalendarResponse(_message.Message):
+    """Response for CreateCalendar."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALENDAR_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def calendar(self) -> Global___Calendar:
+        """The calendar as stored."""
+
+    def __init__(
+        self,
+        *,
+        calendar: Global___Calendar | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["calendar", b"calendar"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["calendar", b"calendar"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateCalendarResponse: _TypeAlias = CreateCalendarResponse  # noqa: Y015
+
+@_typing.final
+class GetCalendarRequest(_message.Message):
+    """Request for GetCalendar."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALENDAR_ID_FIELD_NUMBER: _builtins.int
+    calendar_id: _builtins.str
+    """The calendar."""
+    def __init__(
+        self,
+        *,
+        calendar_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["calendar_id", b"calendar_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCalendarRequest: _TypeAlias = GetCalendarRequest  # noqa: Y015
+
+@_typing.final
+class GetCalendarResponse(_message.Message):
+    """Response for GetCalendar."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALENDAR_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def calendar(self) -> Global___Calendar:
+        """The calendar."""
+
+    def __init__(
+        self,
+        *,
+        calendar: Global___Calendar | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["calendar", b"calendar"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["calendar", b"calendar"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCalendarResponse: _TypeAlias = GetCalendarResponse  # noqa: Y015
+
+@_typing.final
+class ListCalendarsRequest(_message.Message):
+    """Request for ListCalendars."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """Maximum number of results, 1-1000; 0 means 100."""
+    page_token: _builtins.str
+    """Token from a previous response's `next_page_token`."""
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListCalendarsRequest: _TypeAlias = ListCalendarsRequest  # noqa: Y015
+
+@_typing.final
+class ListCalendarsResponse(_message.Message):
+    """Response for ListCalendars."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALENDARS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    @_builtins.property
+    def calendars(self) -> _containers.RepeatedCompositeFieldContainer[Global___Calendar]:
+        """Calendars by id."""
+
+    def __init__(
+        self,
+        *,
+        calendars: _abc.Iterable[Global___Calendar] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["calendars", b"calendars", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListCalendarsResponse: _TypeAlias = ListCalendarsResponse  # noqa: Y015
+
+@_typing.final
+class UpdateCalendarRequest(_message.Message):
+    """Request for UpdateCalendar."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALENDAR_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def calendar(self) -> Global___Calendar:
+        """The calendar's new definition; `revision`, when set, must equal the current one."""
+
+    def __init__(
+        self,
+        *,
+        calendar: Global___Calendar | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["calendar", b"calendar"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["calendar", b"calendar"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateCalendarRequest: _TypeAlias = UpdateCalendarRequest  # noqa: Y015
+
+@_typing.final
+class UpdateCalendarResponse(_message.Message):
+    """Response for UpdateCalendar."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALENDAR_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def calendar(self) -> Global___Calendar:
+        """The calendar at its new revision."""
+
+    def __init__(
+        self,
+        *,
+        calendar: Global___Calendar | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["calendar", b"calendar"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["calendar", b"calendar"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateCalendarResponse: _TypeAlias = UpdateCalendarResponse  # noqa: Y015
+
+@_typing.final
+class DeleteCalendarRequest(_message.Message):
+    """Request for DeleteCalendar."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALENDAR_ID_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    calendar_id: _builtins.str
+    """The calendar."""
+    revision: _builtins.int
+    """When set, must equal the current revision."""
+    def __init__(
+        self,
+        *,
+        calendar_id: _builtins.str = ...,
+        revision: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["calendar_id", b"calendar_id", "revision", b"revision"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteCalendarRequest: _TypeAlias = DeleteCalendarRequest  # noqa: Y015
+
+@_typing.final
+class DeleteCalendarResponse(_message.Message):
+    """Response for DeleteCalendar."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteCalendarResponse: _TypeAlias = DeleteCalendarResponse  # noqa: Y015
+
+@_typing.final
+class CreateSlaPolicyRequest(_message.Message):
+    """Request for CreateSlaPolicy."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POLICY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def policy(self) -> Global___SlaPolicy:
+        """The policy to create."""
+
+    def __init__(
+        self,
+        *,
+        policy: Global___SlaPolicy | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateSlaPolicyRequest: _TypeAlias = CreateSlaPolicyRequest  # noqa: Y015
+
+@_typing.final
+class CreateSlaPolicyResponse(_message.Message):
+    """Response for CreateSlaPolicy."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POLICY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def policy(self) -> Global___SlaPolicy:
+        """The policy as stored."""
+
+    def __init__(
+        self,
+        *,
+        policy: Global___SlaPolicy | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateSlaPolicyResponse: _TypeAlias = CreateSlaPolicyResponse  # noqa: Y015
+
+@_typing.final
+class GetSlaPolicyRequest(_message.Message):
+    """Request for GetSlaPolicy."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POLICY_ID_FIELD_NUMBER: _builtins.int
+    policy_id: _builtins.str
+    """The policy."""
+    def __init__(
+        self,
+        *,
+        policy_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["policy_id", b"policy_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSlaPolicyRequest: _TypeAlias = GetSlaPolicyRequest  # noqa: Y015
+
+@_typing.final
+class GetSlaPolicyResponse(_message.Message):
+    """Response for GetSlaPolicy."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POLICY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def policy(self) -> Global___SlaPolicy:
+        """The policy."""
+
+    def __init__(
+        self,
+        *,
+        policy: Global___SlaPolicy | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSlaPolicyResponse: _TypeAlias = GetSlaPolicyResponse  # noqa: Y015
+
+@_typing.final
+class ListSlaPoliciesRequest(_message.Message):
+    """Request for ListSlaPolicies."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """Maximum number of results, 1-1000; 0 means 100."""
+    page_token: _builtins.str
+    """Token from a previous response's `next_page_token`."""
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSlaPoliciesRequest: _TypeAlias = ListSlaPoliciesRequest  # noqa: Y015
+
+@_typing.final
+class ListSlaPoliciesResponse(_message.Message):
+    """Response for ListSlaPolicies."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POLICIES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    @_builtins.property
+    def policies(self) -> _containers.RepeatedCompositeFieldContainer[Global___SlaPolicy]:
+        """Policies by id."""
+
+    def __init__(
+        self,
+        *,
+        policies: _abc.Iterable[Global___SlaPolicy] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "policies", b"policies"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSlaPoliciesResponse: _TypeAlias = ListSlaPoliciesResponse  # noqa: Y015
+
+@_typing.final
+class UpdateSlaPolicyRequest(_message.Message):
+    """Request for UpdateSlaPolicy."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POLICY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def policy(self) -> Global___SlaPolicy:
+        """The policy's new definition; `revision`, when set, must equal the current one."""
+
+    def __init__(
+        self,
+        *,
+        policy: Global___SlaPolicy | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateSlaPolicyRequest: _TypeAlias = UpdateSlaPolicyRequest  # noqa: Y015
+
+@_typing.final
+class UpdateSlaPolicyResponse(_message.Message):
+    """Response for UpdateSlaPolicy."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POLICY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def policy(self) -> Global___SlaPolicy:
+        """The policy at its new revision."""
+
+    def __init__(
+        self,
+        *,
+        policy: Global___SlaPolicy | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateSlaPolicyResponse: _TypeAlias = UpdateSlaPolicyResponse  # noqa: Y015
+
+@_typing.final
+class DeleteSlaPolicyRequest(_message.Message):
+    """Request for DeleteSlaPolicy."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POLICY_ID_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    policy_id: _builtins.str
+    """The policy."""
+    revision: _builtins.int
+    """When set, must equal the current revision."""
+    def __init__(
+        self,
+        *,
+        policy_id: _builtins.str = ...,
+        revision: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["policy_id", b"policy_id", "revision", b"revision"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteSlaPolicyRequest: _TypeAlias = DeleteSlaPolicyRequest  # noqa: Y015
+
+@_typing.final
+class DeleteSlaPolicyResponse(_message.Message):
+    """Response for DeleteSlaPolicy."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteSlaPolicyResponse: _TypeAlias = DeleteSlaPolicyResponse  # noqa: Y015
+
+@_typing.final
+class CreateQueueRequest(_message.Message):
+    """Request for CreateQueue."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def queue(self) -> Global___Queue:
+        """The queue to create."""
+
+    def __init__(
+        self,
+        *,
+        queue: Global___Queue | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["queue", b"queue"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["queue", b"queue"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateQueueRequest: _TypeAlias = CreateQueueRequest  # noqa: Y015
+
+@_typing.final
+class CreateQueueResponse(_message.Message):
+    """Response for CreateQueue."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def queue(self) -> Global___Queue:
+        """The queue as stored."""
+
+    def __init__(
+        self,
+        *,
+        queue: Global___Queue | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["queue", b"queue"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["queue", b"queue"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateQueueResponse: _TypeAlias = CreateQueueResponse  # noqa: Y015
+
+@_typing.final
+class GetQueueRequest(_message.Message):
+    """Request for GetQueue."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_ID_FIELD_NUMBER: _builtins.int
+    queue_id: _builtins.str
+    """The queue."""
+    def __init__(
+        self,
+        *,
+        queue_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["queue_id", b"queue_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetQueueRequest: _TypeAlias = GetQueueRequest  # noqa: Y015
+
+@_typing.final
+class GetQueueResponse(_message.Message):
+    """Response for GetQueue."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def queue(self) -> Global___Queue:
+        """The queue."""
+
+    def __init__(
+        self,
+        *,
+        queue: Global___Queue | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["queue", b"queue"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["queue", b"queue"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetQueueResponse: _TypeAlias = GetQueueResponse  # noqa: Y015
+
+@_typing.final
+class ListQueuesRequest(_message.Message):
+    """Request for ListQueues."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """Maximum number of results, 1-1000; 0 means 100."""
+    page_token: _builtins.str
+    """Token from a previous response's `next_page_token`."""
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListQueuesRequest: _TypeAlias = ListQueuesRequest  # noqa: Y015
+
+@_typing.final
+class ListQueuesResponse(_message.Message):
+    """Response for ListQueues."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    @_builtins.property
+    def queues(self) -> _containers.RepeatedCompositeFieldContainer[Global___Queue]:
+        """Queues by id."""
+
+    def __init__(
+        self,
+        *,
+        queues: _abc.Iterable[Global___Queue] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "queues", b"queues"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListQueuesResponse: _TypeAlias = ListQueuesResponse  # noqa: Y015
+
+@_typing.final
+class UpdateQueueRequest(_message.Message):
+    """Request for UpdateQueue."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def queue(self) -> Global___Queue:
+        """The queue's new definition; `revision`, when set, must equal the current one."""
+
+    def __init__(
+        self,
+        *,
+        queue: Global___Queue | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["queue", b"queue"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["queue", b"queue"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateQueueRequest: _TypeAlias = UpdateQueueRequest  # noqa: Y015
+
+@_typing.final
+class UpdateQueueResponse(_message.Message):
+    """Response for UpdateQueue."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def queue(self) -> Global___Queue:
+        """The queue at its new revision."""
+
+    def __init__(
+        self,
+        *,
+        queue: Global___Queue | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["queue", b"queue"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["queue", b"queue"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateQueueResponse: _TypeAlias = UpdateQueueResponse  # noqa: Y015
+
+@_typing.final
+class DeleteQueueRequest(_message.Message):
+    """Request for DeleteQueue."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_ID_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    queue_id: _builtins.str
+    """The queue."""
+    revision: _builtins.int
+    """When set, must equal the current revision."""
+    def __init__(
+        self,
+        *,
+        queue_id: _builtins.str = ...,
+        revision: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["queue_id", b"queue_id", "revision", b"revision"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteQueueRequest: _TypeAlias = DeleteQueueRequest  # noqa: Y015
+
+@_typing.final
+class DeleteQueueResponse(_message.Message):
+    """Response for DeleteQueue."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteQueueResponse: _TypeAlias = DeleteQueueResponse  # noqa: Y015
+
+@_typing.final
+class GetRoutingRulesRequest(_message.Message):
+    """Request for GetRoutingRules."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REVISION_FIELD_NUMBER: _builtins.int
+    revision: _builtins.int
+    """An earlier revision to read; 0 reads the rules in force."""
+    def __init__(
+        self,
+        *,
+        revision: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["revision", b"revision"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetRoutingRulesRequest: _TypeAlias = GetRoutingRulesRequest  # noqa: Y015
+
+@_typing.final
+class GetRoutingRulesResponse(_message.Message):
+    """Response for GetRoutingRules."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RULES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def rules(self) -> Global___RoutingRules:
+        """The rules."""
+
+    def __init__(
+        self,
+        *,
+        rules: Global___RoutingRules | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["rules", b"rules"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["rules", b"rules"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetRoutingRulesResponse: _TypeAlias = GetRoutingRulesResponse  # noqa: Y015
+
+@_typing.final
+class UpdateRoutingRulesRequest(_message.Message):
+    """Request for UpdateRoutingRules."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RULES_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    actor: _builtins.str
+    """Who is making the change."""
+    @_builtins.property
+    def rules(self) -> Global___RoutingRules:
+        """The new rules and default action; `revision`, when set, must equal the current one."""
+
+    def __init__(
+        self,
+        *,
+        rules: Global___RoutingRules | None = ...,
+        actor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["rules", b"rules"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "rules", b"rules"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateRoutingRulesRequest: _TypeAlias = UpdateRoutingRulesRequest  # noqa: Y015
+
+@_typing.final
+class UpdateRoutingRulesResponse(_message.Message):
+    """Response for UpdateRoutingRules."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RULES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def rules(self) -> Global___RoutingRules:
+        """The rules at their new revision."""
+
+    def __init__(
+        self,
+        *,
+        rules: Global___RoutingRules | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["rules", b"rules"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["rules", b"rules"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateRoutingRulesResponse: _TypeAlias = UpdateRoutingRulesResponse  # noqa: Y015
+
+@_typing.final
+class ListRoutingRuleRevisionsRequest(_message.Message):
+    """Request for ListRoutingRuleRevisions."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """Maximum number of results, 1-1000; 0 means 100."""
+    page_token: _builtins.str
+    """Token from a previous response's `next_page_token`."""
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListRoutingRuleRevisionsRequest: _TypeAlias = ListRoutingRuleRevisionsRequest  # noqa: Y015
+
+@_typing.final
+class ListRoutingRuleRevisionsResponse(_message.Message):
+    """Response for ListRoutingRuleRevisions."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REVISIONS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    @_builtins.property
+    def revisions(self) -> _containers.RepeatedCompositeFieldContainer[Global___RoutingRulesRevision]:
+        """Revisions, newest first."""
+
+    def __init__(
+        self,
+        *,
+        revisions: _abc.Iterable[Global___RoutingRulesRevision] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "revisions", b"revisions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListRoutingRuleRevisionsResponse: _TypeAlias = ListRoutingRuleRevisionsResponse  # noqa: Y015
+
+@_typing.final
+class RollbackRoutingRulesRequest(_message.Message):
+    """Request for RollbackRoutingRules."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TARGET_REVISION_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    target_revision: _builtins.int
+    """The revision whose rules to restore."""
+    revision: _builtins.int
+    """When set, must equal the current revision."""
+    actor: _builtins.str
+    """Who is making the change."""
+    def __init__(
+        self,
+        *,
+        target_revision: _builtins.int = ...,
+        revision: _builtins.int = ...,
+        actor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "revision", b"revision", "target_revision", b"target_revision"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RollbackRoutingRulesRequest: _TypeAlias = RollbackRoutingRulesRequest  # noqa: Y015
+
+@_typing.final
+class RollbackRoutingRulesResponse(_message.Message):
+    """Response for RollbackRoutingRules."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RULES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def rules(self) -> Global___RoutingRules:
+        """The rules at their new revision."""
+
+    def __init__(
+        self,
+        *,
+        rules: Global___RoutingRules | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["rules", b"rules"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["rules", b"rules"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RollbackRoutingRulesResponse: _TypeAlias = RollbackRoutingRulesResponse  # noqa: Y015
+
+@_typing.final
+class CreateAgentRequest(_message.Message):
+    """Request for CreateAgent."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def agent(self) -> Global___Agent:
+        """The agent to create."""
+
+    def __init__(
+        self,
+        *,
+        agent: Global___Agent | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateAgentRequest: _TypeAlias = CreateAgentRequest  # noqa: Y015
+
+@_typing.final
+class CreateAgentResponse(_message.Message):
+    """Response for CreateAgent."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def agent(self) -> Global___Agent:
+        """The agent as stored."""
+
+    def __init__(
+        self,
+        *,
+        agent: Global___Agent | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateAgentResponse: _TypeAlias = CreateAgentResponse  # noqa: Y015
+
+@_typing.final
+class GetAgentRequest(_message.Message):
+    """Request for GetAgent."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGENT_ID_FIELD_NUMBER: _builtins.int
+    agent_id: _builtins.str
+    """The agent."""
+    def __init__(
+        self,
+        *,
+        agent_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetAgentRequest: _TypeAlias = GetAgentRequest  # noqa: Y015
+
+@_typing.final
+class GetAgentResponse(_message.Message):
+    """Response for GetAgent."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def agent(self) -> Global___Agent:
+        """The agent."""
+
+    def __init__(
+        self,
+        *,
+        agent: Global___Agent | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetAgentResponse: _TypeAlias = GetAgentResponse  # noqa: Y015
+
+@_typing.final
+class ListAgentsRequest(_message.Message):
+    """Request for ListAgents."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """Maximum number of results, 1-1000; 0 means 100."""
+    page_token: _builtins.str
+    """Token from a previous response's `next_page_token`."""
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAgentsRequest: _TypeAlias = ListAgentsRequest  # noqa: Y015
+
+@_typing.final
+class ListAgentsResponse(_message.Message):
+    """Response for ListAgents."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGENTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    @_builtins.property
+    def agents(self) -> _containers.RepeatedCompositeFieldContainer[Global___Agent]:
+        """Agents by id."""
+
+    def __init__(
+        self,
+        *,
+        agents: _abc.Iterable[Global___Agent] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agents", b"agents", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAgentsResponse: _TypeAlias = ListAgentsResponse  # noqa: Y015
+
+@_typing.final
+class UpdateAgentRequest(_message.Message):
+    """Request for UpdateAgent."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def agent(self) -> Global___Agent:
+        """The agent's new definition; status is not changed here. `revision`, when set, must
+        equal the current one.
+        """
+
+    def __init__(
+        self,
+        *,
+        agent: Global___Agent | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateAgentRequest: _TypeAlias = UpdateAgentRequest  # noqa: Y015
+
+@_typing.final
+class UpdateAgentResponse(_message.Message):
+    """Response for UpdateAgent."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def agent(self) -> Global___Agent:
+        """The agent at its new revision."""
+
+    def __init__(
+        self,
+        *,
+        agent: Global___Agent | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateAgentResponse: _TypeAlias = UpdateAgentResponse  # noqa: Y015
+
+@_typing.final
+class SetAgentStatusRequest(_message.Message):
+    """Request for SetAgentStatus."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGENT_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    agent_id: _builtins.str
+    """The agent."""
+    status: Global___AgentStatus.ValueType
+    """The new status."""
+    def __init__(
+        self,
+        *,
+        agent_id: _builtins.str = ...,
+        status: Global___AgentStatus.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetAgentStatusRequest: _TypeAlias = SetAgentStatusRequest  # noqa: Y015
+
+@_typing.final
+class SetAgentStatusResponse(_message.Message):
+    """Response for SetAgentStatus."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGENT_FIELD_NUMBER: _builtins.int
+    RETURNED_CONVERSATION_IDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def agent(self) -> Global___Agent:
+        """The agent with the new status."""
+
+    @_builtins.property
+    def returned_conversation_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Conversations that went back to their queues because the agent went offline."""
+
+    def __init__(
+        self,
+        *,
+        agent: Global___Agent | None = ...,
+        returned_conversation_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "returned_conversation_ids", b"returned_conversation_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetAgentStatusResponse: _TypeAlias = SetAgentStatusResponse  # noqa: Y015
+
+@_typing.final
+class RouteConversationRequest(_message.Message):
+    """Request for RouteConversation."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONVERSATION_ID_FIELD_NUMBER: _builtins.int
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    VISITOR_ATTRIBUTES_FIELD_NUMBER: _builtins.int
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    LANGUAGE_FIELD_NUMBER: _builtins.int
+    TOPIC_FIELD_NUMBER: _builtins.int
+    PRIORITY_HINT_FIELD_NUMBER: _builtins.int
+    TIME_FIELD_NUMBER: _builtins.int
+    VALIDATE_ONLY_FIELD_NUMBER: _builtins.int
+    conversation_id: _builtins.str
+    """The conversation, 1-128 letters, digits, '.', '_', ':' or '-'. Routing it again
+    returns the stored decision.
+    """
+    customer_id: _builtins.str
+    """The customer, when known."""
+    channel: Global___Channel.ValueType
+    """The channel. Required."""
+    language: _builtins.str
+    """BCP 47 language of the conversation, e.g. "de"."""
+    topic: _builtins.str
+    """Topic, e.g. "billing"."""
+    priority_hint: _builtins.str
+    """The customer's or widget's hint, e.g. "urgent"."""
+    validate_only: _builtins.bool
+    """Compute and return the decision without storing it or assigning anyone."""
+    @_builtins.property
+    def visitor_attributes(self) -> _struct_pb2.Struct:
+        """For an anonymous visitor (no customer_id): whatever the widget knows, e.g.
+        {"country": "DE", "language": "de"}; rules read it in place of the customer record.
+        """
+
+    @_builtins.property
+    def time(self) -> _timestamp_pb2.Timestamp:
+        """When the conversation started; unset means now."""
+
+    def __init__(
+        self,
+        *,
+        conversation_id: _builtins.str = ...,
+        customer_id: _builtins.str = ...,
+        visitor_attributes: _struct_pb2.Struct | None = ...,
+        channel: Global___Channel.ValueType = ...,
+        language: _builtins.str = ...,
+        topic: _builtins.str = ...,
+        priority_hint: _builtins.str = ...,
+        time: _timestamp_pb2.Timestamp | None = ...,
+        validate_only: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time", "visitor_attributes", b"visitor_attributes"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "conversation_id", b"conversation_id", "customer_id", b"customer_id", "language", b"language", "priority_hint", b"priority_hint", "time", b"time", "topic", b"topic", "validate_only", b"validate_only", "visitor_attributes", b"visitor_attributes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RouteConversationRequest: _TypeAlias = RouteConversationRequest  # noqa: Y015
+
+@_typing.final
+class RouteConversationResponse(_message.Message):
+    """Response for RouteConversation."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DECISION_FIELD_NUMBER: _builtins.int
+    REPLAYED_FIELD_NUMBER: _builtins.int
+    replayed: _builtins.bool
+    """True when the conversation had been routed before and this is the stored decision."""
+    @_builtins.property
+    def decision(self) -> Global___RoutingDecision:
+        """The decision."""
+
+    def __init__(
+        self,
+        *,
+        decision: Global___RoutingDecision | None = ...,
+        replayed: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "replayed", b"replayed"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RouteConversationResponse: _TypeAlias = RouteConversationResponse  # noqa: Y015
+
+@_typing.final
+class GetConversationRequest(_message.Message):
+    """Request for GetConversation."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONVERSATION_ID_FIELD_NUMBER: _builtins.int
+    conversation_id: _builtins.str
+    """The conversation."""
+    def __init__(
+        self,
+        *,
+        conversation_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversation_id", b"conversation_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetConversationRequest: _TypeAlias = GetConversationRequest  # noqa: Y015
+
+@_typing.final
+class GetConversationResponse(_message.Message):
+    """Response for GetConversation."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONVERSATION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def conversation(self) -> Global___Conversation:
+        """The conversation."""
+
+    def __init__(
+        self,
+        *,
+        conversation: Global___Conversation | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["conversation", b"conversation"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversation", b"conversation"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetConversationResponse: _TypeAlias = GetConversationResponse  # noqa: Y015
+
+@_typing.final
+class RecordConversationEventRequest(_message.Message):
+    """Request for RecordConversationEvent."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONVERSATION_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    TIME_FIELD_NUMBER: _builtins.int
+    AGENT_ID_FIELD_NUMBER: _builtins.int
+    QUEUE_ID_FIELD_NUMBER: _builtins.int
+    SLA_POLICY_ID_FIELD_NUMBER: _builtins.int
+    CSAT_RATING_FIELD_NUMBER: _builtins.int
+    conversation_id: _builtins.str
+    """The conversation."""
+    kind: Global___ConversationEventKind.ValueType
+    """What happened: AGENT_REPLY, BOT_REPLY, CUSTOMER_REPLY, WAITING_ON_CUSTOMER, TRANSFER,
+    ESCALATE, RESOLVE, REOPEN or CSAT (the other kinds are recorded by the service).
+    """
+    agent_id: _builtins.str
+    """AGENT_REPLY: the agent who replied. TRANSFER: the agent to transfer to."""
+    queue_id: _builtins.str
+    """TRANSFER: the queue to transfer to."""
+    sla_policy_id: _builtins.str
+    """TRANSFER: the SLA policy measuring the conversation from now on; empty keeps it."""
+    csat_rating: _builtins.int
+    """CSAT: the rating, 1-5."""
+    @_builtins.property
+    def time(self) -> _timestamp_pb2.Timestamp:
+        """When it happened; unset means now. Not before the conversation's latest event."""
+
+    def __init__(
+        self,
+        *,
+        conversation_id: _builtins.str = ...,
+        kind: Global___ConversationEventKind.ValueType = ...,
+        time: _timestamp_pb2.Timestamp | None = ...,
+        agent_id: _builtins.str = ...,
+        queue_id: _builtins.str = ...,
+        sla_policy_id: _builtins.str = ...,
+        csat_rating: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "conversation_id", b"conversation_id", "csat_rating", b"csat_rating", "kind", b"kind", "queue_id", b"queue_id", "sla_policy_id", b"sla_policy_id", "time", b"time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordConversationEventRequest: _TypeAlias = RecordConversationEventRequest  # noqa: Y015
+
+@_typing.final
+class RecordConversationEventResponse(_message.Message):
+    """Response for RecordConversationEvent."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONVERSATION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def conversation(self) -> Global___Conversation:
+        """The conversation after the event."""
+
+    def __init__(
+        self,
+        *,
+        conversation: Global___Conversation | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["conversation", b"conversation"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversation", b"conversation"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordConversationEventResponse: _TypeAlias = RecordConversationEventResponse  # noqa: Y015
+
+@_typing.final
+class GetAgentAssignmentsRequest(_message.Message):
+    """Request for GetAgentAssignments."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGENT_ID_FIELD_NUMBER: _builtins.int
+    agent_id: _builtins.str
+    """The agent."""
+    def __init__(
+        self,
+        *,
+        agent_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetAgentAssignmentsRequest: _TypeAlias = GetAgentAssignmentsRequest  # noqa: Y015
+
+@_typing.final
+class GetAgentAssignmentsResponse(_message.Message):
+    """Response for GetAgentAssignments."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ASSIGNMENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def assignments(self) -> _containers.RepeatedCompositeFieldContainer[Global___Assignment]:
+        """What the agent holds, most urgent first."""
+
+    def __init__(
+        self,
+        *,
+        assignments: _abc.Iterable[Global___Assignment] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignments", b"assignments"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetAgentAssignmentsResponse: _TypeAlias = GetAgentAssignmentsResponse  # noqa: Y015
+
+@_typing.final
+class AssignNextRequest(_message.Message):
+    """Request for AssignNext."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGENT_ID_FIELD_NUMBER: _builtins.int
+    QUEUE_ID_FIELD_NUMBER: _builtins.int
+    agent_id: _builtins.str
+    """The agent pulling work; must be ONLINE."""
+    queue_id: _builtins.str
+    """Only from this queue; empty means any queue the agent can serve."""
+    def __init__(
+        self,
+        *,
+        agent_id: _builtins.str = ...,
+        queue_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "queue_id", b"queue_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AssignNextRequest: _TypeAlias = AssignNextRequest  # noqa: Y015
+
+@_typing.final
+class AssignNextResponse(_message.Message):
+    """Response for AssignNext."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ASSIGNMENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def assignment(self) -> Global___Assignment:
+        """The conversation now held by the agent; unset when nothing is waiting that they may
+        take.
+        """
+
+    def __init__(
+        self,
+        *,
+        assignment: Global___Assignment | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["assignment", b"assignment"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignment", b"assignment"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AssignNextResponse: _TypeAlias = AssignNextResponse  # noqa: Y015
+
+@_typing.final
+class WatchAssignmentsRequest(_message.Message):
+    """Request for WatchAssignments."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGENT_ID_FIELD_NUMBER: _builtins.int
+    agent_id: _builtins.str
+    """The agent whose console is watching."""
+    def __init__(
+        self,
+        *,
+        agent_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchAssignmentsRequest: _TypeAlias = WatchAssignmentsRequest  # noqa: Y015
+
+@_typing.final
+class WatchAssignmentsResponse(_message.Message):
+    """One message of WatchAssignments."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANGE_FIELD_NUMBER: _builtins.int
+    ASSIGNMENT_FIELD_NUMBER: _builtins.int
+    change: Global___AssignmentChange.ValueType
+    """What changed."""
+    @_builtins.property
+    def assignment(self) -> Global___Assignment:
+        """The assignment concerned."""
+
+    def __init__(
+        self,
+        *,
+        change: Global___AssignmentChange.ValueType = ...,
+        assignment: Global___Assignment | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["assignment", b"assignment"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignment", b"assignment", "change", b"change"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchAssignmentsResponse: _TypeAlias = WatchAssignmentsResponse  # noqa: Y015
+
+@_typing.final
+class ListQueueConversationsRequest(_message.Message):
+    """Request for ListQueueConversations."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    queue_id: _builtins.str
+    """The queue."""
+    page_size: _builtins.int
+    """Maximum number of results, 1-1000; 0 means 100."""
+    page_token: _builtins.str
+    """Token from a previous response's `next_page_token`."""
+    def __init__(
+        self,
+        *,
+        queue_id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "queue_id", b"queue_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListQueueConversationsRequest: _TypeAlias = ListQueueConversationsRequest  # noqa: Y015
+
+@_typing.final
+class ListQueueConversationsResponse(_message.Message):
+    """Response for ListQueueConversations."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONVERSATIONS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    @_builtins.property
+    def conversations(self) -> _containers.RepeatedCompositeFieldContainer[Global___Assignment]:
+        """Waiting conversations in the order they will be served."""
+
+    def __init__(
+        self,
+        *,
+        conversations: _abc.Iterable[Global___Assignment] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversations", b"conversations", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListQueueConversationsResponse: _TypeAlias = ListQueueConversationsResponse  # noqa: Y015

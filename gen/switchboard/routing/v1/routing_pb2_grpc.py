@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from switchboard.routing.v1 import routing_pb2 as switchboard_dot_routing_dot_v1_dot_routing__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -25,9 +26,15 @@ if _version_not_supported:
 
 
 class RoutingServiceStub:
-    """RoutingService owns queues, SLA policies, routing rules, agents and conversation
-    assignment. Its RPCs arrive with the routing issue; the service already answers health
-    checks and reflection.
+    """RoutingService decides who answers a conversation and by when: calendars with business
+    hours, SLA policies measured on them, queues, an ordered list of routing rules over the
+    conversation, the customer record and its segments, agents with skills and capacity, and
+    the conversation's lifecycle from routing to resolution. Customers are read through the
+    ProfileService and segment definitions through the SegmentService.
+
+    Configuration resources (calendars, SLA policies, queues, agents) are replaced whole by
+    their Update call; `revision` guards against lost updates (0 skips the check). An update
+    that changes nothing makes no new revision.
     """
 
     def __init__(self, channel):
@@ -36,17 +43,562 @@ class RoutingServiceStub:
         Args:
             channel: A grpc.Channel.
         """
+        self.CreateCalendar = channel.unary_unary(
+                '/switchboard.routing.v1.RoutingService/CreateCalendar',
+                request_serializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.CreateCalendarRequest.SerializeToString,
+                response_deserializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.CreateCalendarResponse.FromString,
+                _registered_method=True)
+        self.GetCalendar = channel.unary_unary(
+                '/switchboard.routing.v1.RoutingService/GetCalendar',
+                request_serializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.GetCalendarRequest.SerializeToString,
+                response_deserializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.GetCalendarResponse.FromString,
+                _registered_method=True)
+        self.ListCalendars = channel.unary_unary(
+                '/switchboard.routing.v1.RoutingService/ListCalendars',
+                request_serializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.ListCalendarsRequest.SerializeToString,
+                response_deserializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.ListCalendarsResponse.FromString,
+                _registered_method=True)
+        self.UpdateCalendar = channel.unary_unary(
+                '/switchboard.routing.v1.RoutingService/UpdateCalendar',
+                request_serializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.UpdateCalendarRequest.SerializeToString,
+                response_deserializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.UpdateCalendarResponse.FromString,
+                _registered_method=True)
+        self.DeleteCalendar = channel.unary_unary(
+                '/switchboard.routing.v1.RoutingService/DeleteCalendar',
+                request_serializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.DeleteCalendarRequest.SerializeToString,
+                response_deserializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.DeleteCalendarResponse.FromString,
+                _registered_method=True)
+        self.CreateSlaPolicy = channel.unary_unary(
+                '/switchboard.routing.v1.RoutingService/CreateSlaPolicy',
+                request_serializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.CreateSlaPolicyRequest.SerializeToString,
+                response_deserializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.CreateSlaPolicyResponse.FromString,
+                _registered_method=True)
+        self.GetSlaPolicy = channel.unary_unary(
+                '/switchboard.routing.v1.RoutingService/GetSlaPolicy',
+                request_serializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.GetSlaPolicyRequest.SerializeToString,
+                response_deserializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.GetSlaPolicyResponse.FromString,
+                _registered_method=True)
+        self.ListSlaPolicies = channel.unary_unary(
+                '/switchboard.routing.v1.RoutingService/ListSlaPolicies',
+                request_serializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.ListSlaPoliciesRequest.SerializeToString,
+                response_deserializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.ListSlaPoliciesResponse.FromString,
+                _registered_method=True)
+        self.UpdateSlaPolicy = channel.unary_unary(
+                '/switchboard.routing.v1.RoutingService/UpdateSlaPolicy',
+                request_serializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.UpdateSlaPolicyRequest.SerializeToString,
+                response_deserializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.UpdateSlaPolicyResponse.FromString,
+                _registered_method=True)
+        self.DeleteSlaPolicy = channel.unary_unary(
+                '/switchboard.routing.v1.RoutingService/DeleteSlaPolicy',
+                request_serializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.DeleteSlaPolicyRequest.SerializeToString,
+                response_deserializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.DeleteSlaPolicyResponse.FromString,
+                _registered_method=True)
+        self.CreateQueue = channel.unary_unary(
+                '/switchboard.routing.v1.RoutingService/CreateQueue',
+                request_serializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.CreateQueueRequest.SerializeToString,
+                response_deserializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.CreateQueueResponse.FromString,
+                _registered_method=True)
+        self.GetQueue = channel.unary_unary(
+                '/switchboard.routing.v1.RoutingService/GetQueue',
+                request_serializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.GetQueueRequest.SerializeToString,
+                response_deserializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.GetQueueResponse.FromString,
+                _registered_method=True)
+        self.ListQueues = channel.unary_unary(
+                '/switchboard.routing.v1.RoutingService/ListQueues',
+                request_serializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.ListQueuesRequest.SerializeToString,
+                response_deserializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.ListQueuesResponse.FromString,
+                _registered_method=True)
+        self.UpdateQueue = channel.unary_unary(
+                '/switchboard.routing.v1.RoutingService/UpdateQueue',
+                request_serializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.UpdateQueueRequest.SerializeToString,
+                response_deserializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.UpdateQueueResponse.FromString,
+                _registered_method=True)
+        self.DeleteQueue = channel.unary_unary(
+                '/switchboard.routing.v1.RoutingService/DeleteQueue',
+                request_serializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.DeleteQueueRequest.SerializeToString,
+                response_deserializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.DeleteQueueResponse.FromString,
+                _registered_method=True)
+        self.GetRoutingRules = channel.unary_unary(
+                '/switchboard.routing.v1.RoutingService/GetRoutingRules',
+                request_serializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.GetRoutingRulesRequest.SerializeToString,
+                response_deserializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.GetRoutingRulesResponse.FromString,
+                _registered_method=True)
+        self.UpdateRoutingRules = channel.unary_unary(
+                '/switchboard.routing.v1.RoutingService/UpdateRoutingRules',
+                request_serializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.UpdateRoutingRulesRequest.SerializeToString,
+                response_deserializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.UpdateRoutingRulesResponse.FromString,
+                _registered_method=True)
+        self.ListRoutingRuleRevisions = channel.unary_unary(
+                '/switchboard.routing.v1.RoutingService/ListRoutingRuleRevisions',
+                request_serializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.ListRoutingRuleRevisionsRequest.SerializeToString,
+                response_deserializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.ListRoutingRuleRevisionsResponse.FromString,
+                _registered_method=True)
+        self.RollbackRoutingRules = channel.unary_unary(
+                '/switchboard.routing.v1.RoutingService/RollbackRoutingRules',
+                request_serializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.RollbackRoutingRulesRequest.SerializeToString,
+                response_deserializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.RollbackRoutingRulesResponse.FromString,
+                _registered_method=True)
+        self.CreateAgent = channel.unary_unary(
+                '/switchboard.routing.v1.RoutingService/CreateAgent',
+                request_serializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.CreateAgentRequest.SerializeToString,
+                response_deserializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.CreateAgentResponse.FromString,
+                _registered_method=True)
+        self.GetAgent = channel.unary_unary(
+                '/switchboard.routing.v1.RoutingService/GetAgent',
+                request_serializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.GetAgentRequest.SerializeToString,
+                response_deserializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.GetAgentResponse.FromString,
+                _registered_method=True)
+        self.ListAgents = channel.unary_unary(
+                '/switchboard.routing.v1.RoutingService/ListAgents',
+                request_serializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.ListAgentsRequest.SerializeToString,
+                response_deserializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.ListAgentsResponse.FromString,
+                _registered_method=True)
+        self.UpdateAgent = channel.unary_unary(
+                '/switchboard.routing.v1.RoutingService/UpdateAgent',
+                request_serializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.UpdateAgentRequest.SerializeToString,
+                response_deserializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.UpdateAgentResponse.FromString,
+                _registered_method=True)
+        self.SetAgentStatus = channel.unary_unary(
+                '/switchboard.routing.v1.RoutingService/SetAgentStatus',
+                request_serializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.SetAgentStatusRequest.SerializeToString,
+                response_deserializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.SetAgentStatusResponse.FromString,
+                _registered_method=True)
+        self.RouteConversation = channel.unary_unary(
+                '/switchboard.routing.v1.RoutingService/RouteConversation',
+                request_serializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.RouteConversationRequest.SerializeToString,
+                response_deserializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.RouteConversationResponse.FromString,
+                _registered_method=True)
+        self.GetConversation = channel.unary_unary(
+                '/switchboard.routing.v1.RoutingService/GetConversation',
+                request_serializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.GetConversationRequest.SerializeToString,
+                response_deserializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.GetConversationResponse.FromString,
+                _registered_method=True)
+        self.RecordConversationEvent = channel.unary_unary(
+                '/switchboard.routing.v1.RoutingService/RecordConversationEvent',
+                request_serializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.RecordConversationEventRequest.SerializeToString,
+                response_deserializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.RecordConversationEventResponse.FromString,
+                _registered_method=True)
+        self.GetAgentAssignments = channel.unary_unary(
+                '/switchboard.routing.v1.RoutingService/GetAgentAssignments',
+                request_serializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.GetAgentAssignmentsRequest.SerializeToString,
+                response_deserializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.GetAgentAssignmentsResponse.FromString,
+                _registered_method=True)
+        self.AssignNext = channel.unary_unary(
+                '/switchboard.routing.v1.RoutingService/AssignNext',
+                request_serializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.AssignNextRequest.SerializeToString,
+                response_deserializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.AssignNextResponse.FromString,
+                _registered_method=True)
+        self.WatchAssignments = channel.unary_stream(
+                '/switchboard.routing.v1.RoutingService/WatchAssignments',
+                request_serializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.WatchAssignmentsRequest.SerializeToString,
+                response_deserializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.WatchAssignmentsResponse.FromString,
+                _registered_method=True)
+        self.ListQueueConversations = channel.unary_unary(
+                '/switchboard.routing.v1.RoutingService/ListQueueConversations',
+                request_serializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.ListQueueConversationsRequest.SerializeToString,
+                response_deserializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.ListQueueConversationsResponse.FromString,
+                _registered_method=True)
 
 
 class RoutingServiceServicer:
-    """RoutingService owns queues, SLA policies, routing rules, agents and conversation
-    assignment. Its RPCs arrive with the routing issue; the service already answers health
-    checks and reflection.
+    """RoutingService decides who answers a conversation and by when: calendars with business
+    hours, SLA policies measured on them, queues, an ordered list of routing rules over the
+    conversation, the customer record and its segments, agents with skills and capacity, and
+    the conversation's lifecycle from routing to resolution. Customers are read through the
+    ProfileService and segment definitions through the SegmentService.
+
+    Configuration resources (calendars, SLA policies, queues, agents) are replaced whole by
+    their Update call; `revision` guards against lost updates (0 skips the check). An update
+    that changes nothing makes no new revision.
     """
+
+    def CreateCalendar(self, request, context):
+        """Creates a calendar at revision 1.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetCalendar(self, request, context):
+        """Returns one calendar.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListCalendars(self, request, context):
+        """Lists calendars by id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateCalendar(self, request, context):
+        """Replaces a calendar's definition. Due times already given keep their values; SLA
+        status recomputed later uses the new hours.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteCalendar(self, request, context):
+        """Deletes a calendar; FAILED_PRECONDITION while a queue or SLA policy uses it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateSlaPolicy(self, request, context):
+        """Creates an SLA policy at revision 1.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSlaPolicy(self, request, context):
+        """Returns one SLA policy.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSlaPolicies(self, request, context):
+        """Lists SLA policies by id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateSlaPolicy(self, request, context):
+        """Replaces an SLA policy. Open conversations under it keep the time already spent and
+        are measured against the new targets from now on.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteSlaPolicy(self, request, context):
+        """Deletes an SLA policy; FAILED_PRECONDITION while a routing rule or an open
+        conversation uses it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateQueue(self, request, context):
+        """Creates a queue at revision 1.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetQueue(self, request, context):
+        """Returns one queue.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListQueues(self, request, context):
+        """Lists queues by id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateQueue(self, request, context):
+        """Replaces a queue's definition.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteQueue(self, request, context):
+        """Deletes a queue; FAILED_PRECONDITION while a routing rule, another queue's overflow or
+        an open conversation uses it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetRoutingRules(self, request, context):
+        """Returns the routing rules in force (or an earlier revision).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateRoutingRules(self, request, context):
+        """Replaces the ordered rule list and the default action as one new revision. A rule
+        pointing at a missing queue, policy or agent fails with FAILED_PRECONDITION.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRoutingRuleRevisions(self, request, context):
+        """Lists revisions of the routing rules, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RollbackRoutingRules(self, request, context):
+        """Restores an earlier revision's rules as a new revision.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateAgent(self, request, context):
+        """Creates an agent at revision 1, OFFLINE.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetAgent(self, request, context):
+        """Returns one agent with the number of conversations they hold.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAgents(self, request, context):
+        """Lists agents by id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateAgent(self, request, context):
+        """Replaces an agent's skills, languages, capacity and teams. Lowering capacity below what
+        the agent holds takes nothing away; they get no more until under it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetAgentStatus(self, request, context):
+        """Sets an agent ONLINE, AWAY or OFFLINE. Going OFFLINE returns the conversations they
+        hold and have not replied to yet to their queues.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RouteConversation(self, request, context):
+        """Routes a conversation: matches the rules, stores the decision, sets the SLA due times
+        and assigns an agent when one is free. Idempotent per conversation id: routing the same
+        conversation again returns the stored decision.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetConversation(self, request, context):
+        """Returns a conversation with its events and SLA clocks as of now.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecordConversationEvent(self, request, context):
+        """Records what happened in a conversation: replies, waiting on the customer, transfer,
+        escalation from bot to human, resolution, reopening, a CSAT rating.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetAgentAssignments(self, request, context):
+        """What an agent holds now, each with its SLA due times.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AssignNext(self, request, context):
+        """Pulls the next waiting conversation this agent may take (skills, language, capacity):
+        highest priority first, then earliest first-response due time, then longest waiting.
+        Concurrent calls never hand one conversation to two agents.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchAssignments(self, request, context):
+        """Streams an agent's assignments: first those held now, then each change as it happens.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListQueueConversations(self, request, context):
+        """A queue's waiting conversations in the order AssignNext serves them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
 
 
 def add_RoutingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'CreateCalendar': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateCalendar,
+                    request_deserializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.CreateCalendarRequest.FromString,
+                    response_serializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.CreateCalendarResponse.SerializeToString,
+            ),
+            'GetCalendar': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCalendar,
+                    request_deserializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.GetCalendarRequest.FromString,
+                    response_serializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.GetCalendarResponse.SerializeToString,
+            ),
+            'ListCalendars': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCalendars,
+                    request_deserializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.ListCalendarsRequest.FromString,
+                    response_serializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.ListCalendarsResponse.SerializeToString,
+            ),
+            'UpdateCalendar': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateCalendar,
+                    request_deserializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.UpdateCalendarRequest.FromString,
+                    response_serializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.UpdateCalendarResponse.SerializeToString,
+            ),
+            'DeleteCalendar': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteCalendar,
+                    request_deserializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.DeleteCalendarRequest.FromString,
+                    response_serializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.DeleteCalendarResponse.SerializeToString,
+            ),
+            'CreateSlaPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateSlaPolicy,
+                    request_deserializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.CreateSlaPolicyRequest.FromString,
+                    response_serializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.CreateSlaPolicyResponse.SerializeToString,
+            ),
+            'GetSlaPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSlaPolicy,
+                    request_deserializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.GetSlaPolicyRequest.FromString,
+                    response_serializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.GetSlaPolicyResponse.SerializeToString,
+            ),
+            'ListSlaPolicies': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSlaPolicies,
+                    request_deserializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.ListSlaPoliciesRequest.FromString,
+                    response_serializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.ListSlaPoliciesResponse.SerializeToString,
+            ),
+            'UpdateSlaPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateSlaPolicy,
+                    request_deserializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.UpdateSlaPolicyRequest.FromString,
+                    response_serializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.UpdateSlaPolicyResponse.SerializeToString,
+            ),
+            'DeleteSlaPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSlaPolicy,
+                    request_deserializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.DeleteSlaPolicyRequest.FromString,
+                    response_serializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.DeleteSlaPolicyResponse.SerializeToString,
+            ),
+            'CreateQueue': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateQueue,
+                    request_deserializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.CreateQueueRequest.FromString,
+                    response_serializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.CreateQueueResponse.SerializeToString,
+            ),
+            'GetQueue': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetQueue,
+                    request_deserializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.GetQueueRequest.FromString,
+                    response_serializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.GetQueueResponse.SerializeToString,
+            ),
+            'ListQueues': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListQueues,
+                    request_deserializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.ListQueuesRequest.FromString,
+                    response_serializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.ListQueuesResponse.SerializeToString,
+            ),
+            'UpdateQueue': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateQueue,
+                    request_deserializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.UpdateQueueRequest.FromString,
+                    response_serializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.UpdateQueueResponse.SerializeToString,
+            ),
+            'DeleteQueue': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteQueue,
+                    request_deserializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.DeleteQueueRequest.FromString,
+                    response_serializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.DeleteQueueResponse.SerializeToString,
+            ),
+            'GetRoutingRules': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRoutingRules,
+                    request_deserializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.GetRoutingRulesRequest.FromString,
+                    response_serializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.GetRoutingRulesResponse.SerializeToString,
+            ),
+            'UpdateRoutingRules': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateRoutingRules,
+                    request_deserializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.UpdateRoutingRulesRequest.FromString,
+                    response_serializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.UpdateRoutingRulesResponse.SerializeToString,
+            ),
+            'ListRoutingRuleRevisions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRoutingRuleRevisions,
+                    request_deserializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.ListRoutingRuleRevisionsRequest.FromString,
+                    response_serializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.ListRoutingRuleRevisionsResponse.SerializeToString,
+            ),
+            'RollbackRoutingRules': grpc.unary_unary_rpc_method_handler(
+                    servicer.RollbackRoutingRules,
+                    request_deserializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.RollbackRoutingRulesRequest.FromString,
+                    response_serializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.RollbackRoutingRulesResponse.SerializeToString,
+            ),
+            'CreateAgent': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateAgent,
+                    request_deserializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.CreateAgentRequest.FromString,
+                    response_serializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.CreateAgentResponse.SerializeToString,
+            ),
+            'GetAgent': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAgent,
+                    request_deserializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.GetAgentRequest.FromString,
+                    response_serializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.GetAgentResponse.SerializeToString,
+            ),
+            'ListAgents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAgents,
+                    request_deserializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.ListAgentsRequest.FromString,
+                    response_serializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.ListAgentsResponse.SerializeToString,
+            ),
+            'UpdateAgent': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateAgent,
+                    request_deserializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.UpdateAgentRequest.FromString,
+                    response_serializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.UpdateAgentResponse.SerializeToString,
+            ),
+            'SetAgentStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetAgentStatus,
+                    request_deserializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.SetAgentStatusRequest.FromString,
+                    response_serializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.SetAgentStatusResponse.SerializeToString,
+            ),
+            'RouteConversation': grpc.unary_unary_rpc_method_handler(
+                    servicer.RouteConversation,
+                    request_deserializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.RouteConversationRequest.FromString,
+                    response_serializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.RouteConversationResponse.SerializeToString,
+            ),
+            'GetConversation': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetConversation,
+                    request_deserializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.GetConversationRequest.FromString,
+                    response_serializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.GetConversationResponse.SerializeToString,
+            ),
+            'RecordConversationEvent': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordConversationEvent,
+                    request_deserializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.RecordConversationEventRequest.FromString,
+                    response_serializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.RecordConversationEventResponse.SerializeToString,
+            ),
+            'GetAgentAssignments': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAgentAssignments,
+                    request_deserializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.GetAgentAssignmentsRequest.FromString,
+                    response_serializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.GetAgentAssignmentsResponse.SerializeToString,
+            ),
+            'AssignNext': grpc.unary_unary_rpc_method_handler(
+                    servicer.AssignNext,
+                    request_deserializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.AssignNextRequest.FromString,
+                    response_serializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.AssignNextResponse.SerializeToString,
+            ),
+            'WatchAssignments': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchAssignments,
+                    request_deserializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.WatchAssignmentsRequest.FromString,
+                    response_serializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.WatchAssignmentsResponse.SerializeToString,
+            ),
+            'ListQueueConversations': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListQueueConversations,
+                    request_deserializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.ListQueueConversationsRequest.FromString,
+                    response_serializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.ListQueueConversationsResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'switchboard.routing.v1.RoutingService', rpc_method_handlers)
@@ -56,7 +608,850 @@ def add_RoutingServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class RoutingService:
-    """RoutingService owns queues, SLA policies, routing rules, agents and conversation
-    assignment. Its RPCs arrive with the routing issue; the service already answers health
-    checks and reflection.
+    """RoutingService decides who answers a conversation and by when: calendars with business
+    hours, SLA policies measured on them, queues, an ordered list of routing rules over the
+    conversation, the customer record and its segments, agents with skills and capacity, and
+    the conversation's lifecycle from routing to resolution. Customers are read through the
+    ProfileService and segment definitions through the SegmentService.
+
+    Configuration resources (calendars, SLA policies, queues, agents) are replaced whole by
+    their Update call; `revision` guards against lost updates (0 skips the check). An update
+    that changes nothing makes no new revision.
     """
+
+    @staticmethod
+    def CreateCalendar(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.routing.v1.RoutingService/CreateCalendar',
+            switchboard_dot_routing_dot_v1_dot_routing__pb2.CreateCalendarRequest.SerializeToString,
+            switchboard_dot_routing_dot_v1_dot_routing__pb2.CreateCalendarResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCalendar(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.routing.v1.RoutingService/GetCalendar',
+            switchboard_dot_routing_dot_v1_dot_routing__pb2.GetCalendarRequest.SerializeToString,
+            switchboard_dot_routing_dot_v1_dot_routing__pb2.GetCalendarResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCalendars(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.routing.v1.RoutingService/ListCalendars',
+            switchboard_dot_routing_dot_v1_dot_routing__pb2.ListCalendarsRequest.SerializeToString,
+            switchboard_dot_routing_dot_v1_dot_routing__pb2.ListCalendarsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateCalendar(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.routing.v1.RoutingService/UpdateCalendar',
+            switchboard_dot_routing_dot_v1_dot_routing__pb2.UpdateCalendarRequest.SerializeToString,
+            switchboard_dot_routing_dot_v1_dot_routing__pb2.UpdateCalendarResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteCalendar(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.routing.v1.RoutingService/DeleteCalendar',
+            switchboard_dot_routing_dot_v1_dot_routing__pb2.DeleteCalendarRequest.SerializeToString,
+            switchboard_dot_routing_dot_v1_dot_routing__pb2.DeleteCalendarResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateSlaPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.routing.v1.RoutingService/CreateSlaPolicy',
+            switchboard_dot_routing_dot_v1_dot_routing__pb2.CreateSlaPolicyRequest.SerializeToString,
+            switchboard_dot_routing_dot_v1_dot_routing__pb2.CreateSlaPolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSlaPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.routing.v1.RoutingService/GetSlaPolicy',
+            switchboard_dot_routing_dot_v1_dot_routing__pb2.GetSlaPolicyRequest.SerializeToString,
+            switchboard_dot_routing_dot_v1_dot_routing__pb2.GetSlaPolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSlaPolicies(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.routing.v1.RoutingService/ListSlaPolicies',
+            switchboard_dot_routing_dot_v1_dot_routing__pb2.ListSlaPoliciesRequest.SerializeToString,
+            switchboard_dot_routing_dot_v1_dot_routing__pb2.ListSlaPoliciesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateSlaPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.routing.v1.RoutingService/UpdateSlaPolicy',
+            switchboard_dot_routing_dot_v1_dot_routing__pb2.UpdateSlaPolicyRequest.SerializeToString,
+            switchboard_dot_routing_dot_v1_dot_routing__pb2.UpdateSlaPolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteSlaPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.routing.v1.RoutingService/DeleteSlaPolicy',
+            switchboard_dot_routing_dot_v1_dot_routing__pb2.DeleteSlaPolicyRequest.SerializeToString,
+            switchboard_dot_routing_dot_v1_dot_routing__pb2.DeleteSlaPolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateQueue(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.routing.v1.RoutingService/CreateQueue',
+            switchboard_dot_routing_dot_v1_dot_routing__pb2.CreateQueueRequest.SerializeToString,
+            switchboard_dot_routing_dot_v1_dot_routing__pb2.CreateQueueResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetQueue(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.routing.v1.RoutingService/GetQueue',
+            switchboard_dot_routing_dot_v1_dot_routing__pb2.GetQueueRequest.SerializeToString,
+            switchboard_dot_routing_dot_v1_dot_routing__pb2.GetQueueResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListQueues(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.routing.v1.RoutingService/ListQueues',
+            switchboard_dot_routing_dot_v1_dot_routing__pb2.ListQueuesRequest.SerializeToString,
+            switchboard_dot_routing_dot_v1_dot_routing__pb2.ListQueuesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateQueue(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.routing.v1.RoutingService/UpdateQueue',
+            switchboard_dot_routing_dot_v1_dot_routing__pb2.UpdateQueueRequest.SerializeToString,
+            switchboard_dot_routing_dot_v1_dot_routing__pb2.UpdateQueueResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteQueue(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.routing.v1.RoutingService/DeleteQueue',
+            switchboard_dot_routing_dot_v1_dot_routing__pb2.DeleteQueueRequest.SerializeToString,
+            switchboard_dot_routing_dot_v1_dot_routing__pb2.DeleteQueueResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRoutingRules(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.routing.v1.RoutingService/GetRoutingRules',
+            switchboard_dot_routing_dot_v1_dot_routing__pb2.GetRoutingRulesRequest.SerializeToString,
+            switchboard_dot_routing_dot_v1_dot_routing__pb2.GetRoutingRulesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateRoutingRules(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.routing.v1.RoutingService/UpdateRoutingRules',
+            switchboard_dot_routing_dot_v1_dot_routing__pb2.UpdateRoutingRulesRequest.SerializeToString,
+            switchboard_dot_routing_dot_v1_dot_routing__pb2.UpdateRoutingRulesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRoutingRuleRevisions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.routing.v1.RoutingService/ListRoutingRuleRevisions',
+            switchboard_dot_routing_dot_v1_dot_routing__pb2.ListRoutingRuleRevisionsRequest.SerializeToString,
+            switchboard_dot_routing_dot_v1_dot_routing__pb2.ListRoutingRuleRevisionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RollbackRoutingRules(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.routing.v1.RoutingService/RollbackRoutingRules',
+            switchboard_dot_routing_dot_v1_dot_routing__pb2.RollbackRoutingRulesRequest.SerializeToString,
+            switchboard_dot_routing_dot_v1_dot_routing__pb2.RollbackRoutingRulesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateAgent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.routing.v1.RoutingService/CreateAgent',
+            switchboard_dot_routing_dot_v1_dot_routing__pb2.CreateAgentRequest.SerializeToString,
+            switchboard_dot_routing_dot_v1_dot_routing__pb2.CreateAgentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAgent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.routing.v1.RoutingService/GetAgent',
+            switchboard_dot_routing_dot_v1_dot_routing__pb2.GetAgentRequest.SerializeToString,
+            switchboard_dot_routing_dot_v1_dot_routing__pb2.GetAgentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAgents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.routing.v1.RoutingService/ListAgents',
+            switchboard_dot_routing_dot_v1_dot_routing__pb2.ListAgentsRequest.SerializeToString,
+            switchboard_dot_routing_dot_v1_dot_routing__pb2.ListAgentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateAgent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.routing.v1.RoutingService/UpdateAgent',
+            switchboard_dot_routing_dot_v1_dot_routing__pb2.UpdateAgentRequest.SerializeToString,
+            switchboard_dot_routing_dot_v1_dot_routing__pb2.UpdateAgentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetAgentStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.routing.v1.RoutingService/SetAgentStatus',
+            switchboard_dot_routing_dot_v1_dot_routing__pb2.SetAgentStatusRequest.SerializeToString,
+            switchboard_dot_routing_dot_v1_dot_routing__pb2.SetAgentStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RouteConversation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.routing.v1.RoutingService/RouteConversation',
+            switchboard_dot_routing_dot_v1_dot_routing__pb2.RouteConversationRequest.SerializeToString,
+            switchboard_dot_routing_dot_v1_dot_routing__pb2.RouteConversationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetConversation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.routing.v1.RoutingService/GetConversation',
+            switchboard_dot_routing_dot_v1_dot_routing__pb2.GetConversationRequest.SerializeToString,
+            switchboard_dot_routing_dot_v1_dot_routing__pb2.GetConversationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordConversationEvent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.routing.v1.RoutingService/RecordConversationEvent',
+            switchboard_dot_routing_dot_v1_dot_routing__pb2.RecordConversationEventRequest.SerializeToString,
+            switchboard_dot_routing_dot_v1_dot_routing__pb2.RecordConversationEventResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAgentAssignments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.routing.v1.RoutingService/GetAgentAssignments',
+            switchboard_dot_routing_dot_v1_dot_routing__pb2.GetAgentAssignmentsRequest.SerializeToString,
+            switchboard_dot_routing_dot_v1_dot_routing__pb2.GetAgentAssignmentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AssignNext(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.routing.v1.RoutingService/AssignNext',
+            switchboard_dot_routing_dot_v1_dot_routing__pb2.AssignNextRequest.SerializeToString,
+            switchboard_dot_routing_dot_v1_dot_routing__pb2.AssignNextResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchAssignments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/switchboard.routing.v1.RoutingService/WatchAssignments',
+            switchboard_dot_routing_dot_v1_dot_routing__pb2.WatchAssignmentsRequest.SerializeToString,
+            switchboard_dot_routing_dot_v1_dot_routing__pb2.WatchAssignmentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListQueueConversations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.routing.v1.RoutingService/ListQueueConversations',
+            switchboard_dot_routing_dot_v1_dot_routing__pb2.ListQueueConversationsRequest.SerializeToString,
+            switchboard_dot_routing_dot_v1_dot_routing__pb2.ListQueueConversationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from grpc import aio as _aio
+from switchboard.routing.v1 import routing_pb2 as _routing_pb2
 import abc as _abc_1
 import grpc as _grpc
 import sys
@@ -26,31 +27,485 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class RoutingServiceStub:
-    """RoutingService owns queues, SLA policies, routing rules, agents and conversation
-    assignment. Its RPCs arrive with the routing issue; the service already answers health
-    checks and reflection.
+    """RoutingService decides who answers a conversation and by when: calendars with business
+    hours, SLA policies measured on them, queues, an ordered list of routing rules over the
+    conversation, the customer record and its segments, agents with skills and capacity, and
+    the conversation's lifecycle from routing to resolution. Customers are read through the
+    ProfileService and segment definitions through the SegmentService.
+
+    Configuration resources (calendars, SLA policies, queues, agents) are replaced whole by
+    their Update call; `revision` guards against lost updates (0 skips the check). An update
+    that changes nothing makes no new revision.
     """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> RoutingServiceAsyncStub: ...
+    CreateCalendar: _grpc.UnaryUnaryMultiCallable[_routing_pb2.CreateCalendarRequest, _routing_pb2.CreateCalendarResponse]
+    """Creates a calendar at revision 1."""
+    GetCalendar: _grpc.UnaryUnaryMultiCallable[_routing_pb2.GetCalendarRequest, _routing_pb2.GetCalendarResponse]
+    """Returns one calendar."""
+    ListCalendars: _grpc.UnaryUnaryMultiCallable[_routing_pb2.ListCalendarsRequest, _routing_pb2.ListCalendarsResponse]
+    """Lists calendars by id."""
+    UpdateCalendar: _grpc.UnaryUnaryMultiCallable[_routing_pb2.UpdateCalendarRequest, _routing_pb2.UpdateCalendarResponse]
+    """Replaces a calendar's definition. Due times already given keep their values; SLA
+    status recomputed later uses the new hours.
+    """
+    DeleteCalendar: _grpc.UnaryUnaryMultiCallable[_routing_pb2.DeleteCalendarRequest, _routing_pb2.DeleteCalendarResponse]
+    """Deletes a calendar; FAILED_PRECONDITION while a queue or SLA policy uses it."""
+    CreateSlaPolicy: _grpc.UnaryUnaryMultiCallable[_routing_pb2.CreateSlaPolicyRequest, _routing_pb2.CreateSlaPolicyResponse]
+    """Creates an SLA policy at revision 1."""
+    GetSlaPolicy: _grpc.UnaryUnaryMultiCallable[_routing_pb2.GetSlaPolicyRequest, _routing_pb2.GetSlaPolicyResponse]
+    """Returns one SLA policy."""
+    ListSlaPolicies: _grpc.UnaryUnaryMultiCallable[_routing_pb2.ListSlaPoliciesRequest, _routing_pb2.ListSlaPoliciesResponse]
+    """Lists SLA policies by id."""
+    UpdateSlaPolicy: _grpc.UnaryUnaryMultiCallable[_routing_pb2.UpdateSlaPolicyRequest, _routing_pb2.UpdateSlaPolicyResponse]
+    """Replaces an SLA policy. Open conversations under it keep the time already spent and
+    are measured against the new targets from now on.
+    """
+    DeleteSlaPolicy: _grpc.UnaryUnaryMultiCallable[_routing_pb2.DeleteSlaPolicyRequest, _routing_pb2.DeleteSlaPolicyResponse]
+    """Deletes an SLA policy; FAILED_PRECONDITION while a routing rule or an open
+    conversation uses it.
+    """
+    CreateQueue: _grpc.UnaryUnaryMultiCallable[_routing_pb2.CreateQueueRequest, _routing_pb2.CreateQueueResponse]
+    """Creates a queue at revision 1."""
+    GetQueue: _grpc.UnaryUnaryMultiCallable[_routing_pb2.GetQueueRequest, _routing_pb2.GetQueueResponse]
+    """Returns one queue."""
+    ListQueues: _grpc.UnaryUnaryMultiCallable[_routing_pb2.ListQueuesRequest, _routing_pb2.ListQueuesResponse]
+    """Lists queues by id."""
+    UpdateQueue: _grpc.UnaryUnaryMultiCallable[_routing_pb2.UpdateQueueRequest, _routing_pb2.UpdateQueueResponse]
+    """Replaces a queue's definition."""
+    DeleteQueue: _grpc.UnaryUnaryMultiCallable[_routing_pb2.DeleteQueueRequest, _routing_pb2.DeleteQueueResponse]
+    """Deletes a queue; FAILED_PRECONDITION while a routing rule, another queue's overflow or
+    an open conversation uses it.
+    """
+    GetRoutingRules: _grpc.UnaryUnaryMultiCallable[_routing_pb2.GetRoutingRulesRequest, _routing_pb2.GetRoutingRulesResponse]
+    """Returns the routing rules in force (or an earlier revision)."""
+    UpdateRoutingRules: _grpc.UnaryUnaryMultiCallable[_routing_pb2.UpdateRoutingRulesRequest, _routing_pb2.UpdateRoutingRulesResponse]
+    """Replaces the ordered rule list and the default action as one new revision. A rule
+    pointing at a missing queue, policy or agent fails with FAILED_PRECONDITION.
+    """
+    ListRoutingRuleRevisions: _grpc.UnaryUnaryMultiCallable[_routing_pb2.ListRoutingRuleRevisionsRequest, _routing_pb2.ListRoutingRuleRevisionsResponse]
+    """Lists revisions of the routing rules, newest first."""
+    RollbackRoutingRules: _grpc.UnaryUnaryMultiCallable[_routing_pb2.RollbackRoutingRulesRequest, _routing_pb2.RollbackRoutingRulesResponse]
+    """Restores an earlier revision's rules as a new revision."""
+    CreateAgent: _grpc.UnaryUnaryMultiCallable[_routing_pb2.CreateAgentRequest, _routing_pb2.CreateAgentResponse]
+    """Creates an agent at revision 1, OFFLINE."""
+    GetAgent: _grpc.UnaryUnaryMultiCallable[_routing_pb2.GetAgentRequest, _routing_pb2.GetAgentResponse]
+    """Returns one agent with the number of conversations they hold."""
+    ListAgents: _grpc.UnaryUnaryMultiCallable[_routing_pb2.ListAgentsRequest, _routing_pb2.ListAgentsResponse]
+    """Lists agents by id."""
+    UpdateAgent: _grpc.UnaryUnaryMultiCallable[_routing_pb2.UpdateAgentRequest, _routing_pb2.UpdateAgentResponse]
+    """Replaces an agent's skills, languages, capacity and teams. Lowering capacity below what
+    the agent holds takes nothing away; they get no more until under it.
+    """
+    SetAgentStatus: _grpc.UnaryUnaryMultiCallable[_routing_pb2.SetAgentStatusRequest, _routing_pb2.SetAgentStatusResponse]
+    """Sets an agent ONLINE, AWAY or OFFLINE. Going OFFLINE returns the conversations they
+    hold and have not replied to yet to their queues.
+    """
+    RouteConversation: _grpc.UnaryUnaryMultiCallable[_routing_pb2.RouteConversationRequest, _routing_pb2.RouteConversationResponse]
+    """Routes a conversation: matches the rules, stores the decision, sets the SLA due times
+    and assigns an agent when one is free. Idempotent per conversation id: routing the same
+    conversation again returns the stored decision.
+    """
+    GetConversation: _grpc.UnaryUnaryMultiCallable[_routing_pb2.GetConversationRequest, _routing_pb2.GetConversationResponse]
+    """Returns a conversation with its events and SLA clocks as of now."""
+    RecordConversationEvent: _grpc.UnaryUnaryMultiCallable[_routing_pb2.RecordConversationEventRequest, _routing_pb2.RecordConversationEventResponse]
+    """Records what happened in a conversation: replies, waiting on the customer, transfer,
+    escalation from bot to human, resolution, reopening, a CSAT rating.
+    """
+    GetAgentAssignments: _grpc.UnaryUnaryMultiCallable[_routing_pb2.GetAgentAssignmentsRequest, _routing_pb2.GetAgentAssignmentsResponse]
+    """What an agent holds now, each with its SLA due times."""
+    AssignNext: _grpc.UnaryUnaryMultiCallable[_routing_pb2.AssignNextRequest, _routing_pb2.AssignNextResponse]
+    """Pulls the next waiting conversation this agent may take (skills, language, capacity):
+    highest priority first, then earliest first-response due time, then longest waiting.
+    Concurrent calls never hand one conversation to two agents.
+    """
+    WatchAssignments: _grpc.UnaryStreamMultiCallable[_routing_pb2.WatchAssignmentsRequest, _routing_pb2.WatchAssignmentsResponse]
+    """Streams an agent's assignments: first those held now, then each change as it happens."""
+    ListQueueConversations: _grpc.UnaryUnaryMultiCallable[_routing_pb2.ListQueueConversationsRequest, _routing_pb2.ListQueueConversationsResponse]
+    """A queue's waiting conversations in the order AssignNext serves them."""
 
 @_typing.type_check_only
 class RoutingServiceAsyncStub(RoutingServiceStub):
-    """RoutingService owns queues, SLA policies, routing rules, agents and conversation
-    assignment. Its RPCs arrive with the routing issue; the service already answers health
-    checks and reflection.
+    """RoutingService decides who answers a conversation and by when: calendars with business
+    hours, SLA policies measured on them, queues, an ordered list of routing rules over the
+    conversation, the customer record and its segments, agents with skills and capacity, and
+    the conversation's lifecycle from routing to resolution. Customers are read through the
+    ProfileService and segment definitions through the SegmentService.
+
+    Configuration resources (calendars, SLA policies, queues, agents) are replaced whole by
+    their Update call; `revision` guards against lost updates (0 skips the check). An update
+    that changes nothing makes no new revision.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
+    CreateCalendar: _aio.UnaryUnaryMultiCallable[_routing_pb2.CreateCalendarRequest, _routing_pb2.CreateCalendarResponse]  # type: ignore[assignment]
+    """Creates a calendar at revision 1."""
+    GetCalendar: _aio.UnaryUnaryMultiCallable[_routing_pb2.GetCalendarRequest, _routing_pb2.GetCalendarResponse]  # type: ignore[assignment]
+    """Returns one calendar."""
+    ListCalendars: _aio.UnaryUnaryMultiCallable[_routing_pb2.ListCalendarsRequest, _routing_pb2.ListCalendarsResponse]  # type: ignore[assignment]
+    """Lists calendars by id."""
+    UpdateCalendar: _aio.UnaryUnaryMultiCallable[_routing_pb2.UpdateCalendarRequest, _routing_pb2.UpdateCalendarResponse]  # type: ignore[assignment]
+    """Replaces a calendar's definition. Due times already given keep their values; SLA
+    status recomputed later uses the new hours.
+    """
+    DeleteCalendar: _aio.UnaryUnaryMultiCallable[_routing_pb2.DeleteCalendarRequest, _routing_pb2.DeleteCalendarResponse]  # type: ignore[assignment]
+    """Deletes a calendar; FAILED_PRECONDITION while a queue or SLA policy uses it."""
+    CreateSlaPolicy: _aio.UnaryUnaryMultiCallable[_routing_pb2.CreateSlaPolicyRequest, _routing_pb2.CreateSlaPolicyResponse]  # type: ignore[assignment]
+    """Creates an SLA policy at revision 1."""
+    GetSlaPolicy: _aio.UnaryUnaryMultiCallable[_routing_pb2.GetSlaPolicyRequest, _routing_pb2.GetSlaPolicyResponse]  # type: ignore[assignment]
+    """Returns one SLA policy."""
+    ListSlaPolicies: _aio.UnaryUnaryMultiCallable[_routing_pb2.ListSlaPoliciesRequest, _routing_pb2.ListSlaPoliciesResponse]  # type: ignore[assignment]
+    """Lists SLA policies by id."""
+    UpdateSlaPolicy: _aio.UnaryUnaryMultiCallable[_routing_pb2.UpdateSlaPolicyRequest, _routing_pb2.UpdateSlaPolicyResponse]  # type: ignore[assignment]
+    """Replaces an SLA policy. Open conversations under it keep the time already spent and
+    are measured against the new targets from now on.
+    """
+    DeleteSlaPolicy: _aio.UnaryUnaryMultiCallable[_routing_pb2.DeleteSlaPolicyRequest, _routing_pb2.DeleteSlaPolicyResponse]  # type: ignore[assignment]
+    """Deletes an SLA policy; FAILED_PRECONDITION while a routing rule or an open
+    conversation uses it.
+    """
+    CreateQueue: _aio.UnaryUnaryMultiCallable[_routing_pb2.CreateQueueRequest, _routing_pb2.CreateQueueResponse]  # type: ignore[assignment]
+    """Creates a queue at revision 1."""
+    GetQueue: _aio.UnaryUnaryMultiCallable[_routing_pb2.GetQueueRequest, _routing_pb2.GetQueueResponse]  # type: ignore[assignment]
+    """Returns one queue."""
+    ListQueues: _aio.UnaryUnaryMultiCallable[_routing_pb2.ListQueuesRequest, _routing_pb2.ListQueuesResponse]  # type: ignore[assignment]
+    """Lists queues by id."""
+    UpdateQueue: _aio.UnaryUnaryMultiCallable[_routing_pb2.UpdateQueueRequest, _routing_pb2.UpdateQueueResponse]  # type: ignore[assignment]
+    """Replaces a queue's definition."""
+    DeleteQueue: _aio.UnaryUnaryMultiCallable[_routing_pb2.DeleteQueueRequest, _routing_pb2.DeleteQueueResponse]  # type: ignore[assignment]
+    """Deletes a queue; FAILED_PRECONDITION while a routing rule, another queue's overflow or
+    an open conversation uses it.
+    """
+    GetRoutingRules: _aio.UnaryUnaryMultiCallable[_routing_pb2.GetRoutingRulesRequest, _routing_pb2.GetRoutingRulesResponse]  # type: ignore[assignment]
+    """Returns the routing rules in force (or an earlier revision)."""
+    UpdateRoutingRules: _aio.UnaryUnaryMultiCallable[_routing_pb2.UpdateRoutingRulesRequest, _routing_pb2.UpdateRoutingRulesResponse]  # type: ignore[assignment]
+    """Replaces the ordered rule list and the default action as one new revision. A rule
+    pointing at a missing queue, policy or agent fails with FAILED_PRECONDITION.
+    """
+    ListRoutingRuleRevisions: _aio.UnaryUnaryMultiCallable[_routing_pb2.ListRoutingRuleRevisionsRequest, _routing_pb2.ListRoutingRuleRevisionsResponse]  # type: ignore[assignment]
+    """Lists revisions of the routing rules, newest first."""
+    RollbackRoutingRules: _aio.UnaryUnaryMultiCallable[_routing_pb2.RollbackRoutingRulesRequest, _routing_pb2.RollbackRoutingRulesResponse]  # type: ignore[assignment]
+    """Restores an earlier revision's rules as a new revision."""
+    CreateAgent: _aio.UnaryUnaryMultiCallable[_routing_pb2.CreateAgentRequest, _routing_pb2.CreateAgentResponse]  # type: ignore[assignment]
+    """Creates an agent at revision 1, OFFLINE."""
+    GetAgent: _aio.UnaryUnaryMultiCallable[_routing_pb2.GetAgentRequest, _routing_pb2.GetAgentResponse]  # type: ignore[assignment]
+    """Returns one agent with the number of conversations they hold."""
+    ListAgents: _aio.UnaryUnaryMultiCallable[_routing_pb2.ListAgentsRequest, _routing_pb2.ListAgentsResponse]  # type: ignore[assignment]
+    """Lists agents by id."""
+    UpdateAgent: _aio.UnaryUnaryMultiCallable[_routing_pb2.UpdateAgentRequest, _routing_pb2.UpdateAgentResponse]  # type: ignore[assignment]
+    """Replaces an agent's skills, languages, capacity and teams. Lowering capacity below what
+    the agent holds takes nothing away; they get no more until under it.
+    """
+    SetAgentStatus: _aio.UnaryUnaryMultiCallable[_routing_pb2.SetAgentStatusRequest, _routing_pb2.SetAgentStatusResponse]  # type: ignore[assignment]
+    """Sets an agent ONLINE, AWAY or OFFLINE. Going OFFLINE returns the conversations they
+    hold and have not replied to yet to their queues.
+    """
+    RouteConversation: _aio.UnaryUnaryMultiCallable[_routing_pb2.RouteConversationRequest, _routing_pb2.RouteConversationResponse]  # type: ignore[assignment]
+    """Routes a conversation: matches the rules, stores the decision, sets the SLA due times
+    and assigns an agent when one is free. Idempotent per conversation id: routing the same
+    conversation again returns the stored decision.
+    """
+    GetConversation: _aio.UnaryUnaryMultiCallable[_routing_pb2.GetConversationRequest, _routing_pb2.GetConversationResponse]  # type: ignore[assignment]
+    """Returns a conversation with its events and SLA clocks as of now."""
+    RecordConversationEvent: _aio.UnaryUnaryMultiCallable[_routing_pb2.RecordConversationEventRequest, _routing_pb2.RecordConversationEventResponse]  # type: ignore[assignment]
+    """Records what happened in a conversation: replies, waiting on the customer, transfer,
+    escalation from bot to human, resolution, reopening, a CSAT rating.
+    """
+    GetAgentAssignments: _aio.UnaryUnaryMultiCallable[_routing_pb2.GetAgentAssignmentsRequest, _routing_pb2.GetAgentAssignmentsResponse]  # type: ignore[assignment]
+    """What an agent holds now, each with its SLA due times."""
+    AssignNext: _aio.UnaryUnaryMultiCallable[_routing_pb2.AssignNextRequest, _routing_pb2.AssignNextResponse]  # type: ignore[assignment]
+    """Pulls the next waiting conversation this agent may take (skills, language, capacity):
+    highest priority first, then earliest first-response due time, then longest waiting.
+    Concurrent calls never hand one conversation to two agents.
+    """
+    WatchAssignments: _aio.UnaryStreamMultiCallable[_routing_pb2.WatchAssignmentsRequest, _routing_pb2.WatchAssignmentsResponse]  # type: ignore[assignment]
+    """Streams an agent's assignments: first those held now, then each change as it happens."""
+    ListQueueConversations: _aio.UnaryUnaryMultiCallable[_routing_pb2.ListQueueConversationsRequest, _routing_pb2.ListQueueConversationsResponse]  # type: ignore[assignment]
+    """A queue's waiting conversations in the order AssignNext serves them."""
 
 class RoutingServiceServicer(metaclass=_abc_1.ABCMeta):
-    """RoutingService owns queues, SLA policies, routing rules, agents and conversation
-    assignment. Its RPCs arrive with the routing issue; the service already answers health
-    checks and reflection.
+    """RoutingService decides who answers a conversation and by when: calendars with business
+    hours, SLA policies measured on them, queues, an ordered list of routing rules over the
+    conversation, the customer record and its segments, agents with skills and capacity, and
+    the conversation's lifecycle from routing to resolution. Customers are read through the
+    ProfileService and segment definitions through the SegmentService.
+
+    Configuration resources (calendars, SLA policies, queues, agents) are replaced whole by
+    their Update call; `revision` guards against lost updates (0 skips the check). An update
+    that changes nothing makes no new revision.
     """
 
-    ...
+    @_abc_1.abstractmethod
+    def CreateCalendar(
+        self,
+        request: _routing_pb2.CreateCalendarRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_routing_pb2.CreateCalendarResponse, _abc.Awaitable[_routing_pb2.CreateCalendarResponse]]:
+        """Creates a calendar at revision 1."""
+
+    @_abc_1.abstractmethod
+    def GetCalendar(
+        self,
+        request: _routing_pb2.GetCalendarRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_routing_pb2.GetCalendarResponse, _abc.Awaitable[_routing_pb2.GetCalendarResponse]]:
+        """Returns one calendar."""
+
+    @_abc_1.abstractmethod
+    def ListCalendars(
+        self,
+        request: _routing_pb2.ListCalendarsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_routing_pb2.ListCalendarsResponse, _abc.Awaitable[_routing_pb2.ListCalendarsResponse]]:
+        """Lists calendars by id."""
+
+    @_abc_1.abstractmethod
+    def UpdateCalendar(
+        self,
+        request: _routing_pb2.UpdateCalendarRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_routing_pb2.UpdateCalendarResponse, _abc.Awaitable[_routing_pb2.UpdateCalendarResponse]]:
+        """Replaces a calendar's definition. Due times already given keep their values; SLA
+        status recomputed later uses the new hours.
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteCalendar(
+        self,
+        request: _routing_pb2.DeleteCalendarRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_routing_pb2.DeleteCalendarResponse, _abc.Awaitable[_routing_pb2.DeleteCalendarResponse]]:
+        """Deletes a calendar; FAILED_PRECONDITION while a queue or SLA policy uses it."""
+
+    @_abc_1.abstractmethod
+    def CreateSlaPolicy(
+        self,
+        request: _routing_pb2.CreateSlaPolicyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_routing_pb2.CreateSlaPolicyResponse, _abc.Awaitable[_routing_pb2.CreateSlaPolicyResponse]]:
+        """Creates an SLA policy at revision 1."""
+
+    @_abc_1.abstractmethod
+    def GetSlaPolicy(
+        self,
+        request: _routing_pb2.GetSlaPolicyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_routing_pb2.GetSlaPolicyResponse, _abc.Awaitable[_routing_pb2.GetSlaPolicyResponse]]:
+        """Returns one SLA policy."""
+
+    @_abc_1.abstractmethod
+    def ListSlaPolicies(
+        self,
+        request: _routing_pb2.ListSlaPoliciesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_routing_pb2.ListSlaPoliciesResponse, _abc.Awaitable[_routing_pb2.ListSlaPoliciesResponse]]:
+        """Lists SLA policies by id."""
+
+    @_abc_1.abstractmethod
+    def UpdateSlaPolicy(
+        self,
+        request: _routing_pb2.UpdateSlaPolicyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_routing_pb2.UpdateSlaPolicyResponse, _abc.Awaitable[_routing_pb2.UpdateSlaPolicyResponse]]:
+        """Replaces an SLA policy. Open conversations under it keep the time already spent and
+        are measured against the new targets from now on.
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteSlaPolicy(
+        self,
+        request: _routing_pb2.DeleteSlaPolicyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_routing_pb2.DeleteSlaPolicyResponse, _abc.Awaitable[_routing_pb2.DeleteSlaPolicyResponse]]:
+        """Deletes an SLA policy; FAILED_PRECONDITION while a routing rule or an open
+        conversation uses it.
+        """
+
+    @_abc_1.abstractmethod
+    def CreateQueue(
+        self,
+        request: _routing_pb2.CreateQueueRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_routing_pb2.CreateQueueResponse, _abc.Awaitable[_routing_pb2.CreateQueueResponse]]:
+        """Creates a queue at revision 1."""
+
+    @_abc_1.abstractmethod
+    def GetQueue(
+        self,
+        request: _routing_pb2.GetQueueRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_routing_pb2.GetQueueResponse, _abc.Awaitable[_routing_pb2.GetQueueResponse]]:
+        """Returns one queue."""
+
+    @_abc_1.abstractmethod
+    def ListQueues(
+        self,
+        request: _routing_pb2.ListQueuesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_routing_pb2.ListQueuesResponse, _abc.Awaitable[_routing_pb2.ListQueuesResponse]]:
+        """Lists queues by id."""
+
+    @_abc_1.abstractmethod
+    def UpdateQueue(
+        self,
+        request: _routing_pb2.UpdateQueueRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_routing_pb2.UpdateQueueResponse, _abc.Awaitable[_routing_pb2.UpdateQueueResponse]]:
+        """Replaces a queue's definition."""
+
+    @_abc_1.abstractmethod
+    def DeleteQueue(
+        self,
+        request: _routing_pb2.DeleteQueueRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_routing_pb2.DeleteQueueResponse, _abc.Awaitable[_routing_pb2.DeleteQueueResponse]]:
+        """Deletes a queue; FAILED_PRECONDITION while a routing rule, another queue's overflow or
+        an open conversation uses it.
+        """
+
+    @_abc_1.abstractmethod
+    def GetRoutingRules(
+        self,
+        request: _routing_pb2.GetRoutingRulesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_routing_pb2.GetRoutingRulesResponse, _abc.Awaitable[_routing_pb2.GetRoutingRulesResponse]]:
+        """Returns the routing rules in force (or an earlier revision)."""
+
+    @_abc_1.abstractmethod
+    def UpdateRoutingRules(
+        self,
+        request: _routing_pb2.UpdateRoutingRulesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_routing_pb2.UpdateRoutingRulesResponse, _abc.Awaitable[_routing_pb2.UpdateRoutingRulesResponse]]:
+        """Replaces the ordered rule list and the default action as one new revision. A rule
+        pointing at a missing queue, policy or agent fails with FAILED_PRECONDITION.
+        """
+
+    @_abc_1.abstractmethod
+    def ListRoutingRuleRevisions(
+        self,
+        request: _routing_pb2.ListRoutingRuleRevisionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_routing_pb2.ListRoutingRuleRevisionsResponse, _abc.Awaitable[_routing_pb2.ListRoutingRuleRevisionsResponse]]:
+        """Lists revisions of the routing rules, newest first."""
+
+    @_abc_1.abstractmethod
+    def RollbackRoutingRules(
+        self,
+        request: _routing_pb2.RollbackRoutingRulesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_routing_pb2.RollbackRoutingRulesResponse, _abc.Awaitable[_routing_pb2.RollbackRoutingRulesResponse]]:
+        """Restores an earlier revision's rules as a new revision."""
+
+    @_abc_1.abstractmethod
+    def CreateAgent(
+        self,
+        request: _routing_pb2.CreateAgentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_routing_pb2.CreateAgentResponse, _abc.Awaitable[_routing_pb2.CreateAgentResponse]]:
+        """Creates an agent at revision 1, OFFLINE."""
+
+    @_abc_1.abstractmethod
+    def GetAgent(
+        self,
+        request: _routing_pb2.GetAgentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_routing_pb2.GetAgentResponse, _abc.Awaitable[_routing_pb2.GetAgentResponse]]:
+        """Returns one agent with the number of conversations they hold."""
+
+    @_abc_1.abstractmethod
+    def ListAgents(
+        self,
+        request: _routing_pb2.ListAgentsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_routing_pb2.ListAgentsResponse, _abc.Awaitable[_routing_pb2.ListAgentsResponse]]:
+        """Lists agents by id."""
+
+    @_abc_1.abstractmethod
+    def UpdateAgent(
+        self,
+        request: _routing_pb2.UpdateAgentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_routing_pb2.UpdateAgentResponse, _abc.Awaitable[_routing_pb2.UpdateAgentResponse]]:
+        """Replaces an agent's skills, languages, capacity and teams. Lowering capacity below what
+        the agent holds takes nothing away; they get no more until under it.
+        """
+
+    @_abc_1.abstractmethod
+    def SetAgentStatus(
+        self,
+        request: _routing_pb2.SetAgentStatusRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_routing_pb2.SetAgentStatusResponse, _abc.Awaitable[_routing_pb2.SetAgentStatusResponse]]:
+        """Sets an agent ONLINE, AWAY or OFFLINE. Going OFFLINE returns the conversations they
+        hold and have not replied to yet to their queues.
+        """
+
+    @_abc_1.abstractmethod
+    def RouteConversation(
+        self,
+        request: _routing_pb2.RouteConversationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_routing_pb2.RouteConversationResponse, _abc.Awaitable[_routing_pb2.RouteConversationResponse]]:
+        """Routes a conversation: matches the rules, stores the decision, sets the SLA due times
+        and assigns an agent when one is free. Idempotent per conversation id: routing the same
+        conversation again returns the stored decision.
+        """
+
+    @_abc_1.abstractmethod
+    def GetConversation(
+        self,
+        request: _routing_pb2.GetConversationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_routing_pb2.GetConversationResponse, _abc.Awaitable[_routing_pb2.GetConversationResponse]]:
+        """Returns a conversation with its events and SLA clocks as of now."""
+
+    @_abc_1.abstractmethod
+    def RecordConversationEvent(
+        self,
+        request: _routing_pb2.RecordConversationEventRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_routing_pb2.RecordConversationEventResponse, _abc.Awaitable[_routing_pb2.RecordConversationEventResponse]]:
+        """Records what happened in a conversation: replies, waiting on the customer, transfer,
+        escalation from bot to human, resolution, reopening, a CSAT rating.
+        """
+
+    @_abc_1.abstractmethod
+    def GetAgentAssignments(
+        self,
+        request: _routing_pb2.GetAgentAssignmentsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_routing_pb2.GetAgentAssignmentsResponse, _abc.Awaitable[_routing_pb2.GetAgentAssignmentsResponse]]:
+        """What an agent holds now, each with its SLA due times."""
+
+    @_abc_1.abstractmethod
+    def AssignNext(
+        self,
+        request: _routing_pb2.AssignNextRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_routing_pb2.AssignNextResponse, _abc.Awaitable[_routing_pb2.AssignNextResponse]]:
+        """Pulls the next waiting conversation this agent may take (skills, language, capacity):
+        highest priority first, then earliest first-response due time, then longest waiting.
+        Concurrent calls never hand one conversation to two agents.
+        """
+
+    @_abc_1.abstractmethod
+    def WatchAssignments(
+        self,
+        request: _routing_pb2.WatchAssignmentsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_routing_pb2.WatchAssignmentsResponse], _abc.AsyncIterator[_routing_pb2.WatchAssignmentsResponse]]:
+        """Streams an agent's assignments: first those held now, then each change as it happens."""
+
+    @_abc_1.abstractmethod
+    def ListQueueConversations(
+        self,
+        request: _routing_pb2.ListQueueConversationsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_routing_pb2.ListQueueConversationsResponse, _abc.Awaitable[_routing_pb2.ListQueueConversationsResponse]]:
+        """A queue's waiting conversations in the order AssignNext serves them."""
 
 def add_RoutingServiceServicer_to_server(servicer: RoutingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

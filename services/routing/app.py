@@ -1,0 +1,1536 @@
+"""What the routing service does, independent of how it is called (gRPC, workers, CLI).
+
+Configuration is validated completely before anything is stored and every problem is
+reported at once. Conversations move only through ``lifecycle.advance``, so the state kept
+in the table and the history the SLA clocks replay never disagree.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+
+from services.core.clock import Clock, utc_now
+from services.core.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
+from services.routing import documents
+from services.routing.customers import CustomerDirectory
+from services.routing.domain import (
+    Agent,
+    AgentStatus,
+    Assignment,
+    AssignmentChange,
+    Calendar,
+    Channel,
+    Conversation,
+    Decision,
+    Queue,
+    RevisionAction,
+    RouteRequest,
+    RouteStep,
+    RoutingAction,
+    RoutingRules,
+    RulesRevision,
+    SlaPolicy,
+    Strategy,
+)
+from services.routing.lifecycle import (
+    ConversationEvent,
+    ConversationState,
+    EventKind,
+    InvalidTransition,
+    Situation,
+    advance,
+)
+from services.routing.logic import (
+    Candidate,
+    CompiledRules,
+    Need,
+    agent_id_problems,
+    agent_problems,
+    calendar_definition_problems,
+    can_serve,
+    clock_policy,
+    compile_rules,
+    conversation_id_problems,
+    has_room,
+    match,
+    pick_agent,
+    policy_problems,
+    queue_problems,
+    resource_id_problems,
+    route_request_problems,
+    routing_document,
+    rules_problems,
+    rules_references,
+)
+from services.routing.repository import RoutingRepository, Store, StoredDefinition, check_revision
+from services.routing.sla import ClockReport, Metric, PolicyPeriod, first_response_due, sla_report
+from services.routing.sla import SlaPolicy as ClockPolicy
+from services.segments.repository import decode_token, encode_token
+
+MAX_PAGE_SIZE = 1000
+DEFAULT_PAGE_SIZE = 100
+MAX_ACTOR_LENGTH = 200
+# A conversation moved by overflow more often than this stays where it is: a loop of
+# overflowing queues must not spin.
+MAX_OVERFLOW_HOPS = 5
+# Stand-in for "no first-response due time" in the serving order: after every real one.
+NO_DUE_TIME = datetime(9999, 1, 1, tzinfo=UTC)
+RECORDABLE = frozenset(
+    {
+        EventKind.AGENT_REPLY,
+        EventKind.BOT_REPLY,
+        EventKind.CUSTOMER_REPLY,
+        EventKind.WAITING_ON_CUSTOMER,
+        EventKind.TRANSFERRED,
+        EventKind.ESCALATED,
+        EventKind.RESOLVED,
+        EventKind.REOPENED,
+        EventKind.CSAT_RATED,
+    }
+)
+_WATCH_POLL_SECONDS = 0.5
+_TIMER_BATCH = 200
+
+
+class _DryRun(Exception):
+    def __init__(self, decision: Decision) -> None:
+        super().__init__("validate_only")
+        self.decision = decision
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every definition at one configuration version, compiled for routing."""
+
+    version: int
+    calendars: Mapping[str, Calendar]
+    policies: Mapping[str, SlaPolicy]
+    queues: Mapping[str, Queue]
+    agents: Mapping[str, Agent]
+    rules: CompiledRules | None
+
+
+def _stamps(stored: StoredDefinition) -> dict[str, Any]:
+    return {
+        "revision": stored.revision,
+        "create_time": stored.create_time,
+        "update_time": stored.update_time,
+    }
+
+
+def _load_config(store: Store, version: int) -> Config:
+    by_kind: dict[str, list[StoredDefinition]] = {}
+    for stored in store.all_definitions():
+        by_kind.setdefault(stored.kind, []).append(stored)
+    rules = None
+    for stored in by_kind.get("rules", []):
+        revision = store.revisions("rules", "rules", limit=1)[0]
+        rules = compile_rules(
+            documents.rules_from(
+                stored.document, stored.revision, stored.update_time, revision.actor
+            )
+        )
+    return Config(
+        version=version,
+        calendars={
+            s.key: documents.calendar_from(s.key, s.document, **_stamps(s))
+            for s in by_kind.get("calendar", [])
+        },
+        policies={
+            s.key: documents.policy_from(s.key, s.document, **_stamps(s))
+            for s in by_kind.get("policy", [])
+        },
+        queues={
+            s.key: documents.queue_from(s.key, s.document, **_stamps(s))
+            for s in by_kind.get("queue", [])
+        },
+        agents={
+            s.key: documents.agent_from(s.key, s.document, **_stamps(s))
+            for s in by_kind.get("agent", [])
+        },
+        rules=rules,
+    )
+
+
+class Routing:
+    def __init__(
+        self, repository: RoutingRepository, customers: CustomerDirectory, clock: Clock = utc_now
+    ) -> None:
+        self.repository = repository
+        self.customers = customers
+        self.clock = clock
+        self._config: Config | None = None
+        self._config_lock = threading.Lock()
+        # Wakes consoles watching in this process as soon as an assignment changes; other
+        # processes' changes reach them by polling.
+        self._assignments_changed = threading.Condition()
+
+    # ---- configuration ----------------------------------------------------------------------
+
+    def config(self, store: Store) -> Config:
+        """The configuration in force, compiled again only when a definition changed."""
+        version = store.config_version()
+        cached = self._config
+        if cached is not None and cached.version == version:
+            return cached
+        with self._config_lock:
+            loaded = _load_config(store, version)
+            self._config = loaded
+        return loaded
+
+    def create_calendar(self, *, calendar: Calendar) -> Calendar:
+        _raise_if(calendar_definition_problems(calendar))
+        with self.repository.write() as store:
+            stored = store.create_definition(
+                "calendar",
+                calendar.calendar_id,
+                documents.calendar_document(calendar),
+                self.clock(),
+            )
+        return documents.calendar_from(stored.key, stored.document, **_stamps(stored))
+
+    def get_calendar(self, *, calendar_id: str) -> Calendar:
+        stored = self._get("calendar", calendar_id, "calendar_id")
+        return documents.calendar_from(stored.key, stored.document, **_stamps(stored))
+
+    def list_calendars(self, *, page_size: int, page_token: str) -> tuple[list[Calendar], str]:
+        page, token = self._page("calendar", page_size, page_token)
+        return [documents.calendar_from(s.key, s.document, **_stamps(s)) for s in page], token
+
+    def update_calendar(self, *, calendar: Calendar) -> Calendar:
+        _raise_if(calendar_definition_problems(calendar))
+        stored = self._replace(
+            "calendar",
+            calendar.calendar_id,
+            documents.calendar_document(calendar),
+            calendar.revision,
+        )
+        return documents.calendar_from(stored.key, stored.document, **_stamps(stored))
+
+    def delete_calendar(self, *, calendar_id: str, revision: int) -> None:
+        def users(config: Config) -> list[str]:
+            return [
+                f"queue {q.queue_id!r}"
+                for q in config.queues.values()
+                if q.calendar_id == calendar_id
+            ] + [
+                f"SLA policy {p.policy_id!r}"
+                for p in config.policies.values()
+                if p.calendar_id == calendar_id
+            ]
+
+        self._delete("calendar", calendar_id, revision, users)
+
+    def create_policy(self, *, policy: SlaPolicy) -> SlaPolicy:
+        _raise_if(policy_problems(policy))
+        with self.repository.write() as store:
+            self._require_references(
+                store, [("calendar", policy.calendar_id, "policy.calendar_id")]
+            )
+            stored = store.create_definition(
+                "policy", policy.policy_id, documents.policy_document(policy), self.clock()
+            )
+        return documents.policy_from(stored.key, stored.document, **_stamps(stored))
+
+    def get_policy(self, *, policy_id: str) -> SlaPolicy:
+        stored = self._get("policy", policy_id, "policy_id")
+        return documents.policy_from(stored.key, stored.document, **_stamps(stored))
+
+    def list_policies(self, *, page_size: int, page_token: str) -> tuple[list[SlaPolicy], str]:
+        page, token = self._page("policy", page_size, page_token)
+        return [documents.policy_from(s.key, s.document, **_stamps(s)) for s in page], token
+
+    def update_policy(self, *, policy: SlaPolicy) -> SlaPolicy:
+        _raise_if(policy_problems(policy))
+        stored = self._replace(
+            "policy",
+            policy.policy_id,
+            documents.policy_document(policy),
+            policy.revision,
+            [("calendar", policy.calendar_id, "policy.calendar_id")],
+        )
+        return documents.policy_from(stored.key, stored.document, **_stamps(stored))
+
+    def delete_policy(self, *, policy_id: str, revision: int) -> None:
+        def users(config: Config) -> list[str]:
+            return _rule_users(config, lambda action: action.sla_policy_id == policy_id)
+
+        self._delete("policy", policy_id, revision, users, conversation_column="sla_policy_id")
+
+    def create_queue(self, *, queue: Queue) -> Queue:
+        _raise_if(queue_problems(queue))
+        with self.repository.write() as store:
+            self._require_references(store, _queue_references(queue))
+            stored = store.create_definition(
+                "queue", queue.queue_id, documents.queue_document(queue), self.clock()
+            )
+        return documents.queue_from(stored.key, stored.document, **_stamps(stored))
+
+    def get_queue(self, *, queue_id: str) -> Queue:
+        stored = self._get("queue", queue_id, "queue_id")
+        return documents.queue_from(stored.key, stored.document, **_stamps(stored))
+
+    def list_queues(self, *, page_size: int, page_token: str) -> tuple[list[Queue], str]:
+        page, token = self._page("queue", page_size, page_token)
+        return [documents.queue_from(s.key, s.document, **_stamps(s)) for s in page], token
+
+    def update_queue(self, *, queue: Queue) -> Queue:
+        _raise_if(queue_problems(queue))
+        stored = self._replace(
+            "queue",
+            queue.queue_id,
+            documents.queue_document(queue),
+            queue.revision,
+            _queue_references(queue),
+        )
+        return documents.queue_from(stored.key, stored.document, **_stamps(stored))
+
+    def delete_queue(self, *, queue_id: str, revision: int) -> None:
+        def users(config: Config) -> list[str]:
+            overflowing = [
+                f"queue {q.queue_id!r} (overflow)"
+                for q in config.queues.values()
+                if q.overflow is not None and q.overflow.queue_id == queue_id
+            ]
+            return overflowing + _rule_users(
+                config,
+                lambda action: (
+                    action.queue_id == queue_id
+                    or any(step.queue_id == queue_id for step in action.fallback_chain)
+                ),
+            )
+
+        self._delete("queue", queue_id, revision, users, conversation_column="queue_id")
+
+    def create_agent(self, *, agent: Agent) -> Agent:
+        _raise_if(agent_problems(agent))
+        now = self.clock()
+        with self.repository.write() as store:
+            stored = store.create_definition(
+                "agent", agent.agent_id, documents.agent_document(agent), now
+            )
+            store.add_presence(agent.agent_id, AgentStatus.OFFLINE.value, now)
+        return self._agent_view(stored, AgentStatus.OFFLINE, now, 0)
+
+    def get_agent(self, *, agent_id: str) -> Agent:
+        _raise_if(_required("agent_id", agent_id))
+        with self.repository.read() as store:
+            stored = store.definition("agent", agent_id)
+            presence = store.presence(agent_id)
+            held = sum(store.open_counts([agent_id]).get(agent_id, {}).values())
+        return self._agent_view(stored, AgentStatus(presence.status), presence.status_time, held)
+
+    def list_agents(self, *, page_size: int, page_token: str) -> tuple[list[Agent], str]:
+        page, token = self._page("agent", page_size, page_token)
+        with self.repository.read() as store:
+            presences = store.presences()
+            counts = store.open_counts([s.key for s in page])
+        agents = [
+            self._agent_view(
+                s,
+                AgentStatus(presences[s.key].status),
+                presences[s.key].status_time,
+                sum(counts.get(s.key, {}).values()),
+            )
+            for s in page
+        ]
+        return agents, token
+
+    def update_agent(self, *, agent: Agent) -> Agent:
+        _raise_if(agent_problems(agent))
+        stored = self._replace(
+            "agent", agent.agent_id, documents.agent_document(agent), agent.revision
+        )
+        return self.get_agent(agent_id=stored.key)
+
+    def set_agent_status(
+        self, *, agent_id: str, status: AgentStatus | None
+    ) -> tuple[Agent, list[str]]:
+        problems = _required("agent_id", agent_id)
+        if status is None:
+            problems.append(FieldViolation("status", "required: ONLINE, AWAY or OFFLINE"))
+        _raise_if(problems)
+        assert status is not None
+        now = self.clock()
+        returned: list[str] = []
+        with self.repository.write() as store:
+            store.definition("agent", agent_id)
+            store.presence(agent_id, lock=True)
+            store.set_presence(agent_id, status.value, now)
+            if status == AgentStatus.OFFLINE:
+                for row in store.held_by(agent_id):
+                    if row["agent_replied"] or row["state"] != ConversationState.ASSIGNED.value:
+                        continue
+                    self._release(store, row, now, note=f"{agent_id} went offline")
+                    returned.append(row["conversation_id"])
+        if returned:
+            self._notify()
+        return self.get_agent(agent_id=agent_id), sorted(returned)
+
+    def _agent_view(
+        self, stored: StoredDefinition, status: AgentStatus, status_time: datetime, held: int
+    ) -> Agent:
+        agent = documents.agent_from(stored.key, stored.document, **_stamps(stored))
+        return replace(agent, status=status, status_time=status_time, open_conversations=held)
+
+    # ---- routing rules ----------------------------------------------------------------------
+
+    def get_rules(self, *, revision: int) -> RoutingRules:
+        if revision < 0:
+            raise InvalidArgument.field("revision", "must be zero or more")
+        with self.repository.read() as store:
+            current = store.find_definition("rules", "rules")
+            if current is None:
+                if revision:
+                    raise NotFound("routing rules revision", str(revision))
+                return RoutingRules()
+            wanted = revision or current.revision
+            found = [
+                r
+                for r in store.revisions("rules", "rules", before_revision=wanted + 1, limit=1)
+                if r.revision == wanted
+            ]
+        if not found:
+            raise NotFound("routing rules revision", str(revision))
+        return documents.rules_from(
+            found[0].document, found[0].revision, found[0].revise_time, found[0].actor
+        )
+
+    def update_rules(self, *, rules: RoutingRules, actor: str) -> RoutingRules:
+        _raise_if(rules_problems(rules) + _actor(actor))
+        return self._save_rules(
+            documents.rules_document(rules), rules, rules.revision, actor, RevisionAction.UPDATED, 0
+        )
+
+    def list_rule_revisions(
+        self, *, page_size: int, page_token: str
+    ) -> tuple[list[RulesRevision], str]:
+        size = _page_size(page_size)
+        before = _token_number(page_token)
+        with self.repository.read() as store:
+            found = store.revisions("rules", "rules", before_revision=before, limit=size + 1)
+        revisions = [
+            RulesRevision(
+                rules=documents.rules_from(r.document, r.revision, r.revise_time, r.actor),
+                action=RevisionAction(r.action),
+                restored_revision=r.restored_revision,
+            )
+            for r in found[:size]
+        ]
+        token = str(found[size - 1].revision) if len(found) > size else ""
+        return revisions, token
+
+    def rollback_rules(self, *, target_revision: int, revision: int, actor: str) -> RoutingRules:
+        _raise_if(_actor(actor))
+        if target_revision <= 0:
+            raise InvalidArgument.field("target_revision", "must be a revision number")
+        target = self.get_rules(revision=target_revision)
+        return self._save_rules(
+            documents.rules_document(target),
+            target,
+            revision,
+            actor,
+            RevisionAction.ROLLED_BACK,
+            target_revision,
+        )
+
+    def _save_rules(
+        self,
+        document: dict[str, Any],
+        rules: RoutingRules,
+        expected: int,
+        actor: str,
+        action: RevisionAction,
+        restored: int,
+    ) -> RoutingRules:
+        now = self.clock()
+        with self.repository.write() as store:
+            self._require_references(store, rules_references(rules))
+            current = store.find_definition("rules", "rules", lock=True)
+            if current is None:
+                if expected:
+                    raise FailedPrecondition(
+                        "there are no routing rules yet; create them with revision 0",
+                        reason="STALE_REVISION",
+                    )
+                stored = store.create_definition(
+                    "rules", "rules", document, now, actor=actor, action=action.value
+                )
+            else:
+                check_revision(current, expected)
+                stored = store.replace_definition(
+                    current,
+                    document,
+                    now,
+                    actor=actor,
+                    action=action.value,
+                    restored_revision=restored,
+                )
+        return documents.rules_from(stored.document, stored.revision, stored.update_time, actor)
+
+    # ---- routing ------------------------------------------------------------------------------
+
+    def route(self, *, request: RouteRequest) -> tuple[Decision, bool]:
+        """Decide and store where a conversation goes; the stored decision when it was
+        routed before (``True``)."""
+        _raise_if(route_request_problems(request))
+        assert request.channel is not None
+        if not request.validate_only:
+            with self.repository.read() as store:
+                stored = store.find_conversation(request.conversation_id)
+            if stored is not None:
+                return documents.decision_from(request.conversation_id, stored["decision"]), True
+        now = request.time or self.clock()
+        if request.customer_id:
+            known = self.customers.lookup(request.customer_id, now)
+            attributes, segment_ids = known.attributes, known.segment_ids
+        else:
+            attributes = dict(request.visitor_attributes)
+            segment_ids = self.customers.segments_of(attributes, now)
+        try:
+            with self.repository.write() as store:
+                decision = self._decide(store, request, attributes, segment_ids, now)
+                if request.validate_only:
+                    # Nothing of a dry run may stay: leaving by exception rolls back.
+                    raise _DryRun(decision)
+        except _DryRun as dry_run:
+            return dry_run.decision, False
+        except IntegrityError:
+            # Routed concurrently by another call: that decision stands.
+            with self.repository.read() as store:
+                stored = store.conversation(request.conversation_id)
+            return documents.decision_from(request.conversation_id, stored["decision"]), True
+        if decision.agent_id:
+            self._notify()
+        return decision, False
+
+    def _decide(
+        self,
+        store: Store,
+        request: RouteRequest,
+        attributes: Mapping[str, Any],
+        segment_ids: frozenset[str],
+        now: datetime,
+    ) -> Decision:
+        assert request.channel is not None
+        config = self.config(store)
+        if config.rules is None:
+            raise FailedPrecondition(
+                "no routing rules yet: set them with UpdateRoutingRules",
+                reason="ROUTING_NOT_CONFIGURED",
+            )
+        matched = match(config.rules, routing_document(attributes, request), segment_ids, now)
+        action = matched.action
+        queue = config.queues[action.queue_id]
+        policy = config.policies.get(action.sla_policy_id)
+        clocks = self._clock_policy(config, policy, queue.calendar_id)
+        first_due = resolution_due = None
+        if clocks is not None and not action.bot_first:
+            reports = sla_report(
+                [ConversationEvent(EventKind.ROUTED, now, queue_id=queue.queue_id)],
+                [PolicyPeriod(now, clocks)],
+                now,
+            )
+            first_due = _due(reports, Metric.FIRST_RESPONSE)
+            resolution_due = _due(reports, Metric.RESOLUTION)
+        skills = tuple(sorted(set(queue.required_skills) | set(action.required_skills)))
+        state = ConversationState.BOT if action.bot_first else ConversationState.QUEUED
+        row: dict[str, Any] = {
+            "conversation_id": request.conversation_id,
+            "customer_id": request.customer_id,
+            "channel": request.channel.value,
+            "language": request.language,
+            "topic": request.topic,
+            "state": state.value,
+            "queue_id": queue.queue_id,
+            "agent_id": "",
+            "reserved_agent_id": "",
+            "priority": action.priority,
+            "sla_policy_id": action.sla_policy_id,
+            "required_skills": list(action.required_skills),
+            "segment_ids": sorted(segment_ids),
+            "order_due": first_due or NO_DUE_TIME,
+            "enqueue_time": now,
+            "assign_time": None,
+            "agent_replied": False,
+            "pending_steps": [],
+            "timer_time": None,
+            "decision": {},
+            "csat_rating": 0,
+            "last_event_time": now,
+        }
+        store.insert_conversation(row)
+        store.add_events(
+            request.conversation_id,
+            [
+                ConversationEvent(
+                    EventKind.ROUTED,
+                    now,
+                    queue_id=queue.queue_id,
+                    policy_id=action.sla_policy_id,
+                    to_bot=action.bot_first,
+                )
+            ],
+        )
+        notes = [matched.explanation]
+        if not action.bot_first:
+            steps = [documents.step_document(step) for step in action.fallback_chain]
+            notes += self._enter(store, config, row, steps, attributes, now)
+        decision = Decision(
+            conversation_id=request.conversation_id,
+            queue_id=row["queue_id"],
+            priority=action.priority,
+            sla_policy_id=action.sla_policy_id,
+            first_response_due=first_due,
+            resolution_due=resolution_due,
+            agent_id=row["agent_id"],
+            segment_ids=tuple(sorted(segment_ids)),
+            rule_id=matched.rule.rule_id if matched.rule else "",
+            rules_revision=config.rules.revision,
+            explanation="; ".join(notes),
+            bot_first=action.bot_first,
+            required_skills=skills,
+            route_time=now,
+            reserved_agent_id=row["reserved_agent_id"],
+        )
+        store.update_conversation(
+            request.conversation_id, decision=documents.decision_document(decision)
+        )
+        return decision
+
+    def _clock_policy(
+        self, config: Config, policy: SlaPolicy | None, queue_calendar_id: str
+    ) -> ClockPolicy | None:
+        if policy is None:
+            return None
+        return clock_policy(policy, config.calendars, queue_calendar_id)
+
+    def _enter(
+        self,
+        store: Store,
+        config: Config,
+        row: dict[str, Any],
+        steps: list[dict[str, Any]],
+        attributes: Mapping[str, Any],
+        now: datetime,
+    ) -> list[str]:
+        """Place a conversation that needs a human: through the fallback steps, else into its
+        queue (and on through overflow), assigning an agent when one is free. Updates ``row``
+        and the table; returns what happened, in words."""
+        notes: list[str] = []
+        final_queue = row["queue_id"]
+        remaining = list(steps)
+        while remaining:
+            step = documents.step_from(remaining.pop(0))
+            deadline = now + step.timeout
+            if step.queue_id:
+                row["queue_id"] = step.queue_id
+                if self._try_assign(store, config, row, now):
+                    notes.append(f"assigned to {row['agent_id']} from queue {step.queue_id!r}")
+                    return notes
+                self._wait(store, row, now, remaining, final_queue, deadline)
+                notes.append(f"waiting in queue {step.queue_id!r} until {deadline.isoformat()}")
+                return notes
+            agent_id = step.agent_id or _owner(attributes, step.owner_attribute)
+            agent = config.agents.get(agent_id)
+            if agent is None:
+                notes.append(f"no named agent for step {_step_name(step)}: skipped")
+                continue
+            presence = store.presence(agent_id, lock=True)
+            need = self._need(config, row)
+            if presence.status != AgentStatus.ONLINE.value or not can_serve(agent, need):
+                notes.append(f"named agent {agent_id} is {presence.status}: skipped")
+                continue
+            counts = store.open_counts([agent_id]).get(agent_id, {})
+            candidate = Candidate(agent, counts.get(row["channel"], 0), sum(counts.values()), None)
+            if has_room(candidate, need.channel) and self._claim(store, row, agent_id, now):
+                notes.append(f"assigned to named agent {agent_id}")
+                return notes
+            row["queue_id"] = final_queue
+            row["reserved_agent_id"] = agent_id
+            self._wait(store, row, now, remaining, final_queue, deadline)
+            notes.append(
+                f"held for named agent {agent_id} (at capacity) until {deadline.isoformat()}"
+            )
+            return notes
+        row["queue_id"] = final_queue
+        row["reserved_agent_id"] = ""
+        notes += self._settle_in_queue(store, config, row, now)
+        return notes
+
+    def _wait(
+        self,
+        store: Store,
+        row: dict[str, Any],
+        now: datetime,
+        remaining: list[dict[str, Any]],
+        final_queue: str,
+        deadline: datetime,
+    ) -> None:
+        # The final queue rides along as the last step without a timeout.
+        row["pending_steps"] = [*remaining, {"final_queue": final_queue}]
+        row["timer_time"] = deadline
+        store.update_conversation(
+            row["conversation_id"],
+            queue_id=row["queue_id"],
+            reserved_agent_id=row["reserved_agent_id"],
+            pending_steps=row["pending_steps"],
+            timer_time=deadline,
+        )
+
+    def _settle_in_queue(
+        self, store: Store, config: Config, row: dict[str, Any], now: datetime
+    ) -> list[str]:
+        """Assign from the row's queue, follow overflow when nobody could ever take it, and
+        set the overflow timer otherwise."""
+        notes: list[str] = []
+        for _ in range(MAX_OVERFLOW_HOPS):
+            queue = config.queues[row["queue_id"]]
+            if self._try_assign(store, config, row, now):
+                notes.append(f"assigned to {row['agent_id']} in queue {queue.queue_id!r}")
+                return notes
+            overflow = queue.overflow
+            if (
+                overflow
+                and overflow.when_no_agent_online
+                and not self._anyone_online(store, config, row)
+            ):
+                notes.append(
+                    f"no online agent can serve queue {queue.queue_id!r}: "
+                    f"overflow to {overflow.queue_id!r}"
+                )
+                self._move(store, row, overflow.queue_id, now, notes[-1])
+                continue
+            break
+        queue = config.queues[row["queue_id"]]
+        timer = None
+        if queue.overflow is not None and queue.overflow.after:
+            timer = row["enqueue_time"] + queue.overflow.after
+        row["pending_steps"], row["timer_time"] = [], timer
+        store.update_conversation(
+            row["conversation_id"],
+            queue_id=row["queue_id"],
+            reserved_agent_id="",
+            pending_steps=[],
+            timer_time=timer,
+        )
+        notes.append(f"waiting in queue {queue.queue_id!r}")
+        return notes
+
+    def _move(
+        self, store: Store, row: dict[str, Any], queue_id: str, now: datetime, note: str
+    ) -> None:
+        row["queue_id"] = queue_id
+        row["enqueue_time"] = now
+        store.update_conversation(row["conversation_id"], queue_id=queue_id, enqueue_time=now)
+        store.add_events(
+            row["conversation_id"],
+            [ConversationEvent(EventKind.TRANSFERRED, now, queue_id=queue_id)],
+            note=note,
+        )
+
+    def _need(self, config: Config, row: Mapping[str, Any]) -> Need:
+        queue = config.queues[row["queue_id"]]
+        return Need(
+            channel=Channel(row["channel"]),
+            skills=frozenset(queue.required_skills) | frozenset(row["required_skills"]),
+            language=row["language"],
+            queue_languages=queue.languages,
+        )
+
+    def _candidates(self, store: Store, config: Config, need: Need) -> list[Candidate]:
+        presences = store.presences()
+        able = [
+            agent
+            for agent in config.agents.values()
+            if agent.agent_id in presences
+            and presences[agent.agent_id].status == AgentStatus.ONLINE.value
+            and can_serve(agent, need)
+        ]
+        if not able:
+            return []
+        store.lock_agents([agent.agent_id for agent in able])
+        counts = store.open_counts([agent.agent_id for agent in able])
+        return [
+            Candidate(
+                replace(agent, status=AgentStatus.ONLINE),
+                counts.get(agent.agent_id, {}).get(need.channel.value, 0),
+                sum(counts.get(agent.agent_id, {}).values()),
+                presences[agent.agent_id].last_assign_time,
+            )
+            for agent in able
+        ]
+
+    def _anyone_online(self, store: Store, config: Config, row: Mapping[str, Any]) -> bool:
+        need = self._need(config, row)
+        presences = store.presences()
+        return any(
+            presences.get(agent.agent_id) is not None
+            and presences[agent.agent_id].status == AgentStatus.ONLINE.value
+            and can_serve(agent, need)
+            for agent in config.agents.values()
+        )
+
+    def _try_assign(self, store: Store, config: Config, row: dict[str, Any], now: datetime) -> bool:
+        queue = config.queues[row["queue_id"]]
+        need = self._need(config, row)
+        candidates = self._candidates(store, config, need)
+        last = store.queue_cursor(queue.queue_id)
+        chosen = pick_agent(candidates, need, queue.strategy, last)
+        if chosen is None:
+            return False
+        if queue.strategy == Strategy.ROUND_ROBIN:
+            store.save_queue_cursor(queue.queue_id, chosen.agent_id)
+        return self._claim(store, row, chosen.agent_id, now)
+
+    def _claim(self, store: Store, row: dict[str, Any], agent_id: str, now: datetime) -> bool:
+        store.update_conversation(row["conversation_id"], queue_id=row["queue_id"])
+        if not store.claim(row["conversation_id"], agent_id, now):
+            return False
+        row.update(
+            agent_id=agent_id,
+            state=ConversationState.ASSIGNED.value,
+            assign_time=now,
+            reserved_agent_id="",
+            pending_steps=[],
+            timer_time=None,
+        )
+        store.add_events(
+            row["conversation_id"], [ConversationEvent(EventKind.ASSIGNED, now, agent_id=agent_id)]
+        )
+        return True
+
+    def _release(self, store: Store, row: dict[str, Any], now: datetime, note: str) -> None:
+        """Take a conversation from its agent and put it back in its queue, keeping its
+        place (it does not go behind conversations that came later)."""
+        agent_id = row["agent_id"]
+        state = (
+            ConversationState.QUEUED.value
+            if row["state"] == ConversationState.ASSIGNED.value
+            else row["state"]
+        )
+        store.update_conversation(
+            row["conversation_id"], agent_id="", state=state, assign_time=None
+        )
+        store.add_events(
+            row["conversation_id"],
+            [ConversationEvent(EventKind.UNASSIGNED, now, agent_id=agent_id)],
+            note=note,
+        )
+        row.update(agent_id="", state=state, assign_time=None)
+
+    # ---- timers: fallback steps and overflow --------------------------------------------------
+
+    def advance_timers(self) -> int:
+        """Move conversations whose fallback step or queue overflow timed out; how many."""
+        now = self.clock()
+        moved = 0
+        with self.repository.read() as store:
+            if not store.due_timers(now, 1):
+                return 0
+        with self.repository.write() as store:
+            rows = store.due_timers(now, _TIMER_BATCH, lock=True)
+            if not rows:
+                return 0
+            config = self.config(store)
+            for row in rows:
+                if row["state"] != ConversationState.QUEUED.value or row["agent_id"]:
+                    store.update_conversation(
+                        row["conversation_id"], timer_time=None, pending_steps=[]
+                    )
+                    continue
+                moved += 1
+                steps = list(row["pending_steps"])
+                if steps:
+                    final = steps.pop()["final_queue"]
+                    note = f"fallback step timed out in {row['queue_id']!r}"
+                    if row["reserved_agent_id"]:
+                        note = f"named agent {row['reserved_agent_id']} did not take it in time"
+                    row["reserved_agent_id"] = ""
+                    row["queue_id"] = final
+                    store.add_events(
+                        row["conversation_id"],
+                        [ConversationEvent(EventKind.TRANSFERRED, now, queue_id=final)],
+                        note=note,
+                    )
+                    row["enqueue_time"] = now
+                    store.update_conversation(row["conversation_id"], enqueue_time=now)
+                    customer = self._attributes_for_steps(row)
+                    self._enter(store, config, row, steps, customer, now)
+                    continue
+                queue = config.queues.get(row["queue_id"])
+                if queue is None or queue.overflow is None:
+                    store.update_conversation(row["conversation_id"], timer_time=None)
+                    continue
+                self._move(
+                    store,
+                    row,
+                    queue.overflow.queue_id,
+                    now,
+                    f"overflow after {queue.overflow.after} unassigned in {queue.queue_id!r}",
+                )
+                self._settle_in_queue(store, config, row, now)
+        if moved:
+            self._notify()
+        return moved
+
+    def _attributes_for_steps(self, row: Mapping[str, Any]) -> Mapping[str, Any]:
+        # Later steps that name the account owner read the customer again.
+        if not row["customer_id"]:
+            return {}
+        try:
+            return self.customers.lookup(row["customer_id"], self.clock()).attributes
+        except NotFound:
+            return {}
+
+    # ---- conversations --------------------------------------------------------------------
+
+    def get_conversation(self, *, conversation_id: str) -> Conversation:
+        _raise_if(conversation_id_problems(conversation_id))
+        self.advance_timers()
+        with self.repository.read() as store:
+            row = store.conversation(conversation_id)
+            return self._conversation_view(store, row, self.clock())
+
+    def record_event(
+        self,
+        *,
+        conversation_id: str,
+        kind: EventKind | None,
+        time: datetime | None,
+        agent_id: str,
+        queue_id: str,
+        sla_policy_id: str,
+        csat_rating: int,
+    ) -> Conversation:
+        problems = conversation_id_problems(conversation_id)
+        if kind is None or kind not in RECORDABLE:
+            problems.append(
+                FieldViolation(
+                    "kind",
+                    "one of AGENT_REPLY, BOT_REPLY, CUSTOMER_REPLY, WAITING_ON_CUSTOMER, "
+                    "TRANSFER, ESCALATE, RESOLVE, REOPEN, CSAT",
+                )
+            )
+        if agent_id:
+            problems += agent_id_problems(agent_id, "agent_id")
+        if queue_id:
+            problems += resource_id_problems(queue_id, "queue_id")
+        if sla_policy_id:
+            problems += resource_id_problems(sla_policy_id, "sla_policy_id")
+        if kind == EventKind.AGENT_REPLY and not agent_id:
+            problems.append(FieldViolation("agent_id", "required: who replied"))
+        if kind == EventKind.TRANSFERRED and bool(agent_id) == bool(queue_id):
+            problems.append(FieldViolation("queue_id", "a transfer names a queue or an agent"))
+        if kind == EventKind.CSAT_RATED and not 1 <= csat_rating <= 5:
+            problems.append(FieldViolation("csat_rating", "must be 1-5"))
+        _raise_if(problems)
+        assert kind is not None
+        now = time or self.clock()
+        with self.repository.write() as store:
+            row = store.conversation(conversation_id, lock=True)
+            config = self.config(store)
+            situation = Situation(
+                ConversationState(row["state"]), row["agent_id"], row["last_event_time"]
+            )
+            try:
+                self._apply(
+                    store,
+                    config,
+                    row,
+                    situation,
+                    kind,
+                    now,
+                    agent_id,
+                    queue_id,
+                    sla_policy_id,
+                    csat_rating,
+                )
+            except InvalidTransition as error:
+                raise FailedPrecondition(str(error), reason="INVALID_TRANSITION") from error
+        self._notify()
+        return self.get_conversation(conversation_id=conversation_id)
+
+    def _apply(
+        self,
+        store: Store,
+        config: Config,
+        row: dict[str, Any],
+        situation: Situation,
+        kind: EventKind,
+        now: datetime,
+        agent_id: str,
+        queue_id: str,
+        sla_policy_id: str,
+        csat_rating: int,
+    ) -> None:
+        conversation_id = row["conversation_id"]
+        if agent_id and agent_id not in config.agents:
+            raise NotFound("agent", agent_id)
+        if queue_id and queue_id not in config.queues:
+            raise NotFound("queue", queue_id)
+        if sla_policy_id and sla_policy_id not in config.policies:
+            raise NotFound("SLA policy", sla_policy_id)
+        holder = row["agent_id"]
+        event = ConversationEvent(
+            kind,
+            now,
+            agent_id=agent_id if kind == EventKind.AGENT_REPLY else holder,
+            queue_id=queue_id,
+            rating=csat_rating,
+        )
+        if kind == EventKind.TRANSFERRED:
+            self._transfer(store, config, row, situation, now, agent_id, queue_id, sla_policy_id)
+            return
+        after = advance(situation, event)
+        store.add_events(conversation_id, [event])
+        values: dict[str, Any] = {"state": after.state.value, "agent_id": after.agent_id}
+        if kind == EventKind.AGENT_REPLY and agent_id == after.agent_id:
+            values["agent_replied"] = True
+        if kind == EventKind.CSAT_RATED:
+            values["csat_rating"] = csat_rating
+        if kind == EventKind.RESOLVED:
+            values["timer_time"] = None
+            values["pending_steps"] = []
+        store.update_conversation(conversation_id, **values)
+        row.update(values)
+        if kind == EventKind.ESCALATED:
+            self._after_escalation(store, config, row, now)
+        elif kind == EventKind.REOPENED or (
+            kind == EventKind.CUSTOMER_REPLY and situation.state == ConversationState.RESOLVED
+        ):
+            self._after_reopen(store, config, row, now)
+
+    def _after_escalation(
+        self, store: Store, config: Config, row: dict[str, Any], now: datetime
+    ) -> None:
+        queue = config.queues[row["queue_id"]]
+        policy = config.policies.get(row["sla_policy_id"])
+        clocks = self._clock_policy(config, policy, queue.calendar_id)
+        due = None
+        if clocks is not None:
+            first = clocks.first_response
+            if first is not None:
+                due = first_response_due(clocks, now, to_bot=False)
+        row["enqueue_time"] = now
+        row["order_due"] = due or NO_DUE_TIME
+        store.update_conversation(
+            row["conversation_id"], enqueue_time=now, order_due=row["order_due"]
+        )
+        self._settle_in_queue(store, config, row, now)
+
+    def _after_reopen(
+        self, store: Store, config: Config, row: dict[str, Any], now: datetime
+    ) -> None:
+        """A reopened conversation goes back to its agent if they can take it, else queues."""
+        holder = row["agent_id"]
+        if not holder:
+            row["enqueue_time"] = now
+            store.update_conversation(row["conversation_id"], enqueue_time=now)
+            self._settle_in_queue(store, config, row, now)
+            return
+        agent = config.agents.get(holder)
+        presence = store.presence(holder, lock=True)
+        counts = store.open_counts([holder]).get(holder, {})
+        # The conversation itself already counts as held again.
+        in_channel = counts.get(row["channel"], 0) - 1
+        if (
+            agent is not None
+            and presence.status == AgentStatus.ONLINE.value
+            and in_channel < agent.capacity.get(Channel(row["channel"]), 0)
+        ):
+            store.add_events(
+                row["conversation_id"],
+                [ConversationEvent(EventKind.ASSIGNED, now, agent_id=holder)],
+            )
+            return
+        self._release(store, row, now, note=f"{holder} cannot take the reopened conversation")
+        self._settle_in_queue(store, config, row, now)
+
+    def _transfer(
+        self,
+        store: Store,
+        config: Config,
+        row: dict[str, Any],
+        situation: Situation,
+        now: datetime,
+        agent_id: str,
+        queue_id: str,
+        sla_policy_id: str,
+    ) -> None:
+        conversation_id = row["conversation_id"]
+        if agent_id:
+            agent = config.agents[agent_id]
+            presence = store.presence(agent_id, lock=True)
+            if presence.status != AgentStatus.ONLINE.value:
+                raise FailedPrecondition(
+                    f"agent {agent_id!r} is {presence.status}; transfer to an online agent",
+                    reason="AGENT_NOT_ONLINE",
+                )
+            held = store.open_counts([agent_id]).get(agent_id, {}).get(row["channel"], 0)
+            limit = agent.capacity.get(Channel(row["channel"]), 0)
+            if held >= limit:
+                raise FailedPrecondition(
+                    f"agent {agent_id!r} holds {held} of {limit} {row['channel']} conversations",
+                    reason="AGENT_AT_CAPACITY",
+                )
+        target_queue = queue_id or row["queue_id"]
+        events: list[ConversationEvent] = []
+        if row["agent_id"]:
+            events.append(ConversationEvent(EventKind.UNASSIGNED, now, agent_id=row["agent_id"]))
+        events.append(ConversationEvent(EventKind.TRANSFERRED, now, queue_id=target_queue))
+        if sla_policy_id and sla_policy_id != row["sla_policy_id"]:
+            events.append(ConversationEvent(EventKind.POLICY_CHANGED, now, policy_id=sla_policy_id))
+        after = situation
+        for event in events:
+            after = advance(after, event)
+        store.add_events(conversation_id, events)
+        row.update(
+            queue_id=target_queue,
+            agent_id="",
+            state=after.state.value,
+            enqueue_time=now,
+            agent_replied=False,
+            sla_policy_id=sla_policy_id or row["sla_policy_id"],
+        )
+        store.update_conversation(
+            conversation_id,
+            queue_id=target_queue,
+            agent_id="",
+            state=after.state.value,
+            enqueue_time=now,
+            agent_replied=False,
+            assign_time=None,
+            sla_policy_id=row["sla_policy_id"],
+            reserved_agent_id="",
+            pending_steps=[],
+            timer_time=None,
+        )
+        if agent_id:
+            advance(after, ConversationEvent(EventKind.ASSIGNED, now, agent_id=agent_id))
+            self._claim(store, row, agent_id, now)
+        else:
+            self._settle_in_queue(store, config, row, now)
+
+    # ---- consoles -----------------------------------------------------------------------------
+
+    def agent_assignments(self, *, agent_id: str) -> list[Assignment]:
+        _raise_if(agent_id_problems(agent_id, "agent_id"))
+        self.advance_timers()
+        with self.repository.read() as store:
+            store.definition("agent", agent_id)
+            rows = store.held_by(agent_id)
+            found = self._assignments(store, rows, self.clock())
+        return sorted(found, key=_urgency)
+
+    def assign_next(self, *, agent_id: str, queue_id: str) -> Assignment | None:
+        problems = agent_id_problems(agent_id, "agent_id")
+        if queue_id:
+            problems += resource_id_problems(queue_id, "queue_id")
+        _raise_if(problems)
+        self.advance_timers()
+        now = self.clock()
+        with self.repository.write() as store:
+            config = self.config(store)
+            agent = config.agents.get(agent_id)
+            if agent is None:
+                raise NotFound("agent", agent_id)
+            if queue_id and queue_id not in config.queues:
+                raise NotFound("queue", queue_id)
+            presence = store.presence(agent_id, lock=True)
+            if presence.status != AgentStatus.ONLINE.value:
+                raise FailedPrecondition(
+                    f"agent {agent_id!r} is {presence.status}; go ONLINE to take conversations",
+                    reason="AGENT_NOT_ONLINE",
+                )
+            counts = store.open_counts([agent_id]).get(agent_id, {})
+            open_channels = {
+                channel
+                for channel, limit in agent.capacity.items()
+                if counts.get(channel.value, 0) < limit
+            }
+            if not open_channels:
+                raise FailedPrecondition(
+                    f"agent {agent_id!r} is at capacity on every channel",
+                    reason="AGENT_AT_CAPACITY",
+                )
+            queues = [queue_id] if queue_id else sorted(config.queues)
+            claimed = self._pull(store, config, agent, open_channels, queues, now)
+            if claimed is None:
+                return None
+            found = self._assignments(store, [claimed], now)[0]
+        self._notify()
+        return found
+
+    def _pull(
+        self,
+        store: Store,
+        config: Config,
+        agent: Agent,
+        channels: set[Channel],
+        queues: Sequence[str],
+        now: datetime,
+    ) -> dict[str, Any] | None:
+        """The first waiting conversation in serving order this agent may take, claimed."""
+        after = None
+        while True:
+            # Read unlocked, then lock one row at a time: locking a whole batch would hide
+            # it from every other console until this one commits.
+            batch = store.waiting(queue_ids=queues, after=after, limit=50, for_agent=agent.agent_id)
+            for row in batch:
+                need = self._need(config, row)
+                if (
+                    need.channel in channels
+                    and can_serve(agent, need)
+                    and store.try_lock_waiting(row["conversation_id"])
+                    and self._claim(store, row, agent.agent_id, now)
+                ):
+                    return row
+            if len(batch) < 50:
+                return None
+            last = batch[-1]
+            after = (
+                last["priority"],
+                last["order_due"],
+                last["enqueue_time"],
+                last["conversation_id"],
+            )
+
+    def queue_conversations(
+        self, *, queue_id: str, page_size: int, page_token: str
+    ) -> tuple[list[Assignment], str]:
+        _raise_if(resource_id_problems(queue_id, "queue_id"))
+        size = _page_size(page_size)
+        after = _decode_position(page_token)
+        self.advance_timers()
+        with self.repository.read() as store:
+            store.definition("queue", queue_id)
+            rows = store.waiting(queue_ids=[queue_id], after=after, limit=size + 1)
+            found = self._assignments(store, rows[:size], self.clock())
+        token = ""
+        if len(rows) > size:
+            last = rows[size - 1]
+            token = _encode_position(
+                (last["priority"], last["order_due"], last["enqueue_time"], last["conversation_id"])
+            )
+        return found, token
+
+    def watch_assignments(
+        self, *, agent_id: str, active: Callable[[], bool]
+    ) -> Iterator[tuple[AssignmentChange, Assignment]]:
+        """What the agent holds now, then every change as it happens, while ``active()``."""
+        _raise_if(agent_id_problems(agent_id, "agent_id"))
+        with self.repository.read() as store:
+            store.definition("agent", agent_id)
+            seen = store.last_event_id()
+            current = self._assignments(store, store.held_by(agent_id), self.clock())
+        for assignment in sorted(current, key=_urgency):
+            yield AssignmentChange.CURRENT, assignment
+        while active():
+            with self.repository.read() as store:
+                changes = store.agent_events_after(agent_id, seen)
+                rows = {
+                    key: store.conversation(key)
+                    for key in {conversation_id for _, _, conversation_id in changes}
+                }
+                views = {
+                    view.conversation_id: view
+                    for view in self._assignments(store, list(rows.values()), self.clock())
+                }
+            for event_id, kind, conversation_id in changes:
+                seen = event_id
+                change = (
+                    AssignmentChange.ASSIGNED
+                    if kind == EventKind.ASSIGNED.value
+                    else AssignmentChange.RELEASED
+                )
+                yield change, views[conversation_id]
+            if not changes:
+                with self._assignments_changed:
+                    self._assignments_changed.wait(_WATCH_POLL_SECONDS)
+
+    def _notify(self) -> None:
+        with self._assignments_changed:
+            self._assignments_changed.notify_all()
+
+    # ---- views --------------------------------------------------------------------------------
+
+    def _sla(
+        self,
+        store: Store,
+        config: Config,
+        rows: Sequence[Mapping[str, Any]],
+        events: Mapping[str, list[tuple[ConversationEvent, str]]],
+        now: datetime,
+    ) -> dict[str, tuple[ClockReport, ...]]:
+        policy_ids = {
+            event.policy_id
+            for history in events.values()
+            for event, _ in history
+            if event.policy_id
+        }
+        histories = store.policy_histories(sorted(policy_ids))
+        reports: dict[str, tuple[ClockReport, ...]] = {}
+        for row in rows:
+            queue = config.queues.get(row["queue_id"])
+            queue_calendar = queue.calendar_id if queue else ""
+            history = [event for event, _ in events[row["conversation_id"]]]
+            periods = _periods(history, histories, config, queue_calendar)
+            reports[row["conversation_id"]] = tuple(sla_report(history, periods, now))
+        return reports
+
+    def _conversation_view(
+        self, store: Store, row: Mapping[str, Any], now: datetime
+    ) -> Conversation:
+        config = self.config(store)
+        events = store.events_of([row["conversation_id"]])
+        sla = self._sla(store, config, [row], events, now)[row["conversation_id"]]
+        return Conversation(
+            conversation_id=row["conversation_id"],
+            customer_id=row["customer_id"],
+            channel=Channel(row["channel"]),
+            language=row["language"],
+            topic=row["topic"],
+            state=ConversationState(row["state"]),
+            queue_id=row["queue_id"],
+            agent_id=row["agent_id"],
+            priority=row["priority"],
+            sla_policy_id=row["sla_policy_id"],
+            decision=documents.decision_from(row["conversation_id"], row["decision"]),
+            events=tuple(event for event, _ in events[row["conversation_id"]]),
+            notes=tuple(note for _, note in events[row["conversation_id"]]),
+            sla=sla,
+            csat_rating=row["csat_rating"],
+        )
+
+    def _assignments(
+        self, store: Store, rows: Sequence[Mapping[str, Any]], now: datetime
+    ) -> list[Assignment]:
+        if not rows:
+            return []
+        config = self.config(store)
+        events = store.events_of([row["conversation_id"] for row in rows])
+        sla = self._sla(store, config, rows, events, now)
+        return [
+            Assignment(
+                conversation_id=row["conversation_id"],
+                customer_id=row["customer_id"],
+                queue_id=row["queue_id"],
+                channel=Channel(row["channel"]),
+                priority=row["priority"],
+                state=ConversationState(row["state"]),
+                assign_time=row["assign_time"],
+                sla=sla[row["conversation_id"]],
+                segment_ids=tuple(row["segment_ids"]),
+                topic=row["topic"],
+            )
+            for row in rows
+        ]
+
+    # ---- shared plumbing ------------------------------------------------------------------
+
+    def _get(self, kind: str, key: str, field: str) -> StoredDefinition:
+        _raise_if(_required(field, key))
+        with self.repository.read() as store:
+            return store.definition(kind, key)
+
+    def _page(
+        self, kind: str, page_size: int, page_token: str
+    ) -> tuple[list[StoredDefinition], str]:
+        size = _page_size(page_size)
+        after = _token_text(page_token)
+        with self.repository.read() as store:
+            found = store.definition_page(kind, after, size + 1)
+        token = found[size - 1].key if len(found) > size else ""
+        return found[:size], _encode_position(token) if token else ""
+
+    def _replace(
+        self,
+        kind: str,
+        key: str,
+        document: dict[str, Any],
+        expected: int,
+        references: Sequence[tuple[str, str, str]] = (),
+    ) -> StoredDefinition:
+        with self.repository.write() as store:
+            self._require_references(store, references)
+            stored = store.definition(kind, key, lock=True)
+            check_revision(stored, expected)
+            return store.replace_definition(stored, document, self.clock())
+
+    def _delete(
+        self,
+        kind: str,
+        key: str,
+        revision: int,
+        users: Callable[[Config], list[str]],
+        conversation_column: str = "",
+    ) -> None:
+        with self.repository.write() as store:
+            stored = store.definition(kind, key, lock=True)
+            check_revision(stored, revision)
+            using = users(self.config(store))
+            if conversation_column:
+                open_count = store.uses(conversation_column, key)
+                if open_count:
+                    using.append(f"{open_count} open conversation(s)")
+            if using:
+                raise FailedPrecondition(
+                    f"{kind} {key!r} is in use by {', '.join(using)}; change them first",
+                    reason="IN_USE",
+                )
+            store.delete_definition(stored)
+
+    def _require_references(self, store: Store, references: Sequence[tuple[str, str, str]]) -> None:
+        missing = []
+        for kind in {kind for kind, key, _ in references if key}:
+            keys = [key for k, key, _ in references if k == kind and key]
+            present = store.existing_keys(kind, keys)
+            missing += [
+                f"{field} names {kind} {key!r}, which does not exist"
+                for k, key, field in references
+                if k == kind and key and key not in present
+            ]
+        if missing:
+            raise FailedPrecondition("; ".join(sorted(missing)), reason="MISSING_REFERENCE")
+
+
+# ---- helpers ---------------------------------------------------------------------------------
+
+
+def _queue_references(queue: Queue) -> list[tuple[str, str, str]]:
+    references = [("calendar", queue.calendar_id, "queue.calendar_id")]
+    if queue.overflow is not None:
+        references.append(("queue", queue.overflow.queue_id, "queue.overflow.queue_id"))
+    return references
+
+
+def _rule_users(config: Config, uses: Callable[[RoutingAction], bool]) -> list[str]:
+    if config.rules is None:
+        return []
+    users = [f"rule {rule.rule_id!r}" for rule, _ in config.rules.rules if uses(rule.action)]
+    if uses(config.rules.default_action):
+        users.append("the default routing action")
+    return users
+
+
+def _periods(
+    history: Sequence[ConversationEvent],
+    histories: Mapping[str, Sequence[Any]],
+    config: Config,
+    queue_calendar: str,
+) -> list[PolicyPeriod]:
+    """The SLA policy in force over a conversation's life: the policy it was routed with
+    or changed to, each at the revision current at each moment (edits mid-conversation)."""
+    periods: list[PolicyPeriod] = []
+    assigned = [
+        (event.time, event.policy_id)
+        for event in history
+        if event.kind in (EventKind.ROUTED, EventKind.POLICY_CHANGED)
+    ]
+    for index, (start, policy_id) in enumerate(assigned):
+        end = assigned[index + 1][0] if index + 1 < len(assigned) else None
+        revisions = list(histories.get(policy_id, []))
+        if not policy_id or not revisions:
+            periods.append(PolicyPeriod(start, None))
+            continue
+        in_force = [r for r in revisions if r.revise_time <= start] or revisions[:1]
+        moments = [(start, in_force[-1])] + [
+            (r.revise_time, r)
+            for r in revisions
+            if r.revise_time > start and (end is None or r.revise_time < end)
+        ]
+        for moment, revision in moments:
+            policy = documents.policy_from(policy_id, revision.document)
+            periods.append(
+                PolicyPeriod(moment, clock_policy(policy, config.calendars, queue_calendar))
+            )
+    return periods
+
+
+def _due(reports: Sequence[ClockReport], metric: Metric) -> datetime | None:
+    return next((r.due_time for r in reports if r.metric == metric), None)
+
+
+def _urgency(assignment: Assignment) -> tuple[int, datetime]:
+    due = next(
+        (c.due_time for c in assignment.sla if c.metric == Metric.FIRST_RESPONSE and c.due_time),
+        NO_DUE_TIME,
+    )
+    return (-assignment.priority, due)
+
+
+def _owner(attributes: Mapping[str, Any], key: str) -> str:
+    custom = attributes.get("attributes")
+    value = custom.get(key) if isinstance(custom, Mapping) else None
+    return value if isinstance(value, str) else ""
+
+
+def _step_name(step: RouteStep) -> str:
+    if step.owner_attribute:
+        return f"owner from attributes.{step.owner_attribute}"
+    return step.agent_id or step.queue_id
+
+
+def _required(field: str, value: str) -> list[FieldViolation]:
+    return [] if value else [FieldViolation(field, "required")]
+
+
+def _actor(actor: str) -> list[FieldViolation]:
+    if len(actor) > MAX_ACTOR_LENGTH:
+        return [FieldViolation("actor", f"at most {MAX_ACTOR_LENGTH} characters")]
+    return []
+
+
+def _page_size(page_size: int) -> int:
+    if page_size < 0 or page_size > MAX_PAGE_SIZE:
+        raise InvalidArgument.field("page_size", f"must be 0-{MAX_PAGE_SIZE}")
+    return page_size or DEFAULT_PAGE_SIZE
+
+
+def _raise_if(problems: list[FieldViolation]) -> None:
+    if problems:
+        raise InvalidArgument(problems)
+
+
+def _encode_position(position: Any) -> str:
+    if isinstance(position, tuple):
+        position = [p.isoformat() if isinstance(p, datetime) else p for p in position]
+    return encode_token(position)
+
+
+def _decode_position(token: str) -> tuple[int, datetime, datetime, str] | None:
+    value = decode_token(token)
+    if value is None:
+        return None
+    try:
+        priority, due, enqueued, key = value
+        return (
+            int(priority),
+            datetime.fromisoformat(due),
+            datetime.fromisoformat(enqueued),
+            str(key),
+        )
+    except (TypeError, ValueError) as error:
+        raise InvalidArgument.field("page_token", "not a token from a previous page") from error
+
+
+def _token_text(token: str) -> str:
+    value = decode_token(token)
+    if value is not None and not isinstance(value, str):
+        raise InvalidArgument.field("page_token", "not a token from a previous page")
+    return value or ""
+
+
+def _token_number(token: str) -> int:
+    if not token:
+        return 0
+    if not token.isdigit():
+        raise InvalidArgument.field("page_token", "not a token from a previous page")
+    return int(token)

@@ -1,0 +1,101 @@
+"""What routing knows about a customer: the record from the ProfileService and the segments
+it is in, evaluated at routing time on segment definitions read from the SegmentService.
+
+Definitions change rarely and are read on every routing call, so they are kept for
+``refresh_seconds`` and compiled once per set; the customer record is always read fresh.
+Evaluating here rather than reading stored memberships means a conversation is routed on
+what the customer is now, not at the last recomputation.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import grpc
+from switchboard.segments.v1 import segments_pb2 as pb
+from switchboard.segments.v1 import segments_pb2_grpc
+
+from services.core.errors import Unavailable
+from services.segments.convert import definition_from_proto
+from services.segments.domain import Segment
+from services.segments.logic import SegmentPlan, compile_plan, rule_attributes
+from services.segments.profiles_client import ProfilesClient
+
+_PAGE = 1000
+
+
+class SegmentsClient:
+    """The routing service's view of the SegmentService: segment definitions."""
+
+    def __init__(self, channel: grpc.Channel) -> None:
+        self.stub = segments_pb2_grpc.SegmentServiceStub(channel)
+
+    def all_segments(self) -> list[Segment]:
+        found: list[Segment] = []
+        token = ""
+        while True:
+            try:
+                page = self.stub.ListSegments(
+                    pb.ListSegmentsRequest(page_size=_PAGE, page_token=token)
+                )
+            except grpc.RpcError as error:
+                raise Unavailable(
+                    f"the segments service failed: {error.code().name} {error.details()}"
+                ) from error
+            found += [
+                Segment(segment_id=message.segment_id, **definition_from_proto(message))
+                for message in page.segments
+            ]
+            token = page.next_page_token
+            if not token:
+                return found
+
+
+@dataclass(frozen=True)
+class KnownCustomer:
+    customer_id: str
+    # The record as rules read it (``segments.logic.rule_attributes``).
+    attributes: Mapping[str, Any]
+    segment_ids: frozenset[str]
+
+
+class CustomerDirectory:
+    def __init__(
+        self,
+        profiles: ProfilesClient,
+        segments: SegmentsClient,
+        *,
+        refresh_seconds: float,
+        monotonic: Callable[[], float] | None = None,
+    ) -> None:
+        self.profiles = profiles
+        self.segments = segments
+        self.refresh_seconds = refresh_seconds
+        self._monotonic = monotonic or time.monotonic
+        self._lock = threading.Lock()
+        self._plan: SegmentPlan | None = None
+        self._plan_read_at = 0.0
+
+    def lookup(self, customer_id: str, now: datetime) -> KnownCustomer:
+        """The customer's record and segments at ``now``; NotFound for an unknown id."""
+        record = self.profiles.get(customer_id)
+        attributes = rule_attributes(record)
+        members = self.plan().evaluator(now)(attributes)
+        return KnownCustomer(customer_id, attributes, members)
+
+    def segments_of(self, attributes: Mapping[str, Any], now: datetime) -> frozenset[str]:
+        """Segments an anonymous visitor's attributes fall in (country, language, ...)."""
+        return self.plan().evaluator(now)(attributes)
+
+    def plan(self) -> SegmentPlan:
+        with self._lock:
+            moment = self._monotonic()
+            if self._plan is None or moment - self._plan_read_at >= self.refresh_seconds:
+                self._plan = compile_plan(self.segments.all_segments())
+                self._plan_read_at = moment
+            return self._plan

@@ -1,0 +1,622 @@
+"""Storage of the routing service.
+
+Every write happens inside ``RoutingRepository.write()``, one transaction handed to the app as
+a ``Store``: routing a conversation reads the agents, inserts the conversation and assigns it
+atomically. On SQLite writers are serialized (``BEGIN IMMEDIATE``); on PostgreSQL the rows a
+decision depends on are locked: the agent's presence row for anything that changes what they
+hold, a waiting conversation with ``SKIP LOCKED`` when a console pulls it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine, and_, delete, func, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
+
+from services.core.db import in_chunks, is_postgresql, read_session, write_transaction
+from services.core.errors import AlreadyExists, Conflict, NotFound
+from services.routing.lifecycle import ConversationEvent, ConversationState, EventKind
+from services.routing.models import (
+    AgentPresenceRow,
+    ConfigVersionRow,
+    ConversationEventRow,
+    ConversationRow,
+    DefinitionRevisionRow,
+    DefinitionRow,
+    QueueCursorRow,
+)
+
+definitions = DefinitionRow.__table__  # type: ignore[attr-defined]
+definition_revisions = DefinitionRevisionRow.__table__  # type: ignore[attr-defined]
+config_version = ConfigVersionRow.__table__  # type: ignore[attr-defined]
+presence = AgentPresenceRow.__table__  # type: ignore[attr-defined]
+queue_cursors = QueueCursorRow.__table__  # type: ignore[attr-defined]
+conversations = ConversationRow.__table__  # type: ignore[attr-defined]
+events = ConversationEventRow.__table__  # type: ignore[attr-defined]
+
+OPEN_STATES = tuple(s.value for s in ConversationState if s != ConversationState.RESOLVED)
+# Conversations an agent holds: everything open that names them.
+HELD_STATES = (
+    ConversationState.ASSIGNED.value,
+    ConversationState.WAITING_ON_CUSTOMER.value,
+)
+
+
+@dataclass(frozen=True)
+class StoredDefinition:
+    kind: str
+    key: str
+    document: dict[str, Any]
+    revision: int
+    create_time: datetime
+    update_time: datetime
+
+
+@dataclass(frozen=True)
+class StoredRevision:
+    document: dict[str, Any]
+    revision: int
+    actor: str
+    action: str
+    restored_revision: int
+    revise_time: datetime
+
+
+@dataclass(frozen=True)
+class Presence:
+    agent_id: str
+    status: str
+    status_time: datetime
+    last_assign_time: datetime | None
+
+
+class Store:
+    """One transaction's view of the routing tables."""
+
+    def __init__(self, session: Session, locking: bool) -> None:
+        self.session = session
+        # PostgreSQL needs row locks; SQLite's single writer already serializes.
+        self.locking = locking
+
+    # ---- definitions ------------------------------------------------------------------------
+
+    def config_version(self) -> int:
+        value = self.session.execute(
+            select(config_version.c.version).where(config_version.c.name == "config")
+        ).scalar()
+        return int(value or 0)
+
+    def _bump_version(self) -> None:
+        changed = self.session.execute(
+            update(config_version)
+            .where(config_version.c.name == "config")
+            .values(version=config_version.c.version + 1)
+        )
+        if changed.rowcount == 0:  # type: ignore[attr-defined]
+            self.session.execute(insert(config_version), [{"name": "config", "version": 1}])
+
+    def definitions(self, kind: str) -> list[StoredDefinition]:
+        rows = self.session.execute(
+            select(definitions).where(definitions.c.kind == kind).order_by(definitions.c.key)
+        ).all()
+        return [_definition(row) for row in rows]
+
+    def all_definitions(self) -> list[StoredDefinition]:
+        rows = self.session.execute(select(definitions)).all()
+        return [_definition(row) for row in rows]
+
+    def definition_page(self, kind: str, after: str, limit: int) -> list[StoredDefinition]:
+        query = select(definitions).where(definitions.c.kind == kind)
+        if after:
+            query = query.where(definitions.c.key > after)
+        rows = self.session.execute(query.order_by(definitions.c.key).limit(limit)).all()
+        return [_definition(row) for row in rows]
+
+    def find_definition(
+        self, kind: str, key: str, *, lock: bool = False
+    ) -> StoredDefinition | None:
+        query = select(definitions).where(definitions.c.kind == kind, definitions.c.key == key)
+        if lock and self.locking:
+            query = query.with_for_update()
+        row = self.session.execute(query).first()
+        return _definition(row) if row else None
+
+    def definition(self, kind: str, key: str, *, lock: bool = False) -> StoredDefinition:
+        found = self.find_definition(kind, key, lock=lock)
+        if found is None:
+            raise NotFound(_RESOURCE_NAMES.get(kind, kind), key)
+        return found
+
+    def existing_keys(self, kind: str, keys: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        for chunk in in_chunks(sorted(set(keys))):
+            found.update(
+                self.session.execute(
+                    select(definitions.c.key).where(
+                        definitions.c.kind == kind, definitions.c.key.in_(chunk)
+                    )
+                ).scalars()
+            )
+        return found
+
+    def create_definition(
+        self,
+        kind: str,
+        key: str,
+        document: Mapping[str, Any],
+        now: datetime,
+        *,
+        actor: str = "",
+        action: str = "created",
+    ) -> StoredDefinition:
+        if self.find_definition(kind, key) is not None:
+            raise AlreadyExists(_RESOURCE_NAMES.get(kind, kind), key)
+        try:
+            with self.session.begin_nested():
+                self.session.execute(
+                    insert(definitions),
+                    [
+                        {
+                            "kind": kind,
+                            "key": key,
+                            "document": dict(document),
+                            "revision": 1,
+                            "create_time": now,
+                            "update_time": now,
+                        }
+                    ],
+                )
+        except IntegrityError as error:
+            raise AlreadyExists(_RESOURCE_NAMES.get(kind, kind), key) from error
+        self._insert_revision(kind, key, document, 1, now, actor, action, 0)
+        self._bump_version()
+        return StoredDefinition(kind, key, dict(document), 1, now, now)
+
+    def replace_definition(
+        self,
+        stored: StoredDefinition,
+        document: Mapping[str, Any],
+        now: datetime,
+        *,
+        actor: str = "",
+        action: str = "updated",
+        restored_revision: int = 0,
+    ) -> StoredDefinition:
+        """A new revision of ``stored`` (read with ``lock=True``); nothing when equal."""
+        if dict(document) == stored.document and action == "updated":
+            return stored
+        revision = stored.revision + 1
+        self.session.execute(
+            update(definitions)
+            .where(definitions.c.kind == stored.kind, definitions.c.key == stored.key)
+            .values(document=dict(document), revision=revision, update_time=now)
+        )
+        self._insert_revision(
+            stored.kind, stored.key, document, revision, now, actor, action, restored_revision
+        )
+        self._bump_version()
+        return StoredDefinition(
+            stored.kind, stored.key, dict(document), revision, stored.create_time, now
+        )
+
+    def delete_definition(self, stored: StoredDefinition) -> None:
+        for table in (definitions, definition_revisions):
+            self.session.execute(
+                delete(table).where(table.c.kind == stored.kind, table.c.key == stored.key)
+            )
+        self._bump_version()
+
+    def _insert_revision(
+        self,
+        kind: str,
+        key: str,
+        document: Mapping[str, Any],
+        revision: int,
+        now: datetime,
+        actor: str,
+        action: str,
+        restored_revision: int,
+    ) -> None:
+        self.session.execute(
+            insert(definition_revisions),
+            [
+                {
+                    "kind": kind,
+                    "key": key,
+                    "revision": revision,
+                    "document": dict(document),
+                    "actor": actor,
+                    "action": action,
+                    "restored_revision": restored_revision,
+                    "revise_time": now,
+                }
+            ],
+        )
+
+    def revisions(
+        self, kind: str, key: str, *, before_revision: int = 0, limit: int | None = None
+    ) -> list[StoredRevision]:
+        """Revisions newest first."""
+        query = (
+            select(definition_revisions)
+            .where(definition_revisions.c.kind == kind, definition_revisions.c.key == key)
+            .order_by(definition_revisions.c.revision.desc())
+        )
+        if before_revision:
+            query = query.where(definition_revisions.c.revision < before_revision)
+        if limit is not None:
+            query = query.limit(limit)
+        return [
+            StoredRevision(
+                document=dict(row.document or {}),
+                revision=row.revision,
+                actor=row.actor,
+                action=row.action,
+                restored_revision=row.restored_revision,
+                revise_time=row.revise_time,
+            )
+            for row in self.session.execute(query).all()
+        ]
+
+    def policy_histories(self, policy_ids: Sequence[str]) -> dict[str, list[StoredRevision]]:
+        """Each policy's revisions, oldest first, for SLA clocks that span edits."""
+        histories: dict[str, list[StoredRevision]] = {key: [] for key in policy_ids}
+        for chunk in in_chunks(sorted(set(policy_ids))):
+            rows = self.session.execute(
+                select(definition_revisions)
+                .where(
+                    definition_revisions.c.kind == "policy",
+                    definition_revisions.c.key.in_(chunk),
+                )
+                .order_by(definition_revisions.c.revision)
+            ).all()
+            for row in rows:
+                histories[row.key].append(
+                    StoredRevision(
+                        dict(row.document or {}),
+                        row.revision,
+                        row.actor,
+                        row.action,
+                        row.restored_revision,
+                        row.revise_time,
+                    )
+                )
+        return histories
+
+    # ---- agents' presence -------------------------------------------------------------------
+
+    def presences(self) -> dict[str, Presence]:
+        rows = self.session.execute(select(presence)).all()
+        return {row.agent_id: _presence(row) for row in rows}
+
+    def presence(self, agent_id: str, *, lock: bool = False) -> Presence:
+        query = select(presence).where(presence.c.agent_id == agent_id)
+        if lock and self.locking:
+            query = query.with_for_update()
+        row = self.session.execute(query).first()
+        if row is None:
+            raise NotFound("agent", agent_id)
+        return _presence(row)
+
+    def add_presence(self, agent_id: str, status: str, now: datetime) -> None:
+        self.session.execute(
+            insert(presence), [{"agent_id": agent_id, "status": status, "status_time": now}]
+        )
+
+    def set_presence(self, agent_id: str, status: str, now: datetime) -> None:
+        self.session.execute(
+            update(presence)
+            .where(presence.c.agent_id == agent_id)
+            .values(status=status, status_time=now)
+        )
+
+    def lock_agents(self, agent_ids: Sequence[str]) -> None:
+        """Hold the presence rows of agents about to get work, in one order (no deadlocks)."""
+        if self.locking and agent_ids:
+            self.session.execute(
+                select(presence.c.agent_id)
+                .where(presence.c.agent_id.in_(sorted(agent_ids)))
+                .order_by(presence.c.agent_id)
+                .with_for_update()
+            )
+
+    def open_counts(self, agent_ids: Sequence[str] | None = None) -> dict[str, dict[str, int]]:
+        """Conversations each agent holds, by channel."""
+        query = (
+            select(conversations.c.agent_id, conversations.c.channel, func.count())
+            .where(conversations.c.agent_id != "", conversations.c.state.in_(HELD_STATES))
+            .group_by(conversations.c.agent_id, conversations.c.channel)
+        )
+        if agent_ids is not None:
+            query = query.where(conversations.c.agent_id.in_(list(agent_ids)))
+        counts: dict[str, dict[str, int]] = {}
+        for agent_id, channel, count in self.session.execute(query).all():
+            counts.setdefault(agent_id, {})[channel] = count
+        return counts
+
+    def queue_cursor(self, queue_id: str) -> str:
+        value = self.session.execute(
+            select(queue_cursors.c.last_agent_id).where(queue_cursors.c.queue_id == queue_id)
+        ).scalar()
+        return str(value or "")
+
+    def save_queue_cursor(self, queue_id: str, agent_id: str) -> None:
+        changed = self.session.execute(
+            update(queue_cursors)
+            .where(queue_cursors.c.queue_id == queue_id)
+            .values(last_agent_id=agent_id)
+        )
+        if changed.rowcount == 0:  # type: ignore[attr-defined]
+            self.session.execute(
+                insert(queue_cursors), [{"queue_id": queue_id, "last_agent_id": agent_id}]
+            )
+
+    # ---- conversations ----------------------------------------------------------------------
+
+    def conversation(self, conversation_id: str, *, lock: bool = False) -> dict[str, Any]:
+        found = self.find_conversation(conversation_id, lock=lock)
+        if found is None:
+            raise NotFound("conversation", conversation_id)
+        return found
+
+    def find_conversation(
+        self, conversation_id: str, *, lock: bool = False
+    ) -> dict[str, Any] | None:
+        query = select(conversations).where(conversations.c.conversation_id == conversation_id)
+        if lock and self.locking:
+            query = query.with_for_update()
+        row = self.session.execute(query).first()
+        return dict(row._mapping) if row else None
+
+    def insert_conversation(self, values: Mapping[str, Any]) -> None:
+        self.session.execute(insert(conversations), [dict(values)])
+
+    def update_conversation(self, conversation_id: str, **values: Any) -> None:
+        self.session.execute(
+            update(conversations)
+            .where(conversations.c.conversation_id == conversation_id)
+            .values(**values)
+        )
+
+    def try_lock_waiting(self, conversation_id: str) -> bool:
+        """Lock a conversation that still waits, unless another transaction holds it: a
+        console skips what another console is taking instead of queueing behind it."""
+        if not self.locking:
+            return True
+        locked = self.session.execute(
+            select(conversations.c.conversation_id)
+            .where(
+                conversations.c.conversation_id == conversation_id,
+                conversations.c.state == ConversationState.QUEUED.value,
+                conversations.c.agent_id == "",
+            )
+            .with_for_update(skip_locked=True)
+        ).first()
+        return locked is not None
+
+    def claim(self, conversation_id: str, agent_id: str, now: datetime) -> bool:
+        """Give a waiting conversation to ``agent_id``; False if someone else got it first."""
+        claimed = self.session.execute(
+            update(conversations)
+            .where(
+                conversations.c.conversation_id == conversation_id,
+                conversations.c.state == ConversationState.QUEUED.value,
+                conversations.c.agent_id == "",
+            )
+            .values(
+                agent_id=agent_id,
+                state=ConversationState.ASSIGNED.value,
+                assign_time=now,
+                reserved_agent_id="",
+                pending_steps=[],
+                timer_time=None,
+            )
+        )
+        if claimed.rowcount:  # type: ignore[attr-defined]
+            self.session.execute(
+                update(presence).where(presence.c.agent_id == agent_id).values(last_assign_time=now)
+            )
+        return bool(claimed.rowcount)  # type: ignore[attr-defined]
+
+    def add_events(
+        self, conversation_id: str, new_events: Sequence[ConversationEvent], note: str = ""
+    ) -> None:
+        if not new_events:
+            return
+        self.session.execute(
+            insert(events),
+            [
+                {
+                    "conversation_id": conversation_id,
+                    "kind": event.kind.value,
+                    "time": event.time,
+                    "agent_id": event.agent_id,
+                    "queue_id": event.queue_id,
+                    "policy_id": event.policy_id,
+                    "to_bot": event.to_bot,
+                    "rating": event.rating,
+                    "note": note,
+                }
+                for event in new_events
+            ],
+        )
+        last = max(event.time for event in new_events)
+        self.session.execute(
+            update(conversations)
+            .where(conversations.c.conversation_id == conversation_id)
+            .values(last_event_time=func.coalesce(last, conversations.c.last_event_time))
+        )
+
+    def events_of(
+        self, conversation_ids: Sequence[str]
+    ) -> dict[str, list[tuple[ConversationEvent, str]]]:
+        """Each conversation's events, oldest first, with the note the service left."""
+        found: dict[str, list[tuple[ConversationEvent, str]]] = {
+            key: [] for key in conversation_ids
+        }
+        for chunk in in_chunks(list(conversation_ids)):
+            rows = self.session.execute(
+                select(events)
+                .where(events.c.conversation_id.in_(chunk))
+                .order_by(events.c.event_id)
+            ).all()
+            for row in rows:
+                found[row.conversation_id].append((_event(row), row.note))
+        return found
+
+    def held_by(self, agent_id: str) -> list[dict[str, Any]]:
+        rows = self.session.execute(
+            select(conversations).where(
+                conversations.c.agent_id == agent_id, conversations.c.state.in_(HELD_STATES)
+            )
+        ).all()
+        return [dict(row._mapping) for row in rows]
+
+    def waiting(
+        self,
+        *,
+        queue_ids: Sequence[str] | None,
+        after: tuple[int, datetime, datetime, str] | None,
+        limit: int,
+        for_agent: str = "",
+    ) -> list[dict[str, Any]]:
+        """Waiting conversations in serving order: priority, first-response due, arrival.
+        With ``for_agent``, only those that agent may take (not held for someone else)."""
+        query = select(conversations).where(
+            conversations.c.state == ConversationState.QUEUED.value,
+            conversations.c.agent_id == "",
+        )
+        if for_agent:
+            query = query.where(conversations.c.reserved_agent_id.in_(["", for_agent]))
+        if queue_ids is not None:
+            query = query.where(conversations.c.queue_id.in_(list(queue_ids)))
+        if after is not None:
+            priority, due, enqueued, key = after
+            query = query.where(
+                or_(
+                    conversations.c.priority < priority,
+                    and_(conversations.c.priority == priority, conversations.c.order_due > due),
+                    and_(
+                        conversations.c.priority == priority,
+                        conversations.c.order_due == due,
+                        or_(
+                            conversations.c.enqueue_time > enqueued,
+                            and_(
+                                conversations.c.enqueue_time == enqueued,
+                                conversations.c.conversation_id > key,
+                            ),
+                        ),
+                    ),
+                )
+            )
+        query = query.order_by(
+            conversations.c.priority.desc(),
+            conversations.c.order_due,
+            conversations.c.enqueue_time,
+            conversations.c.conversation_id,
+        ).limit(limit)
+        return [dict(row._mapping) for row in self.session.execute(query).all()]
+
+    def due_timers(self, now: datetime, limit: int, *, lock: bool = False) -> list[dict[str, Any]]:
+        query = (
+            select(conversations)
+            .where(conversations.c.timer_time.is_not(None), conversations.c.timer_time <= now)
+            .order_by(conversations.c.timer_time)
+            .limit(limit)
+        )
+        if lock and self.locking:
+            query = query.with_for_update(skip_locked=True)
+        return [dict(row._mapping) for row in self.session.execute(query).all()]
+
+    def uses(self, column: str, value: str) -> int:
+        """Open conversations whose ``column`` is ``value`` (queue or policy in use)."""
+        count = self.session.execute(
+            select(func.count()).where(
+                conversations.c[column] == value, conversations.c.state.in_(OPEN_STATES)
+            )
+        ).scalar()
+        return int(count or 0)
+
+    def agent_events_after(self, agent_id: str, event_id: int) -> list[tuple[int, str, str]]:
+        """(event id, kind, conversation id) of assignment changes for the agent."""
+        rows = self.session.execute(
+            select(events.c.event_id, events.c.kind, events.c.conversation_id)
+            .where(
+                events.c.agent_id == agent_id,
+                events.c.event_id > event_id,
+                events.c.kind.in_(
+                    [
+                        EventKind.ASSIGNED.value,
+                        EventKind.UNASSIGNED.value,
+                        EventKind.RESOLVED.value,
+                    ]
+                ),
+            )
+            .order_by(events.c.event_id)
+        ).all()
+        return [(row.event_id, row.kind, row.conversation_id) for row in rows]
+
+    def last_event_id(self) -> int:
+        return int(self.session.execute(select(func.max(events.c.event_id))).scalar() or 0)
+
+
+class RoutingRepository:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.locking = is_postgresql(engine)
+
+    @contextmanager
+    def write(self) -> Iterator[Store]:
+        with write_transaction(self.engine) as session:
+            yield Store(session, self.locking)
+
+    @contextmanager
+    def read(self) -> Iterator[Store]:
+        with read_session(self.engine) as session:
+            yield Store(session, locking=False)
+
+
+_RESOURCE_NAMES = {
+    "calendar": "calendar",
+    "policy": "SLA policy",
+    "queue": "queue",
+    "agent": "agent",
+    "rules": "routing rules",
+}
+
+
+def _definition(row: Any) -> StoredDefinition:
+    return StoredDefinition(
+        row.kind, row.key, dict(row.document or {}), row.revision, row.create_time, row.update_time
+    )
+
+
+def _presence(row: Any) -> Presence:
+    return Presence(row.agent_id, row.status, row.status_time, row.last_assign_time)
+
+
+def _event(row: Any) -> ConversationEvent:
+    return ConversationEvent(
+        kind=EventKind(row.kind),
+        time=row.time,
+        agent_id=row.agent_id,
+        queue_id=row.queue_id,
+        policy_id=row.policy_id,
+        to_bot=row.to_bot,
+        rating=row.rating,
+    )
+
+
+def check_revision(stored: StoredDefinition, expected: int) -> None:
+    if expected and expected != stored.revision:
+        raise Conflict(
+            f"{_RESOURCE_NAMES.get(stored.kind, stored.kind)} {stored.key!r} is at revision "
+            f"{stored.revision}, not {expected}; read it again and retry",
+            reason="STALE_REVISION",
+        )
