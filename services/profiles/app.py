@@ -14,6 +14,7 @@ from typing import Any
 
 from services.core.clock import Clock, utc_now
 from services.core.errors import FieldViolation, InvalidArgument
+from services.core.validation import page_limit
 from services.profiles.domain import Customer, CustomerChange, ExternalIdKey, UsageEvent
 from services.profiles.logic import (
     EXTERNAL_SYSTEM_PATTERN,
@@ -34,8 +35,6 @@ from services.profiles.repository import (
 MAX_BATCH_GET = 1000
 MAX_UPSERT_BATCH = 1000
 MAX_USAGE_BATCH = 5000
-MAX_PAGE_SIZE = 1000
-DEFAULT_PAGE_SIZE = 100
 MAX_CHANGES_PAGE = 10_000
 DEFAULT_CHANGES_PAGE = 1000
 # Events dated further ahead than this are a client clock or unit bug, not usage.
@@ -92,10 +91,8 @@ class Profiles:
     def list_page(
         self, *, where: CustomerFilter, after_id: str, page_size: int
     ) -> tuple[list[Customer], str]:
-        if page_size < 0 or page_size > MAX_PAGE_SIZE:
-            raise InvalidArgument.field("page_size", f"must be between 0 and {MAX_PAGE_SIZE}")
         return self.repository.list_page(
-            where=where, after_id=after_id, limit=page_size or DEFAULT_PAGE_SIZE, now=self.clock()
+            where=where, after_id=after_id, limit=page_limit(page_size), now=self.clock()
         )
 
     def update(

@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 
 from services.core.clock import Clock, utc_now
 from services.core.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
+from services.core.validation import actor_problems, page_limit, raise_if, required
 from services.routing import documents
 from services.routing.customers import CustomerDirectory
 from services.routing.domain import (
@@ -73,9 +74,6 @@ from services.routing.sla import ClockReport, Metric, PolicyPeriod, first_respon
 from services.routing.sla import SlaPolicy as ClockPolicy
 from services.segments.repository import decode_token, encode_token
 
-MAX_PAGE_SIZE = 1000
-DEFAULT_PAGE_SIZE = 100
-MAX_ACTOR_LENGTH = 200
 # A conversation moved by overflow more often than this stays where it is: a loop of
 # overflowing queues must not spin.
 MAX_OVERFLOW_HOPS = 5
@@ -185,7 +183,7 @@ class Routing:
         return loaded
 
     def create_calendar(self, *, calendar: Calendar) -> Calendar:
-        _raise_if(calendar_definition_problems(calendar))
+        raise_if(calendar_definition_problems(calendar))
         with self.repository.write() as store:
             stored = store.create_definition(
                 "calendar",
@@ -204,7 +202,7 @@ class Routing:
         return [documents.calendar_from(s.key, s.document, **_stamps(s)) for s in page], token
 
     def update_calendar(self, *, calendar: Calendar) -> Calendar:
-        _raise_if(calendar_definition_problems(calendar))
+        raise_if(calendar_definition_problems(calendar))
         stored = self._replace(
             "calendar",
             calendar.calendar_id,
@@ -228,7 +226,7 @@ class Routing:
         self._delete("calendar", calendar_id, revision, users)
 
     def create_policy(self, *, policy: SlaPolicy) -> SlaPolicy:
-        _raise_if(policy_problems(policy))
+        raise_if(policy_problems(policy))
         with self.repository.write() as store:
             self._require_references(
                 store, [("calendar", policy.calendar_id, "policy.calendar_id")]
@@ -247,7 +245,7 @@ class Routing:
         return [documents.policy_from(s.key, s.document, **_stamps(s)) for s in page], token
 
     def update_policy(self, *, policy: SlaPolicy) -> SlaPolicy:
-        _raise_if(policy_problems(policy))
+        raise_if(policy_problems(policy))
         stored = self._replace(
             "policy",
             policy.policy_id,
@@ -264,7 +262,7 @@ class Routing:
         self._delete("policy", policy_id, revision, users, conversation_column="sla_policy_id")
 
     def create_queue(self, *, queue: Queue) -> Queue:
-        _raise_if(queue_problems(queue))
+        raise_if(queue_problems(queue))
         with self.repository.write() as store:
             self._require_references(store, _queue_references(queue))
             stored = store.create_definition(
@@ -281,7 +279,7 @@ class Routing:
         return [documents.queue_from(s.key, s.document, **_stamps(s)) for s in page], token
 
     def update_queue(self, *, queue: Queue) -> Queue:
-        _raise_if(queue_problems(queue))
+        raise_if(queue_problems(queue))
         stored = self._replace(
             "queue",
             queue.queue_id,
@@ -309,7 +307,7 @@ class Routing:
         self._delete("queue", queue_id, revision, users, conversation_column="queue_id")
 
     def create_agent(self, *, agent: Agent) -> Agent:
-        _raise_if(agent_problems(agent))
+        raise_if(agent_problems(agent))
         now = self.clock()
         with self.repository.write() as store:
             stored = store.create_definition(
@@ -319,7 +317,7 @@ class Routing:
         return self._agent_view(stored, AgentStatus.OFFLINE, now, 0)
 
     def get_agent(self, *, agent_id: str) -> Agent:
-        _raise_if(_required("agent_id", agent_id))
+        raise_if(required("agent_id", agent_id))
         with self.repository.read() as store:
             stored = store.definition("agent", agent_id)
             presence = store.presence(agent_id)
@@ -343,7 +341,7 @@ class Routing:
         return agents, token
 
     def update_agent(self, *, agent: Agent) -> Agent:
-        _raise_if(agent_problems(agent))
+        raise_if(agent_problems(agent))
         stored = self._replace(
             "agent", agent.agent_id, documents.agent_document(agent), agent.revision
         )
@@ -352,10 +350,10 @@ class Routing:
     def set_agent_status(
         self, *, agent_id: str, status: AgentStatus | None
     ) -> tuple[Agent, list[str]]:
-        problems = _required("agent_id", agent_id)
+        problems = required("agent_id", agent_id)
         if status is None:
             problems.append(FieldViolation("status", "required: ONLINE, AWAY or OFFLINE"))
-        _raise_if(problems)
+        raise_if(problems)
         assert status is not None
         now = self.clock()
         returned: list[str] = []
@@ -403,7 +401,7 @@ class Routing:
         )
 
     def update_rules(self, *, rules: RoutingRules, actor: str) -> RoutingRules:
-        _raise_if(rules_problems(rules) + _actor(actor))
+        raise_if(rules_problems(rules) + actor_problems(actor))
         return self._save_rules(
             documents.rules_document(rules), rules, rules.revision, actor, RevisionAction.UPDATED, 0
         )
@@ -411,7 +409,7 @@ class Routing:
     def list_rule_revisions(
         self, *, page_size: int, page_token: str
     ) -> tuple[list[RulesRevision], str]:
-        size = _page_size(page_size)
+        size = page_limit(page_size)
         before = _token_number(page_token)
         with self.repository.read() as store:
             found = store.revisions("rules", "rules", before_revision=before, limit=size + 1)
@@ -427,7 +425,7 @@ class Routing:
         return revisions, token
 
     def rollback_rules(self, *, target_revision: int, revision: int, actor: str) -> RoutingRules:
-        _raise_if(_actor(actor))
+        raise_if(actor_problems(actor))
         if target_revision <= 0:
             raise InvalidArgument.field("target_revision", "must be a revision number")
         target = self.get_rules(revision=target_revision)
@@ -479,7 +477,7 @@ class Routing:
     def route(self, *, request: RouteRequest) -> tuple[Decision, bool]:
         """Decide and store where a conversation goes; the stored decision when it was
         routed before (``True``)."""
-        _raise_if(route_request_problems(request))
+        raise_if(route_request_problems(request))
         assert request.channel is not None
         if not request.validate_only:
             with self.repository.read() as store:
@@ -892,7 +890,7 @@ class Routing:
     # ---- conversations --------------------------------------------------------------------
 
     def get_conversation(self, *, conversation_id: str) -> Conversation:
-        _raise_if(conversation_id_problems(conversation_id))
+        raise_if(conversation_id_problems(conversation_id))
         self.advance_timers()
         with self.repository.read() as store:
             row = store.conversation(conversation_id)
@@ -930,7 +928,7 @@ class Routing:
             problems.append(FieldViolation("queue_id", "a transfer names a queue or an agent"))
         if kind == EventKind.CSAT_RATED and not 1 <= csat_rating <= 5:
             problems.append(FieldViolation("csat_rating", "must be 1-5"))
-        _raise_if(problems)
+        raise_if(problems)
         assert kind is not None
         now = time or self.clock()
         with self.repository.write() as store:
@@ -1121,7 +1119,7 @@ class Routing:
     # ---- consoles -----------------------------------------------------------------------------
 
     def agent_assignments(self, *, agent_id: str) -> list[Assignment]:
-        _raise_if(agent_id_problems(agent_id, "agent_id"))
+        raise_if(agent_id_problems(agent_id, "agent_id"))
         self.advance_timers()
         with self.repository.read() as store:
             store.definition("agent", agent_id)
@@ -1133,7 +1131,7 @@ class Routing:
         problems = agent_id_problems(agent_id, "agent_id")
         if queue_id:
             problems += resource_id_problems(queue_id, "queue_id")
-        _raise_if(problems)
+        raise_if(problems)
         self.advance_timers()
         now = self.clock()
         with self.repository.write() as store:
@@ -1205,8 +1203,8 @@ class Routing:
     def queue_conversations(
         self, *, queue_id: str, page_size: int, page_token: str
     ) -> tuple[list[Assignment], str]:
-        _raise_if(resource_id_problems(queue_id, "queue_id"))
-        size = _page_size(page_size)
+        raise_if(resource_id_problems(queue_id, "queue_id"))
+        size = page_limit(page_size)
         after = _decode_position(page_token)
         self.advance_timers()
         with self.repository.read() as store:
@@ -1225,7 +1223,7 @@ class Routing:
         self, *, agent_id: str, active: Callable[[], bool]
     ) -> Iterator[tuple[AssignmentChange, Assignment]]:
         """What the agent holds now, then every change as it happens, while ``active()``."""
-        _raise_if(agent_id_problems(agent_id, "agent_id"))
+        raise_if(agent_id_problems(agent_id, "agent_id"))
         with self.repository.read() as store:
             store.definition("agent", agent_id)
             seen = store.last_event_id()
@@ -1336,14 +1334,14 @@ class Routing:
     # ---- shared plumbing ------------------------------------------------------------------
 
     def _get(self, kind: str, key: str, field: str) -> StoredDefinition:
-        _raise_if(_required(field, key))
+        raise_if(required(field, key))
         with self.repository.read() as store:
             return store.definition(kind, key)
 
     def _page(
         self, kind: str, page_size: int, page_token: str
     ) -> tuple[list[StoredDefinition], str]:
-        size = _page_size(page_size)
+        size = page_limit(page_size)
         after = _token_text(page_token)
         with self.repository.read() as store:
             found = store.definition_page(kind, after, size + 1)
@@ -1476,27 +1474,6 @@ def _step_name(step: RouteStep) -> str:
     if step.owner_attribute:
         return f"owner from attributes.{step.owner_attribute}"
     return step.agent_id or step.queue_id
-
-
-def _required(field: str, value: str) -> list[FieldViolation]:
-    return [] if value else [FieldViolation(field, "required")]
-
-
-def _actor(actor: str) -> list[FieldViolation]:
-    if len(actor) > MAX_ACTOR_LENGTH:
-        return [FieldViolation("actor", f"at most {MAX_ACTOR_LENGTH} characters")]
-    return []
-
-
-def _page_size(page_size: int) -> int:
-    if page_size < 0 or page_size > MAX_PAGE_SIZE:
-        raise InvalidArgument.field("page_size", f"must be 0-{MAX_PAGE_SIZE}")
-    return page_size or DEFAULT_PAGE_SIZE
-
-
-def _raise_if(problems: list[FieldViolation]) -> None:
-    if problems:
-        raise InvalidArgument(problems)
 
 
 def _encode_position(position: Any) -> str:

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from services.core.clock import Clock, utc_now
 from services.core.errors import FieldViolation, InvalidArgument
+from services.core.validation import actor_problems, page_limit, raise_if, required
 from services.segments.domain import (
     EDITABLE_FIELDS,
     Membership,
@@ -58,11 +59,8 @@ from services.segments.rules import (
     referenced_segments,
 )
 
-MAX_PAGE_SIZE = 1000
-DEFAULT_PAGE_SIZE = 100
 MAX_SAMPLE = 100
 DEFAULT_SAMPLE = 10
-MAX_ACTOR_LENGTH = 200
 # Customers evaluated and stored per transaction during recomputation.
 RECOMPUTE_BATCH = 1000
 
@@ -126,15 +124,15 @@ class Segments:
     # ---- definitions -------------------------------------------------------------------
 
     def create(self, *, segment: Segment, actor: str) -> Segment:
-        problems = validate_segment_id(segment.segment_id) + _actor(actor)
+        problems = validate_segment_id(segment.segment_id) + actor_problems(actor)
         problems += validate_definition(segment.definition())
-        _raise_if(problems)
+        raise_if(problems)
         others = {s.segment_id: s.rule for s in self.repository.list_all()}
-        _raise_if(validate_references(segment.segment_id, segment.rule, others))
+        raise_if(validate_references(segment.segment_id, segment.rule, others))
         return self.repository.create(segment=segment, actor=actor, now=self.clock())
 
     def get(self, *, segment_id: str, revision: int = 0) -> Segment:
-        _raise_if(_required("segment_id", segment_id))
+        raise_if(required("segment_id", segment_id))
         if revision < 0:
             raise InvalidArgument.field("revision", "must be zero or more")
         return self.repository.get(segment_id=segment_id, revision=revision)
@@ -145,16 +143,16 @@ class Segments:
         offset = decode_token(page_token) or 0
         if not isinstance(offset, int) or offset < 0:
             raise InvalidArgument.field("page_token", "not a token from a previous page")
-        limit = _page_size(page_size)
+        limit = page_limit(page_size)
         found, more = self.repository.list_page(family=family, offset=offset, limit=limit)
         return found, (encode_token(offset + len(found)) if more else "")
 
     def update(
         self, *, segment_id: str, values: Mapping[str, Any], expected_revision: int, actor: str
     ) -> Segment:
-        problems = _required("segment.segment_id", segment_id) + _actor(actor)
+        problems = required("segment.segment_id", segment_id) + actor_problems(actor)
         problems += validate_definition(values)
-        _raise_if(problems)
+        raise_if(problems)
         if "rule" in values:
             self._check_references(segment_id, values["rule"])
         return self.repository.update(
@@ -169,10 +167,10 @@ class Segments:
     def rollback(
         self, *, segment_id: str, target_revision: int, expected_revision: int, actor: str
     ) -> Segment:
-        problems = _required("segment_id", segment_id) + _actor(actor)
+        problems = required("segment_id", segment_id) + actor_problems(actor)
         if target_revision <= 0:
             problems.append(FieldViolation("target_revision", "must be a revision number"))
-        _raise_if(problems)
+        raise_if(problems)
         target = self.repository.get(segment_id=segment_id, revision=target_revision)
         self._check_references(segment_id, target.rule, field="target_revision")
         return self.repository.update(
@@ -185,7 +183,7 @@ class Segments:
         )
 
     def delete(self, *, segment_id: str, expected_revision: int) -> None:
-        _raise_if(_required("segment_id", segment_id))
+        raise_if(required("segment_id", segment_id))
 
         def referencing(all_segments: list[Segment]) -> list[str]:
             return sorted(
@@ -204,11 +202,11 @@ class Segments:
     def list_revisions(
         self, *, segment_id: str, page_token: str, page_size: int
     ) -> tuple[list[SegmentRevision], str]:
-        _raise_if(_required("segment_id", segment_id))
+        raise_if(required("segment_id", segment_id))
         before = decode_token(page_token) or 0
         if not isinstance(before, int):
             raise InvalidArgument.field("page_token", "not a token from a previous page")
-        limit = _page_size(page_size)
+        limit = page_limit(page_size)
         found = self.repository.list_revisions(
             segment_id=segment_id, before_revision=before, limit=limit
         )
@@ -219,7 +217,7 @@ class Segments:
         others = {
             s.segment_id: s.rule for s in self.repository.list_all() if s.segment_id != segment_id
         }
-        _raise_if(validate_references(segment_id, rule, others, field))
+        raise_if(validate_references(segment_id, rule, others, field))
 
     # ---- evaluation --------------------------------------------------------------------
 
@@ -233,7 +231,7 @@ class Segments:
         """Evaluate every enabled segment for a stored customer (read from the profiles
         service) or an inline record; stores nothing."""
         if record is None:
-            _raise_if(_required("customer_id", customer_id))
+            raise_if(required("customer_id", customer_id))
             record = self.customers.get(customer_id)
         moment = now or self.clock()
         attributes = rule_attributes(record)
@@ -255,7 +253,7 @@ class Segments:
         member_segment_ids: Container[str],
         now: datetime | None,
     ) -> Explanation:
-        _raise_if(validate_rule_document(rule, "rule"))
+        raise_if(validate_rule_document(rule, "rule"))
         context = EvaluationContext(now=now or self.clock(), segments=member_segment_ids)
         return explain(compile_rule(rule), attributes, context)
 
@@ -267,12 +265,12 @@ class Segments:
             problems += validate_segment_id(draft.segment_id)
         if not 0 <= sample_size <= MAX_SAMPLE:
             problems.append(FieldViolation("sample_size", f"must be between 0 and {MAX_SAMPLE}"))
-        _raise_if(problems)
+        raise_if(problems)
         moment = now or self.clock()
         live = {s.segment_id: s for s in self.repository.list_all()}
         draft_id = draft.segment_id or "(draft)"
         others = {sid: s.rule for sid, s in live.items() if sid != draft_id}
-        _raise_if(validate_references(draft_id, draft.rule, others))
+        raise_if(validate_references(draft_id, draft.rule, others))
         matcher = _Matcher(self.repository, live, moment)
         draft_matches = matcher.rule_matches(draft.rule)
         current = live.get(draft_id)
@@ -397,7 +395,7 @@ class Segments:
             customer_id=customer_id,
             segment_id=segment_id,
             after=tuple(after) if after else None,
-            limit=_page_size(page_size),
+            limit=page_limit(page_size),
         )
         return found, (encode_token(list(last)) if last else "")
 
@@ -410,21 +408,21 @@ class Segments:
         if not isinstance(before, int):
             raise InvalidArgument.field("page_token", "not a token from a previous page")
         found, last = self.repository.list_changes(
-            where=where, before_id=before, limit=_page_size(page_size)
+            where=where, before_id=before, limit=page_limit(page_size)
         )
         return found, (encode_token(last) if last else "")
 
     def migration_report(
         self, *, family: str, start: datetime | None, end: datetime | None
     ) -> MigrationReport:
-        problems = _required("family", family)
+        problems = required("family", family)
         if start is None:
             problems.append(FieldViolation("start_time", "is required"))
         if end is None:
             problems.append(FieldViolation("end_time", "is required"))
         elif start is not None and end < start:
             problems.append(FieldViolation("end_time", "must not be before start_time"))
-        _raise_if(problems)
+        raise_if(problems)
         assert start is not None and end is not None
         changes = self.repository.family_changes(family=family, until=end)
         at_start, at_end = winners_at(changes, start, end)
@@ -456,27 +454,6 @@ class _Matcher:
         return self.repository.matching_customers(
             rule=compile_rule(rule), now=self.now, segment_matches=references
         )
-
-
-def _page_size(page_size: int) -> int:
-    if page_size < 0 or page_size > MAX_PAGE_SIZE:
-        raise InvalidArgument.field("page_size", f"must be between 0 and {MAX_PAGE_SIZE}")
-    return page_size or DEFAULT_PAGE_SIZE
-
-
-def _required(field_name: str, value: str) -> list[FieldViolation]:
-    return [] if value else [FieldViolation(field_name, "is required")]
-
-
-def _actor(actor: str) -> list[FieldViolation]:
-    if len(actor) > MAX_ACTOR_LENGTH:
-        return [FieldViolation("actor", f"at most {MAX_ACTOR_LENGTH} characters")]
-    return []
-
-
-def _raise_if(problems: list[FieldViolation]) -> None:
-    if problems:
-        raise InvalidArgument(problems)
 
 
 __all__ = ["EDITABLE_FIELDS", "CustomerEvaluation", "Preview", "RecomputeSummary", "Segments"]
