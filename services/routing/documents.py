@@ -280,4 +280,3 @@ def decision_from(conversation_id: str, document: Mapping[str, Any]) -> Decision
         route_time=route_time,
         reserved_agent_id=document["reserved_agent_id"],
     )
-

@@ -392,16 +392,19 @@ def test_routing_before_any_rules_were_set_is_a_failed_precondition(
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
 
 
-def test_bad_conversation_events_are_refused_naming_the_field(ready: Desk) -> None:
+def test_bad_conversation_events_and_agent_statuses_are_refused_naming_the_field(
+    ready: Desk,
+) -> None:
     ready.route("c1", customer_id="acme")
-    bad = {
+    create_agent(ready.routing, "ana")
+    bad: dict[str, tuple[Callable[[], object], str]] = {
         "no kind": (partial(ready.record, "c1", pb.CONVERSATION_EVENT_KIND_UNSPECIFIED), "kind"),
         "rating of 9": (
             partial(ready.record, "c1", pb.CONVERSATION_EVENT_KIND_CSAT, csat_rating=9),
             "csat_rating",
         ),
-        "unknown status": (
-            partial(ready.routing.SetAgentStatus, pb.SetAgentStatusRequest(agent_id="x")),
+        "no status": (
+            partial(ready.routing.SetAgentStatus, pb.SetAgentStatusRequest(agent_id="ana")),
             "status",
         ),
     }
