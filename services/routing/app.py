@@ -3,14 +3,18 @@
 Configuration is validated completely before anything is stored and every problem is
 reported at once. Conversations move only through ``lifecycle.advance``, so the state kept
 in the table and the history the SLA clocks replay never disagree.
+
+``Routing`` is the surface callers use: it checks requests, opens transactions, caches the
+compiled configuration and wakes watching consoles. Where a conversation goes and who gets
+it is decided in ``placement``; what callers see of it is built in ``views``.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -18,7 +22,8 @@ from sqlalchemy.exc import IntegrityError
 from services.core.clock import Clock, utc_now
 from services.core.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
 from services.core.validation import actor_problems, page_limit, raise_if, required
-from services.routing import documents
+from services.routing import documents, placement, views
+from services.routing.config import Config, load_config, stamps
 from services.routing.customers import CustomerDirectory
 from services.routing.domain import (
     Agent,
@@ -32,12 +37,10 @@ from services.routing.domain import (
     Queue,
     RevisionAction,
     RouteRequest,
-    RouteStep,
     RoutingAction,
     RoutingRules,
     RulesRevision,
     SlaPolicy,
-    Strategy,
 )
 from services.routing.lifecycle import (
     ConversationEvent,
@@ -48,19 +51,13 @@ from services.routing.lifecycle import (
     advance,
 )
 from services.routing.logic import (
-    Candidate,
-    CompiledRules,
-    Need,
     agent_id_problems,
     agent_problems,
     calendar_definition_problems,
     can_serve,
     clock_policy,
-    compile_rules,
     conversation_id_problems,
-    has_room,
     match,
-    pick_agent,
     policy_problems,
     queue_problems,
     resource_id_problems,
@@ -70,15 +67,10 @@ from services.routing.logic import (
     rules_references,
 )
 from services.routing.repository import RoutingRepository, Store, StoredDefinition, check_revision
-from services.routing.sla import ClockReport, Metric, PolicyPeriod, first_response_due, sla_report
+from services.routing.sla import Metric, PolicyPeriod, first_response_due, sla_report
 from services.routing.sla import SlaPolicy as ClockPolicy
 from services.segments.repository import decode_token, encode_token
 
-# A conversation moved by overflow more often than this stays where it is: a loop of
-# overflowing queues must not spin.
-MAX_OVERFLOW_HOPS = 5
-# Stand-in for "no first-response due time" in the serving order: after every real one.
-NO_DUE_TIME = datetime(9999, 1, 1, tzinfo=UTC)
 RECORDABLE = frozenset(
     {
         EventKind.AGENT_REPLY,
@@ -100,60 +92,6 @@ class _DryRun(Exception):
     def __init__(self, decision: Decision) -> None:
         super().__init__("validate_only")
         self.decision = decision
-
-
-@dataclass(frozen=True)
-class Config:
-    """Every definition at one configuration version, compiled for routing."""
-
-    version: int
-    calendars: Mapping[str, Calendar]
-    policies: Mapping[str, SlaPolicy]
-    queues: Mapping[str, Queue]
-    agents: Mapping[str, Agent]
-    rules: CompiledRules | None
-
-
-def _stamps(stored: StoredDefinition) -> dict[str, Any]:
-    return {
-        "revision": stored.revision,
-        "create_time": stored.create_time,
-        "update_time": stored.update_time,
-    }
-
-
-def _load_config(store: Store, version: int) -> Config:
-    by_kind: dict[str, list[StoredDefinition]] = {}
-    for stored in store.all_definitions():
-        by_kind.setdefault(stored.kind, []).append(stored)
-    rules = None
-    for stored in by_kind.get("rules", []):
-        revision = store.revisions("rules", "rules", limit=1)[0]
-        rules = compile_rules(
-            documents.rules_from(
-                stored.document, stored.revision, stored.update_time, revision.actor
-            )
-        )
-    return Config(
-        version=version,
-        calendars={
-            s.key: documents.calendar_from(s.key, s.document, **_stamps(s))
-            for s in by_kind.get("calendar", [])
-        },
-        policies={
-            s.key: documents.policy_from(s.key, s.document, **_stamps(s))
-            for s in by_kind.get("policy", [])
-        },
-        queues={
-            s.key: documents.queue_from(s.key, s.document, **_stamps(s))
-            for s in by_kind.get("queue", [])
-        },
-        agents={
-            s.key: documents.agent_from(s.key, s.document, **_stamps(s))
-            for s in by_kind.get("agent", [])
-        },
-        rules=rules,
-    )
 
 
 class Routing:
@@ -178,7 +116,7 @@ class Routing:
         if cached is not None and cached.version == version:
             return cached
         with self._config_lock:
-            loaded = _load_config(store, version)
+            loaded = load_config(store, version)
             self._config = loaded
         return loaded
 
@@ -191,15 +129,15 @@ class Routing:
                 documents.calendar_document(calendar),
                 self.clock(),
             )
-        return documents.calendar_from(stored.key, stored.document, **_stamps(stored))
+        return documents.calendar_from(stored.key, stored.document, **stamps(stored))
 
     def get_calendar(self, *, calendar_id: str) -> Calendar:
         stored = self._get("calendar", calendar_id, "calendar_id")
-        return documents.calendar_from(stored.key, stored.document, **_stamps(stored))
+        return documents.calendar_from(stored.key, stored.document, **stamps(stored))
 
     def list_calendars(self, *, page_size: int, page_token: str) -> tuple[list[Calendar], str]:
         page, token = self._page("calendar", page_size, page_token)
-        return [documents.calendar_from(s.key, s.document, **_stamps(s)) for s in page], token
+        return [documents.calendar_from(s.key, s.document, **stamps(s)) for s in page], token
 
     def update_calendar(self, *, calendar: Calendar) -> Calendar:
         raise_if(calendar_definition_problems(calendar))
@@ -209,7 +147,7 @@ class Routing:
             documents.calendar_document(calendar),
             calendar.revision,
         )
-        return documents.calendar_from(stored.key, stored.document, **_stamps(stored))
+        return documents.calendar_from(stored.key, stored.document, **stamps(stored))
 
     def delete_calendar(self, *, calendar_id: str, revision: int) -> None:
         def users(config: Config) -> list[str]:
@@ -234,15 +172,15 @@ class Routing:
             stored = store.create_definition(
                 "policy", policy.policy_id, documents.policy_document(policy), self.clock()
             )
-        return documents.policy_from(stored.key, stored.document, **_stamps(stored))
+        return documents.policy_from(stored.key, stored.document, **stamps(stored))
 
     def get_policy(self, *, policy_id: str) -> SlaPolicy:
         stored = self._get("policy", policy_id, "policy_id")
-        return documents.policy_from(stored.key, stored.document, **_stamps(stored))
+        return documents.policy_from(stored.key, stored.document, **stamps(stored))
 
     def list_policies(self, *, page_size: int, page_token: str) -> tuple[list[SlaPolicy], str]:
         page, token = self._page("policy", page_size, page_token)
-        return [documents.policy_from(s.key, s.document, **_stamps(s)) for s in page], token
+        return [documents.policy_from(s.key, s.document, **stamps(s)) for s in page], token
 
     def update_policy(self, *, policy: SlaPolicy) -> SlaPolicy:
         raise_if(policy_problems(policy))
@@ -253,7 +191,7 @@ class Routing:
             policy.revision,
             [("calendar", policy.calendar_id, "policy.calendar_id")],
         )
-        return documents.policy_from(stored.key, stored.document, **_stamps(stored))
+        return documents.policy_from(stored.key, stored.document, **stamps(stored))
 
     def delete_policy(self, *, policy_id: str, revision: int) -> None:
         def users(config: Config) -> list[str]:
@@ -268,15 +206,15 @@ class Routing:
             stored = store.create_definition(
                 "queue", queue.queue_id, documents.queue_document(queue), self.clock()
             )
-        return documents.queue_from(stored.key, stored.document, **_stamps(stored))
+        return documents.queue_from(stored.key, stored.document, **stamps(stored))
 
     def get_queue(self, *, queue_id: str) -> Queue:
         stored = self._get("queue", queue_id, "queue_id")
-        return documents.queue_from(stored.key, stored.document, **_stamps(stored))
+        return documents.queue_from(stored.key, stored.document, **stamps(stored))
 
     def list_queues(self, *, page_size: int, page_token: str) -> tuple[list[Queue], str]:
         page, token = self._page("queue", page_size, page_token)
-        return [documents.queue_from(s.key, s.document, **_stamps(s)) for s in page], token
+        return [documents.queue_from(s.key, s.document, **stamps(s)) for s in page], token
 
     def update_queue(self, *, queue: Queue) -> Queue:
         raise_if(queue_problems(queue))
@@ -287,7 +225,7 @@ class Routing:
             queue.revision,
             _queue_references(queue),
         )
-        return documents.queue_from(stored.key, stored.document, **_stamps(stored))
+        return documents.queue_from(stored.key, stored.document, **stamps(stored))
 
     def delete_queue(self, *, queue_id: str, revision: int) -> None:
         def users(config: Config) -> list[str]:
@@ -365,7 +303,7 @@ class Routing:
                 for row in store.held_by(agent_id):
                     if row["agent_replied"] or row["state"] != ConversationState.ASSIGNED.value:
                         continue
-                    self._release(store, row, now, note=f"{agent_id} went offline")
+                    placement.release(store, row, now, note=f"{agent_id} went offline")
                     returned.append(row["conversation_id"])
         if returned:
             self._notify()
@@ -374,7 +312,7 @@ class Routing:
     def _agent_view(
         self, stored: StoredDefinition, status: AgentStatus, status_time: datetime, held: int
     ) -> Agent:
-        agent = documents.agent_from(stored.key, stored.document, **_stamps(stored))
+        agent = documents.agent_from(stored.key, stored.document, **stamps(stored))
         return replace(agent, status=status, status_time=status_time, open_conversations=held)
 
     # ---- routing rules ----------------------------------------------------------------------
@@ -535,8 +473,8 @@ class Routing:
                 [PolicyPeriod(now, clocks)],
                 now,
             )
-            first_due = _due(reports, Metric.FIRST_RESPONSE)
-            resolution_due = _due(reports, Metric.RESOLUTION)
+            first_due = views.due_time(reports, Metric.FIRST_RESPONSE)
+            resolution_due = views.due_time(reports, Metric.RESOLUTION)
         skills = tuple(sorted(set(queue.required_skills) | set(action.required_skills)))
         state = ConversationState.BOT if action.bot_first else ConversationState.QUEUED
         row: dict[str, Any] = {
@@ -553,7 +491,7 @@ class Routing:
             "sla_policy_id": action.sla_policy_id,
             "required_skills": list(action.required_skills),
             "segment_ids": sorted(segment_ids),
-            "order_due": first_due or NO_DUE_TIME,
+            "order_due": first_due or placement.NO_DUE_TIME,
             "enqueue_time": now,
             "assign_time": None,
             "agent_replied": False,
@@ -579,7 +517,7 @@ class Routing:
         notes = [matched.explanation]
         if not action.bot_first:
             steps = [documents.step_document(step) for step in action.fallback_chain]
-            notes += self._enter(store, config, row, steps, attributes, now)
+            notes += placement.enter(store, config, row, steps, attributes, now)
         decision = Decision(
             conversation_id=request.conversation_id,
             queue_id=row["queue_id"],
@@ -609,220 +547,6 @@ class Routing:
             return None
         return clock_policy(policy, config.calendars, queue_calendar_id)
 
-    def _enter(
-        self,
-        store: Store,
-        config: Config,
-        row: dict[str, Any],
-        steps: list[dict[str, Any]],
-        attributes: Mapping[str, Any],
-        now: datetime,
-    ) -> list[str]:
-        """Place a conversation that needs a human: through the fallback steps, else into its
-        queue (and on through overflow), assigning an agent when one is free. Updates ``row``
-        and the table; returns what happened, in words."""
-        notes: list[str] = []
-        final_queue = row["queue_id"]
-        remaining = list(steps)
-        while remaining:
-            step = documents.step_from(remaining.pop(0))
-            deadline = now + step.timeout
-            if step.queue_id:
-                row["queue_id"] = step.queue_id
-                if self._try_assign(store, config, row, now):
-                    notes.append(f"assigned to {row['agent_id']} from queue {step.queue_id!r}")
-                    return notes
-                self._wait(store, row, now, remaining, final_queue, deadline)
-                notes.append(f"waiting in queue {step.queue_id!r} until {deadline.isoformat()}")
-                return notes
-            agent_id = step.agent_id or _owner(attributes, step.owner_attribute)
-            agent = config.agents.get(agent_id)
-            if agent is None:
-                notes.append(f"no named agent for step {_step_name(step)}: skipped")
-                continue
-            presence = store.presence(agent_id, lock=True)
-            need = self._need(config, row)
-            if presence.status != AgentStatus.ONLINE.value or not can_serve(agent, need):
-                notes.append(f"named agent {agent_id} is {presence.status}: skipped")
-                continue
-            counts = store.open_counts([agent_id]).get(agent_id, {})
-            candidate = Candidate(agent, counts.get(row["channel"], 0), sum(counts.values()), None)
-            if has_room(candidate, need.channel) and self._claim(store, row, agent_id, now):
-                notes.append(f"assigned to named agent {agent_id}")
-                return notes
-            row["queue_id"] = final_queue
-            row["reserved_agent_id"] = agent_id
-            self._wait(store, row, now, remaining, final_queue, deadline)
-            notes.append(
-                f"held for named agent {agent_id} (at capacity) until {deadline.isoformat()}"
-            )
-            return notes
-        row["queue_id"] = final_queue
-        row["reserved_agent_id"] = ""
-        notes += self._settle_in_queue(store, config, row, now)
-        return notes
-
-    def _wait(
-        self,
-        store: Store,
-        row: dict[str, Any],
-        now: datetime,
-        remaining: list[dict[str, Any]],
-        final_queue: str,
-        deadline: datetime,
-    ) -> None:
-        # The final queue rides along as the last step without a timeout.
-        row["pending_steps"] = [*remaining, {"final_queue": final_queue}]
-        row["timer_time"] = deadline
-        store.update_conversation(
-            row["conversation_id"],
-            queue_id=row["queue_id"],
-            reserved_agent_id=row["reserved_agent_id"],
-            pending_steps=row["pending_steps"],
-            timer_time=deadline,
-        )
-
-    def _settle_in_queue(
-        self, store: Store, config: Config, row: dict[str, Any], now: datetime
-    ) -> list[str]:
-        """Assign from the row's queue, follow overflow when nobody could ever take it, and
-        set the overflow timer otherwise."""
-        notes: list[str] = []
-        for _ in range(MAX_OVERFLOW_HOPS):
-            queue = config.queues[row["queue_id"]]
-            if self._try_assign(store, config, row, now):
-                notes.append(f"assigned to {row['agent_id']} in queue {queue.queue_id!r}")
-                return notes
-            overflow = queue.overflow
-            if (
-                overflow
-                and overflow.when_no_agent_online
-                and not self._anyone_online(store, config, row)
-            ):
-                notes.append(
-                    f"no online agent can serve queue {queue.queue_id!r}: "
-                    f"overflow to {overflow.queue_id!r}"
-                )
-                self._move(store, row, overflow.queue_id, now, notes[-1])
-                continue
-            break
-        queue = config.queues[row["queue_id"]]
-        timer = None
-        if queue.overflow is not None and queue.overflow.after:
-            timer = row["enqueue_time"] + queue.overflow.after
-        row["pending_steps"], row["timer_time"] = [], timer
-        store.update_conversation(
-            row["conversation_id"],
-            queue_id=row["queue_id"],
-            reserved_agent_id="",
-            pending_steps=[],
-            timer_time=timer,
-        )
-        notes.append(f"waiting in queue {queue.queue_id!r}")
-        return notes
-
-    def _move(
-        self, store: Store, row: dict[str, Any], queue_id: str, now: datetime, note: str
-    ) -> None:
-        row["queue_id"] = queue_id
-        row["enqueue_time"] = now
-        store.update_conversation(row["conversation_id"], queue_id=queue_id, enqueue_time=now)
-        store.add_events(
-            row["conversation_id"],
-            [ConversationEvent(EventKind.TRANSFERRED, now, queue_id=queue_id)],
-            note=note,
-        )
-
-    def _need(self, config: Config, row: Mapping[str, Any]) -> Need:
-        queue = config.queues[row["queue_id"]]
-        return Need(
-            channel=Channel(row["channel"]),
-            skills=frozenset(queue.required_skills) | frozenset(row["required_skills"]),
-            language=row["language"],
-            queue_languages=queue.languages,
-        )
-
-    def _candidates(self, store: Store, config: Config, need: Need) -> list[Candidate]:
-        presences = store.presences()
-        able = [
-            agent
-            for agent in config.agents.values()
-            if agent.agent_id in presences
-            and presences[agent.agent_id].status == AgentStatus.ONLINE.value
-            and can_serve(agent, need)
-        ]
-        if not able:
-            return []
-        store.lock_agents([agent.agent_id for agent in able])
-        counts = store.open_counts([agent.agent_id for agent in able])
-        return [
-            Candidate(
-                replace(agent, status=AgentStatus.ONLINE),
-                counts.get(agent.agent_id, {}).get(need.channel.value, 0),
-                sum(counts.get(agent.agent_id, {}).values()),
-                presences[agent.agent_id].last_assign_time,
-            )
-            for agent in able
-        ]
-
-    def _anyone_online(self, store: Store, config: Config, row: Mapping[str, Any]) -> bool:
-        need = self._need(config, row)
-        presences = store.presences()
-        return any(
-            presences.get(agent.agent_id) is not None
-            and presences[agent.agent_id].status == AgentStatus.ONLINE.value
-            and can_serve(agent, need)
-            for agent in config.agents.values()
-        )
-
-    def _try_assign(self, store: Store, config: Config, row: dict[str, Any], now: datetime) -> bool:
-        queue = config.queues[row["queue_id"]]
-        need = self._need(config, row)
-        candidates = self._candidates(store, config, need)
-        last = store.queue_cursor(queue.queue_id)
-        chosen = pick_agent(candidates, need, queue.strategy, last)
-        if chosen is None:
-            return False
-        if queue.strategy == Strategy.ROUND_ROBIN:
-            store.save_queue_cursor(queue.queue_id, chosen.agent_id)
-        return self._claim(store, row, chosen.agent_id, now)
-
-    def _claim(self, store: Store, row: dict[str, Any], agent_id: str, now: datetime) -> bool:
-        store.update_conversation(row["conversation_id"], queue_id=row["queue_id"])
-        if not store.claim(row["conversation_id"], agent_id, now):
-            return False
-        row.update(
-            agent_id=agent_id,
-            state=ConversationState.ASSIGNED.value,
-            assign_time=now,
-            reserved_agent_id="",
-            pending_steps=[],
-            timer_time=None,
-        )
-        store.add_events(
-            row["conversation_id"], [ConversationEvent(EventKind.ASSIGNED, now, agent_id=agent_id)]
-        )
-        return True
-
-    def _release(self, store: Store, row: dict[str, Any], now: datetime, note: str) -> None:
-        """Take a conversation from its agent and put it back in its queue, keeping its
-        place (it does not go behind conversations that came later)."""
-        agent_id = row["agent_id"]
-        state = (
-            ConversationState.QUEUED.value
-            if row["state"] == ConversationState.ASSIGNED.value
-            else row["state"]
-        )
-        store.update_conversation(
-            row["conversation_id"], agent_id="", state=state, assign_time=None
-        )
-        store.add_events(
-            row["conversation_id"],
-            [ConversationEvent(EventKind.UNASSIGNED, now, agent_id=agent_id)],
-            note=note,
-        )
-        row.update(agent_id="", state=state, assign_time=None)
-
     # ---- timers: fallback steps and overflow --------------------------------------------------
 
     def advance_timers(self) -> int:
@@ -838,42 +562,8 @@ class Routing:
                 return 0
             config = self.config(store)
             for row in rows:
-                if row["state"] != ConversationState.QUEUED.value or row["agent_id"]:
-                    store.update_conversation(
-                        row["conversation_id"], timer_time=None, pending_steps=[]
-                    )
-                    continue
-                moved += 1
-                steps = list(row["pending_steps"])
-                if steps:
-                    final = steps.pop()["final_queue"]
-                    note = f"fallback step timed out in {row['queue_id']!r}"
-                    if row["reserved_agent_id"]:
-                        note = f"named agent {row['reserved_agent_id']} did not take it in time"
-                    row["reserved_agent_id"] = ""
-                    row["queue_id"] = final
-                    store.add_events(
-                        row["conversation_id"],
-                        [ConversationEvent(EventKind.TRANSFERRED, now, queue_id=final)],
-                        note=note,
-                    )
-                    row["enqueue_time"] = now
-                    store.update_conversation(row["conversation_id"], enqueue_time=now)
-                    customer = self._attributes_for_steps(row)
-                    self._enter(store, config, row, steps, customer, now)
-                    continue
-                queue = config.queues.get(row["queue_id"])
-                if queue is None or queue.overflow is None:
-                    store.update_conversation(row["conversation_id"], timer_time=None)
-                    continue
-                self._move(
-                    store,
-                    row,
-                    queue.overflow.queue_id,
-                    now,
-                    f"overflow after {queue.overflow.after} unassigned in {queue.queue_id!r}",
-                )
-                self._settle_in_queue(store, config, row, now)
+                if placement.apply_timer(store, config, row, now, self._attributes_for_steps):
+                    moved += 1
         if moved:
             self._notify()
         return moved
@@ -894,7 +584,8 @@ class Routing:
         self.advance_timers()
         with self.repository.read() as store:
             row = store.conversation(conversation_id)
-            return self._conversation_view(store, row, self.clock())
+            now = self.clock()
+            return views.conversation_view(store, self.config(store), row, now)
 
     def record_event(
         self,
@@ -1017,11 +708,11 @@ class Routing:
             if first is not None:
                 due = first_response_due(clocks, now, to_bot=False)
         row["enqueue_time"] = now
-        row["order_due"] = due or NO_DUE_TIME
+        row["order_due"] = due or placement.NO_DUE_TIME
         store.update_conversation(
             row["conversation_id"], enqueue_time=now, order_due=row["order_due"]
         )
-        self._settle_in_queue(store, config, row, now)
+        placement.settle_in_queue(store, config, row, now)
 
     def _after_reopen(
         self, store: Store, config: Config, row: dict[str, Any], now: datetime
@@ -1031,7 +722,7 @@ class Routing:
         if not holder:
             row["enqueue_time"] = now
             store.update_conversation(row["conversation_id"], enqueue_time=now)
-            self._settle_in_queue(store, config, row, now)
+            placement.settle_in_queue(store, config, row, now)
             return
         agent = config.agents.get(holder)
         presence = store.presence(holder, lock=True)
@@ -1048,8 +739,8 @@ class Routing:
                 [ConversationEvent(EventKind.ASSIGNED, now, agent_id=holder)],
             )
             return
-        self._release(store, row, now, note=f"{holder} cannot take the reopened conversation")
-        self._settle_in_queue(store, config, row, now)
+        placement.release(store, row, now, note=f"{holder} cannot take the reopened conversation")
+        placement.settle_in_queue(store, config, row, now)
 
     def _transfer(
         self,
@@ -1112,9 +803,9 @@ class Routing:
         )
         if agent_id:
             advance(after, ConversationEvent(EventKind.ASSIGNED, now, agent_id=agent_id))
-            self._claim(store, row, agent_id, now)
+            placement.claim(store, row, agent_id, now)
         else:
-            self._settle_in_queue(store, config, row, now)
+            placement.settle_in_queue(store, config, row, now)
 
     # ---- consoles -----------------------------------------------------------------------------
 
@@ -1125,7 +816,7 @@ class Routing:
             store.definition("agent", agent_id)
             rows = store.held_by(agent_id)
             found = self._assignments(store, rows, self.clock())
-        return sorted(found, key=_urgency)
+        return sorted(found, key=views.urgency)
 
     def assign_next(self, *, agent_id: str, queue_id: str) -> Assignment | None:
         problems = agent_id_problems(agent_id, "agent_id")
@@ -1182,12 +873,12 @@ class Routing:
             # it from every other console until this one commits.
             batch = store.waiting(queue_ids=queues, after=after, limit=50, for_agent=agent.agent_id)
             for row in batch:
-                need = self._need(config, row)
+                need = placement.need_of(config, row)
                 if (
                     need.channel in channels
                     and can_serve(agent, need)
                     and store.try_lock_waiting(row["conversation_id"])
-                    and self._claim(store, row, agent.agent_id, now)
+                    and placement.claim(store, row, agent.agent_id, now)
                 ):
                     return row
             if len(batch) < 50:
@@ -1228,7 +919,7 @@ class Routing:
             store.definition("agent", agent_id)
             seen = store.last_event_id()
             current = self._assignments(store, store.held_by(agent_id), self.clock())
-        for assignment in sorted(current, key=_urgency):
+        for assignment in sorted(current, key=views.urgency):
             yield AssignmentChange.CURRENT, assignment
         while active():
             with self.repository.read() as store:
@@ -1237,7 +928,7 @@ class Routing:
                     key: store.conversation(key)
                     for key in {conversation_id for _, _, conversation_id in changes}
                 }
-                views = {
+                changed = {
                     view.conversation_id: view
                     for view in self._assignments(store, list(rows.values()), self.clock())
                 }
@@ -1248,7 +939,7 @@ class Routing:
                     if kind == EventKind.ASSIGNED.value
                     else AssignmentChange.RELEASED
                 )
-                yield change, views[conversation_id]
+                yield change, changed[conversation_id]
             if not changes:
                 with self._assignments_changed:
                     self._assignments_changed.wait(_WATCH_POLL_SECONDS)
@@ -1257,79 +948,13 @@ class Routing:
         with self._assignments_changed:
             self._assignments_changed.notify_all()
 
-    # ---- views --------------------------------------------------------------------------------
-
-    def _sla(
-        self,
-        store: Store,
-        config: Config,
-        rows: Sequence[Mapping[str, Any]],
-        events: Mapping[str, list[tuple[ConversationEvent, str]]],
-        now: datetime,
-    ) -> dict[str, tuple[ClockReport, ...]]:
-        policy_ids = {
-            event.policy_id
-            for history in events.values()
-            for event, _ in history
-            if event.policy_id
-        }
-        histories = store.policy_histories(sorted(policy_ids))
-        reports: dict[str, tuple[ClockReport, ...]] = {}
-        for row in rows:
-            queue = config.queues.get(row["queue_id"])
-            queue_calendar = queue.calendar_id if queue else ""
-            history = [event for event, _ in events[row["conversation_id"]]]
-            periods = _periods(history, histories, config, queue_calendar)
-            reports[row["conversation_id"]] = tuple(sla_report(history, periods, now))
-        return reports
-
-    def _conversation_view(
-        self, store: Store, row: Mapping[str, Any], now: datetime
-    ) -> Conversation:
-        config = self.config(store)
-        events = store.events_of([row["conversation_id"]])
-        sla = self._sla(store, config, [row], events, now)[row["conversation_id"]]
-        return Conversation(
-            conversation_id=row["conversation_id"],
-            customer_id=row["customer_id"],
-            channel=Channel(row["channel"]),
-            language=row["language"],
-            topic=row["topic"],
-            state=ConversationState(row["state"]),
-            queue_id=row["queue_id"],
-            agent_id=row["agent_id"],
-            priority=row["priority"],
-            sla_policy_id=row["sla_policy_id"],
-            decision=documents.decision_from(row["conversation_id"], row["decision"]),
-            events=tuple(event for event, _ in events[row["conversation_id"]]),
-            notes=tuple(note for _, note in events[row["conversation_id"]]),
-            sla=sla,
-            csat_rating=row["csat_rating"],
-        )
-
     def _assignments(
         self, store: Store, rows: Sequence[Mapping[str, Any]], now: datetime
     ) -> list[Assignment]:
+        # A console watching with nothing new polls here: it need not read the configuration.
         if not rows:
             return []
-        config = self.config(store)
-        events = store.events_of([row["conversation_id"] for row in rows])
-        sla = self._sla(store, config, rows, events, now)
-        return [
-            Assignment(
-                conversation_id=row["conversation_id"],
-                customer_id=row["customer_id"],
-                queue_id=row["queue_id"],
-                channel=Channel(row["channel"]),
-                priority=row["priority"],
-                state=ConversationState(row["state"]),
-                assign_time=row["assign_time"],
-                sla=sla[row["conversation_id"]],
-                segment_ids=tuple(row["segment_ids"]),
-                topic=row["topic"],
-            )
-            for row in rows
-        ]
+        return views.assignments(store, self.config(store), rows, now)
 
     # ---- shared plumbing ------------------------------------------------------------------
 
@@ -1416,64 +1041,6 @@ def _rule_users(config: Config, uses: Callable[[RoutingAction], bool]) -> list[s
     if uses(config.rules.default_action):
         users.append("the default routing action")
     return users
-
-
-def _periods(
-    history: Sequence[ConversationEvent],
-    histories: Mapping[str, Sequence[Any]],
-    config: Config,
-    queue_calendar: str,
-) -> list[PolicyPeriod]:
-    """The SLA policy in force over a conversation's life: the policy it was routed with
-    or changed to, each at the revision current at each moment (edits mid-conversation)."""
-    periods: list[PolicyPeriod] = []
-    assigned = [
-        (event.time, event.policy_id)
-        for event in history
-        if event.kind in (EventKind.ROUTED, EventKind.POLICY_CHANGED)
-    ]
-    for index, (start, policy_id) in enumerate(assigned):
-        end = assigned[index + 1][0] if index + 1 < len(assigned) else None
-        revisions = list(histories.get(policy_id, []))
-        if not policy_id or not revisions:
-            periods.append(PolicyPeriod(start, None))
-            continue
-        in_force = [r for r in revisions if r.revise_time <= start] or revisions[:1]
-        moments = [(start, in_force[-1])] + [
-            (r.revise_time, r)
-            for r in revisions
-            if r.revise_time > start and (end is None or r.revise_time < end)
-        ]
-        for moment, revision in moments:
-            policy = documents.policy_from(policy_id, revision.document)
-            periods.append(
-                PolicyPeriod(moment, clock_policy(policy, config.calendars, queue_calendar))
-            )
-    return periods
-
-
-def _due(reports: Sequence[ClockReport], metric: Metric) -> datetime | None:
-    return next((r.due_time for r in reports if r.metric == metric), None)
-
-
-def _urgency(assignment: Assignment) -> tuple[int, datetime]:
-    due = next(
-        (c.due_time for c in assignment.sla if c.metric == Metric.FIRST_RESPONSE and c.due_time),
-        NO_DUE_TIME,
-    )
-    return (-assignment.priority, due)
-
-
-def _owner(attributes: Mapping[str, Any], key: str) -> str:
-    custom = attributes.get("attributes")
-    value = custom.get(key) if isinstance(custom, Mapping) else None
-    return value if isinstance(value, str) else ""
-
-
-def _step_name(step: RouteStep) -> str:
-    if step.owner_attribute:
-        return f"owner from attributes.{step.owner_attribute}"
-    return step.agent_id or step.queue_id
 
 
 def _encode_position(position: Any) -> str:
