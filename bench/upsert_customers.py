@@ -30,23 +30,17 @@ import json
 import os
 import pstats
 import random
-import secrets
-import socket
 import sqlite3
-import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 # Run as a script from a checkout, where the project is not necessarily installed.
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,10 +49,9 @@ sys.path[:0] = [str(ROOT), str(ROOT / "gen")]
 from switchboard.profiles.v1 import profiles_pb2 as pb  # noqa: E402
 from switchboard.profiles.v1 import profiles_pb2_grpc  # noqa: E402
 
-from services.core.db import upgrade_database  # noqa: E402
-from services.profiles.domain import SCALAR_FIELDS  # noqa: E402
+from bench.stack import DEFAULT_ADMIN_URL, Databases, running_services  # noqa: E402
 from services.profiles.repository import (  # noqa: E402
-    _column_default,
+    _EMPTY_ROW,
     customers,
     external_ids,
     new_customer_id,
@@ -66,7 +59,6 @@ from services.profiles.repository import (  # noqa: E402
 
 SYSTEM = "billing"
 CALL_DEADLINE_SECONDS = 120.0
-DEFAULT_ADMIN_URL = "postgresql://root@127.0.0.1:5432/test"
 
 PLANS = ["free", "starter", "growth", "enterprise"]
 PLAN_WEIGHTS = [40, 30, 20, 10]
@@ -156,47 +148,7 @@ def generate_customers(count: int, seed: int = 7) -> list[GeneratedCustomer]:
     return generated
 
 
-# ---- throwaway databases ----------------------------------------------------------------
-
-
-class Databases:
-    """Creates fresh, migrated databases of one backend and removes them all at the end."""
-
-    def __init__(self, backend: str, admin_url: str) -> None:
-        self.backend = backend
-        self.admin_url = admin_url
-        self.tempdir = tempfile.TemporaryDirectory(prefix="switchboard-bench-")
-        self.created: list[str] = []
-
-    def fresh(self) -> str:
-        """The SQLAlchemy URL of a new database at the newest schema."""
-        name = f"bench_{secrets.token_hex(4)}"
-        if self.backend == "sqlite":
-            url = f"sqlite:///{Path(self.tempdir.name) / name}.db"
-        else:
-            import psycopg
-
-            with psycopg.connect(self.admin_url, autocommit=True) as admin:
-                admin.execute(f'CREATE DATABASE "{name}"')
-            self.created.append(name)
-            url = _with_database(self.admin_url, name)
-        upgrade_database(url)
-        return url
-
-    def drop_all(self) -> None:
-        if self.created:
-            import psycopg
-
-            with psycopg.connect(self.admin_url, autocommit=True) as admin:
-                for name in self.created:
-                    admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        self.tempdir.cleanup()
-
-
-def _with_database(url: str, name: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).set(database=name).render_as_string(hide_password=False)
+# ---- counting what was stored ------------------------------------------------------------
 
 
 def count_rows(url: str) -> tuple[int, int]:
@@ -220,54 +172,11 @@ def _psycopg(url: str) -> str:
 # ---- the service ---------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-@contextmanager
-def profiles_server(database_url: str, data_dir: str) -> Iterator[str]:
-    """``switchboard serve profiles`` in its own process; yields its address once SERVING."""
-    address = f"127.0.0.1:{_free_port()}"
-    environment = {
-        **os.environ,
-        "SWITCHBOARD_DATABASE_URL": database_url,
-        "SWITCHBOARD_DATA_DIR": data_dir,
-        "SWITCHBOARD_PROFILES_ADDRESS": address,
-        "SWITCHBOARD_PROFILES_METRICS_PORT": str(_free_port()),
-        "SWITCHBOARD_LOG_LEVEL": "WARNING",
-        "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "gen")]),
-    }
-    server = subprocess.Popen(
-        [sys.executable, "-m", "services.cli", "serve", "profiles"], env=environment
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while not _is_serving(address):
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"profiles server did not start (exit {server.returncode})")
-            time.sleep(0.1)
-        yield address
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-
-
-def _is_serving(address: str) -> bool:
-    with grpc.insecure_channel(address) as channel:
-        try:
-            response = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(), timeout=1
-            )
-        except grpc.RpcError:
-            return False
-    return bool(response.status == health_pb2.HealthCheckResponse.SERVING)
-
-
 def upsert_all(
-    address: str, requests: Sequence[pb.UpsertCustomersRequest], streams: int, expected: int
+    address: str,
+    requests: Sequence[pb.UpsertCustomersRequest],
+    streams: int,
+    expected: pb.UpsertOutcome.ValueType,
 ) -> float:
     """Send every batch; seconds until the last response. Fails unless every record got
     the ``expected`` outcome, so a fast wrong answer cannot pass for a fast one."""
@@ -317,7 +226,7 @@ def raw_rows(
     for customer in generated:
         customer_id = new_customer_id(now)
         # The service's own defaults for absent fields, so both sides store identical rows.
-        row: dict[str, Any] = {name: _column_default(name) for name in SCALAR_FIELDS}
+        row: dict[str, Any] = dict(_EMPTY_ROW)
         row.update(customer.column_values())
         row.update(
             customer_id=customer_id,
@@ -445,7 +354,10 @@ def main() -> None:
             return
 
         service_url = databases.fresh()
-        with profiles_server(service_url, databases.tempdir.name) as address:
+        with running_services(
+            ["profiles"], database_url=service_url, data_dir=databases.tempdir.name
+        ) as stack:
+            address = stack.addresses["profiles"]
             created = upsert_all(address, requests, args.streams, pb.UPSERT_OUTCOME_CREATED)
             unchanged = upsert_all(address, requests, args.streams, pb.UPSERT_OUTCOME_UNCHANGED)
         stored = count_rows(service_url)

@@ -1,0 +1,169 @@
+"""Switchboard services as production runs them, for benchmarks: throwaway databases and
+``python -m services.cli serve NAME`` processes on free ports.
+
+``Databases`` creates fresh databases of one backend (files in a temporary directory for
+SQLite, ``bench_<random>`` databases through an admin URL for PostgreSQL), migrates each with
+``python -m services.cli db upgrade`` and removes them all at the end. ``running_services``
+starts the named services in their own processes on one database, each told where the
+others listen, and stops them in reverse order.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, closing, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_ADMIN_URL = "postgresql://root@127.0.0.1:5432/test"
+# In the order they can start: segments reads profiles, routing reads both.
+SERVICE_NAMES = ("profiles", "segments", "routing")
+
+
+class Databases:
+    """Creates fresh, migrated databases of one backend and removes them all at the end."""
+
+    def __init__(self, backend: str, admin_url: str) -> None:
+        self.backend = backend
+        self.admin_url = admin_url
+        self.tempdir = tempfile.TemporaryDirectory(prefix="switchboard-bench-")
+        self.created: list[str] = []
+
+    def fresh(self) -> str:
+        """The SQLAlchemy URL of a new database at the newest schema."""
+        name = f"bench_{secrets.token_hex(4)}"
+        if self.backend == "sqlite":
+            url = f"sqlite:///{Path(self.tempdir.name) / name}.db"
+        else:
+            import psycopg
+
+            with psycopg.connect(self.admin_url, autocommit=True) as admin:
+                admin.execute(f'CREATE DATABASE "{name}"')
+            self.created.append(name)
+            url = _with_database(self.admin_url, name)
+        migrated = subprocess.run(
+            [sys.executable, "-m", "services.cli", "db", "upgrade"],
+            env=service_environment(url, self.tempdir.name),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if migrated.returncode != 0:
+            raise RuntimeError(f"db upgrade failed:\n{migrated.stdout}{migrated.stderr}")
+        return url
+
+    def drop_all(self) -> None:
+        if self.created:
+            import psycopg
+
+            with psycopg.connect(self.admin_url, autocommit=True) as admin:
+                for name in self.created:
+                    admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        self.tempdir.cleanup()
+
+
+def _with_database(url: str, name: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).set(database=name).render_as_string(hide_password=False)
+
+
+def free_port() -> int:
+    with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def is_serving(address: str) -> bool:
+    with grpc.insecure_channel(address) as channel:
+        try:
+            response = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=1
+            )
+        except grpc.RpcError:
+            return False
+    return bool(response.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+def service_environment(database_url: str, data_dir: str) -> dict[str, str]:
+    """This process's environment plus what one stack shares: its store, its data directory,
+    quiet logs and every service's address and metrics port (free ports on 127.0.0.1).
+
+    ``SWITCHBOARD_GRPC_MAX_WORKERS`` and the other settings pass through unchanged, so a
+    service gets the same server settings as anything else started from this environment.
+    """
+    environment = {
+        **os.environ,
+        "SWITCHBOARD_DATABASE_URL": database_url,
+        "SWITCHBOARD_DATA_DIR": data_dir,
+        "SWITCHBOARD_LOG_LEVEL": "WARNING",
+        "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "gen")]),
+    }
+    for name in SERVICE_NAMES:
+        environment[f"SWITCHBOARD_{name.upper()}_ADDRESS"] = f"127.0.0.1:{free_port()}"
+        environment[f"SWITCHBOARD_{name.upper()}_METRICS_PORT"] = str(free_port())
+    return environment
+
+
+@dataclass(frozen=True)
+class RunningStack:
+    """Services serving on one database: where each listens, its Prometheus ``/metrics``
+    URL and its process id."""
+
+    addresses: dict[str, str]
+    metrics_urls: dict[str, str]
+    pids: dict[str, int]
+
+
+@contextmanager
+def running_services(
+    names: Sequence[str], *, database_url: str, data_dir: str, ready_timeout: float = 30.0
+) -> Iterator[RunningStack]:
+    """``python -m services.cli serve NAME`` for each of ``names``, in order, each once SERVING."""
+    environment = service_environment(database_url, data_dir)
+    addresses: dict[str, str] = {}
+    metrics_urls: dict[str, str] = {}
+    pids: dict[str, int] = {}
+    with ExitStack() as stack:
+        for name in names:
+            address = environment[f"SWITCHBOARD_{name.upper()}_ADDRESS"]
+            pids[name] = stack.enter_context(_serving(name, address, environment, ready_timeout))
+            addresses[name] = address
+            metrics_port = environment[f"SWITCHBOARD_{name.upper()}_METRICS_PORT"]
+            metrics_urls[name] = f"http://127.0.0.1:{metrics_port}/metrics"
+        yield RunningStack(addresses, metrics_urls, pids)
+
+
+@contextmanager
+def _serving(
+    name: str, address: str, environment: dict[str, str], ready_timeout: float
+) -> Iterator[int]:
+    server = subprocess.Popen(
+        [sys.executable, "-m", "services.cli", "serve", name], env=environment
+    )
+    try:
+        deadline = time.monotonic() + ready_timeout
+        while not is_serving(address):
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{name} server did not start (exit {server.poll()})")
+            time.sleep(0.1)
+        yield server.pid
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
