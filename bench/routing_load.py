@@ -4,7 +4,7 @@ segments and routing each in its own process the way production runs them.
 Run from a checkout with the virtualenv active (h2load on PATH, see ``bench/grpc_load.py``)::
 
     python bench/routing_load.py --database sqlite
-    python bench/routing_load.py --database postgresql   # --postgres-url, default below
+    python bench/routing_load.py --database postgresql [--postgres-url ADMIN_URL]
 
 Every run works on throwaway databases (``bench/stack.py``). Steps:
 
@@ -526,6 +526,10 @@ def calls_by_code(metrics_url: str, method: str) -> Counter[str]:
 
 
 def _not_ok(before: Counter[str], after: Counter[str]) -> dict[str, int]:
+    """Answers other than OK between two counts; refuses counts that saw no call at all, so
+    a metric that stopped matching cannot pass for a clean run."""
+    if after["OK"] <= before["OK"]:
+        raise RuntimeError("the server's metrics counted no OK call of the loaded method")
     return {
         code: after[code] - before[code]
         for code in after
