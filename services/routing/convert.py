@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
-from itertools import zip_longest
+from itertools import repeat
 from typing import Any, TypeVar
 
 from google.protobuf import duration_pb2, timestamp_pb2
@@ -617,8 +617,9 @@ def conversation_to_proto(conversation: Conversation) -> pb.Conversation:
         decision=decision_to_proto(conversation.decision),
         events=[
             _event_to_proto(event, note)
-            for event, note in zip_longest(conversation.events, conversation.notes, fillvalue="")
-            if isinstance(event, ConversationEvent)
+            for event, note in zip(
+                conversation.events, conversation.notes or repeat(""), strict=False
+            )
         ],
         sla=[_clock_to_proto(clock) for clock in conversation.sla],
         csat_rating=conversation.csat_rating,

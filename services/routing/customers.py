@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -71,12 +71,10 @@ class CustomerDirectory:
         segments: SegmentsClient,
         *,
         refresh_seconds: float,
-        monotonic: Callable[[], float] | None = None,
     ) -> None:
         self.profiles = profiles
         self.segments = segments
         self.refresh_seconds = refresh_seconds
-        self._monotonic = monotonic or time.monotonic
         self._lock = threading.Lock()
         self._plan: SegmentPlan | None = None
         self._plan_read_at = 0.0
@@ -94,7 +92,7 @@ class CustomerDirectory:
 
     def plan(self) -> SegmentPlan:
         with self._lock:
-            moment = self._monotonic()
+            moment = time.monotonic()
             if self._plan is None or moment - self._plan_read_at >= self.refresh_seconds:
                 self._plan = compile_plan(self.segments.all_segments())
                 self._plan_read_at = moment

@@ -12,7 +12,7 @@ from typing import Any
 
 from services.core.errors import FieldViolation
 from services.profiles.logic import CUSTOMER_ID_PATTERN, LANGUAGE_PATTERN
-from services.routing.business_hours import ALWAYS_OPEN, BusinessCalendar, calendar_problems
+from services.routing.business_hours import ALWAYS_OPEN, calendar_problems
 from services.routing.domain import (
     Agent,
     AgentStatus,
@@ -384,7 +384,7 @@ def clock_policy(
         resolution=target(policy.resolution),
         warning_fraction=policy.warning_percent / 100,
         pause_states=policy.pause_states,
-        calendar=calendar if isinstance(calendar, BusinessCalendar) else ALWAYS_OPEN,
+        calendar=calendar,
     )
 
 

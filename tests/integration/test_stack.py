@@ -160,9 +160,7 @@ def test_worker_on_redis_moves_an_overflowing_conversation_without_anyone_asking
     while time.monotonic() < deadline and queue == "front":
         with engine.connect() as connection:
             queue = connection.execute(
-                select(ConversationRow.queue_id).where(  # type: ignore[arg-type]
-                    ConversationRow.conversation_id == "late-1"
-                )
+                select(ConversationRow.queue_id).where(ConversationRow.conversation_id == "late-1")
             ).scalar_one()
         time.sleep(0.2)
     assert queue == "backup"
