@@ -173,17 +173,10 @@ def need_of(config: Config, row: Mapping[str, Any]) -> Need:
 
 def claim(store: Store, row: dict[str, Any], agent_id: str, now: datetime) -> bool:
     """Assign the conversation to ``agent_id`` unless someone else got it first."""
-    store.update_conversation(row["conversation_id"], queue_id=row["queue_id"])
-    if not store.claim(row["conversation_id"], agent_id, now):
+    values = store.claim(row["conversation_id"], agent_id, row["queue_id"], now)
+    if values is None:
         return False
-    row.update(
-        agent_id=agent_id,
-        state=ConversationState.ASSIGNED.value,
-        assign_time=now,
-        reserved_agent_id="",
-        pending_steps=[],
-        timer_time=None,
-    )
+    row.update(values)
     store.add_events(
         row["conversation_id"], [ConversationEvent(EventKind.ASSIGNED, now, agent_id=agent_id)]
     )

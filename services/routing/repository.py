@@ -400,8 +400,20 @@ class Store:
         ).first()
         return locked is not None
 
-    def claim(self, conversation_id: str, agent_id: str, now: datetime) -> bool:
-        """Give a waiting conversation to ``agent_id``; False if someone else got it first."""
+    def claim(
+        self, conversation_id: str, agent_id: str, queue_id: str, now: datetime
+    ) -> dict[str, Any] | None:
+        """Give a waiting conversation in ``queue_id`` to ``agent_id``: the values it now has,
+        or None if someone else got it first."""
+        values: dict[str, Any] = {
+            "queue_id": queue_id,
+            "agent_id": agent_id,
+            "state": ConversationState.ASSIGNED.value,
+            "assign_time": now,
+            "reserved_agent_id": "",
+            "pending_steps": [],
+            "timer_time": None,
+        }
         claimed = self.session.execute(
             update(conversations)
             .where(
@@ -409,20 +421,14 @@ class Store:
                 conversations.c.state == ConversationState.QUEUED.value,
                 conversations.c.agent_id == "",
             )
-            .values(
-                agent_id=agent_id,
-                state=ConversationState.ASSIGNED.value,
-                assign_time=now,
-                reserved_agent_id="",
-                pending_steps=[],
-                timer_time=None,
-            )
+            .values(**values)
         )
-        if claimed.rowcount:  # type: ignore[attr-defined]
-            self.session.execute(
-                update(presence).where(presence.c.agent_id == agent_id).values(last_assign_time=now)
-            )
-        return bool(claimed.rowcount)  # type: ignore[attr-defined]
+        if not claimed.rowcount:  # type: ignore[attr-defined]
+            return None
+        self.session.execute(
+            update(presence).where(presence.c.agent_id == agent_id).values(last_assign_time=now)
+        )
+        return values
 
     def add_events(
         self, conversation_id: str, new_events: Sequence[ConversationEvent], note: str = ""
