@@ -49,6 +49,12 @@ class Settings(BaseSettings):
         ge=0,
         description="How long routing reuses segment definitions read from the segments service.",
     )
+    customer_refresh_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        description="How old a customer record routing may decide on: it reads the profiles "
+        "change log at most this often; 0 reads it before every decision.",
+    )
     usage_retention_days: int = Field(
         default=90, ge=15, description="Raw usage events older than this are pruned."
     )

@@ -66,7 +66,14 @@ from services.routing.logic import (
     rules_problems,
     rules_references,
 )
-from services.routing.repository import RoutingRepository, Store, StoredDefinition, check_revision
+from services.routing.repository import (
+    PlacementStore,
+    PreviewStore,
+    RoutingRepository,
+    Store,
+    StoredDefinition,
+    check_revision,
+)
 from services.routing.sla import Metric, PolicyPeriod, first_response_due, sla_report
 from services.routing.sla import SlaPolicy as ClockPolicy
 from services.segments.repository import decode_token, encode_token
@@ -88,12 +95,6 @@ _WATCH_POLL_SECONDS = 0.5
 _TIMER_BATCH = 200
 
 
-class _DryRun(Exception):
-    def __init__(self, decision: Decision) -> None:
-        super().__init__("validate_only")
-        self.decision = decision
-
-
 class Routing:
     def __init__(
         self, repository: RoutingRepository, customers: CustomerDirectory, clock: Clock = utc_now
@@ -111,7 +112,9 @@ class Routing:
 
     def config(self, store: Store) -> Config:
         """The configuration in force, compiled again only when a definition changed."""
-        version = store.config_version()
+        return self._config_at(store, store.config_version())
+
+    def _config_at(self, store: Store, version: int) -> Config:
         cached = self._config
         if cached is not None and cached.version == version:
             return cached
@@ -414,7 +417,8 @@ class Routing:
 
     def route(self, *, request: RouteRequest) -> tuple[Decision, bool]:
         """Decide and store where a conversation goes; the stored decision when it was
-        routed before (``True``)."""
+        routed before (``True``). With ``validate_only`` the decision is made against a
+        snapshot of the desk and nothing is locked or stored."""
         raise_if(route_request_problems(request))
         assert request.channel is not None
         if not request.validate_only:
@@ -429,14 +433,18 @@ class Routing:
         else:
             attributes = dict(request.visitor_attributes)
             segment_ids = self.customers.segments_of(attributes, now)
+        if request.validate_only:
+            desk = self.repository.desk()
+            config = self._config
+            if config is None or config.version != desk.config_version:
+                with self.repository.read() as store:
+                    config = self.config(store)
+            preview = PreviewStore(desk)
+            return self._decide(preview, config, request, attributes, segment_ids, now), False
         try:
             with self.repository.write() as store:
-                decision = self._decide(store, request, attributes, segment_ids, now)
-                if request.validate_only:
-                    # Nothing of a dry run may stay: leaving by exception rolls back.
-                    raise _DryRun(decision)
-        except _DryRun as dry_run:
-            return dry_run.decision, False
+                config = self.config(store)
+                decision = self._decide(store, config, request, attributes, segment_ids, now)
         except IntegrityError:
             # Routed concurrently by another call: that decision stands.
             with self.repository.read() as store:
@@ -448,14 +456,14 @@ class Routing:
 
     def _decide(
         self,
-        store: Store,
+        store: PlacementStore,
+        config: Config,
         request: RouteRequest,
         attributes: Mapping[str, Any],
         segment_ids: frozenset[str],
         now: datetime,
     ) -> Decision:
         assert request.channel is not None
-        config = self.config(store)
         if config.rules is None:
             raise FailedPrecondition(
                 "no routing rules yet: set them with UpdateRoutingRules",

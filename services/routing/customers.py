@@ -2,13 +2,16 @@
 it is in, evaluated at routing time on segment definitions read from the SegmentService.
 
 Definitions change rarely and are read on every routing call, so they are kept for
-``refresh_seconds`` and compiled once per set; the customer record is always read fresh.
-Evaluating here rather than reading stored memberships means a conversation is routed on
-what the customer is now, not at the last recomputation.
+``refresh_seconds`` and compiled once per set. Records are kept too, and the profiles change
+log says which to forget: it is read at most every ``customer_refresh_seconds`` (0: before
+every lookup), so a decision never uses a record older than that. Evaluating here rather
+than reading stored memberships means a conversation is routed on what the customer is now,
+not at the last recomputation.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Mapping
@@ -71,20 +74,65 @@ class CustomerDirectory:
         segments: SegmentsClient,
         *,
         refresh_seconds: float,
+        customer_refresh_seconds: float = 0.0,
+        cache_size: int = 100_000,
     ) -> None:
         self.profiles = profiles
         self.segments = segments
         self.refresh_seconds = refresh_seconds
+        self.customer_refresh_seconds = customer_refresh_seconds
+        self.cache_size = cache_size
         self._lock = threading.Lock()
         self._plan: SegmentPlan | None = None
         self._plan_read_at = 0.0
+        self._records: dict[str, Mapping[str, Any]] = {}
+        self._sync_lock = threading.Lock()
+        # The change-log position the kept records are current to; None before the first read.
+        self._sequence: int | None = None
+        self._synced_at = -math.inf
+        # Moves whenever the change log named a customer, so a record read from profiles
+        # before that is not kept (it may predate the change).
+        self._generation = 0
 
     def lookup(self, customer_id: str, now: datetime) -> KnownCustomer:
         """The customer's record and segments at ``now``; NotFound for an unknown id."""
-        record = self.profiles.get(customer_id)
-        attributes = rule_attributes(record)
+        self._catch_up()
+        attributes = self._records.get(customer_id)
+        if attributes is None:
+            generation = self._generation
+            attributes = rule_attributes(self.profiles.get(customer_id))
+            self._keep(customer_id, attributes, generation)
         members = self.plan().evaluator(now)(attributes)
         return KnownCustomer(customer_id, attributes, members)
+
+    def _catch_up(self) -> None:
+        """Forget the records the change log says changed, when it was last read longer
+        ago than ``customer_refresh_seconds``."""
+        if time.monotonic() - self._synced_at < self.customer_refresh_seconds:
+            return
+        with self._sync_lock:
+            started = time.monotonic()
+            if started - self._synced_at < self.customer_refresh_seconds:
+                return
+            changed = self.profiles.changed_since(self._sequence or 0)
+            if self._sequence is None:
+                # The first read only finds where the log ends: nothing is kept yet.
+                self._records.clear()
+            elif changed.customer_ids:
+                self._generation += 1
+                for customer_id in changed.customer_ids:
+                    self._records.pop(customer_id, None)
+            self._sequence = changed.last_sequence
+            self._synced_at = started
+
+    def _keep(self, customer_id: str, attributes: Mapping[str, Any], generation: int) -> None:
+        with self._sync_lock:
+            if generation != self._generation:
+                return
+            if len(self._records) >= self.cache_size:
+                # Oldest first: dicts keep insertion order.
+                del self._records[next(iter(self._records))]
+            self._records[customer_id] = attributes
 
     def segments_of(self, attributes: Mapping[str, Any], now: datetime) -> frozenset[str]:
         """Segments an anonymous visitor's attributes fall in (country, language, ...)."""

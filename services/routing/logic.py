@@ -4,6 +4,7 @@ policies onto calendars and picking an agent. The app feeds it what it read from
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -15,7 +16,6 @@ from services.profiles.logic import CUSTOMER_ID_PATTERN, LANGUAGE_PATTERN
 from services.routing.business_hours import ALWAYS_OPEN, calendar_problems
 from services.routing.domain import (
     Agent,
-    AgentStatus,
     Calendar,
     Channel,
     Queue,
@@ -403,8 +403,13 @@ class Need:
 
 def speaks(agent_languages: Iterable[str], language: str) -> bool:
     """ "en" serves "en-GB" and the other way round: the primary subtag decides."""
-    wanted = language.split("-")[0].lower()
-    return any(spoken.split("-")[0].lower() == wanted for spoken in agent_languages)
+    wanted = _primary_subtag(language)
+    return any(_primary_subtag(spoken) == wanted for spoken in agent_languages)
+
+
+@functools.lru_cache(maxsize=1024)
+def _primary_subtag(language: str) -> str:
+    return language.split("-")[0].lower()
 
 
 def can_serve(agent: Agent, need: Need) -> bool:
@@ -432,17 +437,10 @@ def has_room(candidate: Candidate, channel: Channel) -> bool:
 def pick_agent(
     candidates: Sequence[Candidate], need: Need, strategy: Strategy, last_agent_id: str
 ) -> Agent | None:
-    """The agent a queue's strategy gives the conversation to, among those online, able and
-    with room; None when nobody is."""
+    """The agent a queue's strategy gives the conversation to, among the candidates (agents
+    online and able to serve ``need``) with room; None when nobody is."""
     able = sorted(
-        (
-            c
-            for c in candidates
-            if c.agent.status == AgentStatus.ONLINE
-            and can_serve(c.agent, need)
-            and has_room(c, need.channel)
-        ),
-        key=lambda c: c.agent.agent_id,
+        (c for c in candidates if has_room(c, need.channel)), key=lambda c: c.agent.agent_id
     )
     if not able:
         return None

@@ -9,7 +9,6 @@ the table together, so the caller can keep deciding on the row without reading i
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,7 +17,7 @@ from services.routing.config import Config
 from services.routing.domain import AgentStatus, Channel, RouteStep, Strategy
 from services.routing.lifecycle import ConversationEvent, ConversationState, EventKind
 from services.routing.logic import Candidate, Need, can_serve, has_room, pick_agent
-from services.routing.repository import Store
+from services.routing.repository import PlacementStore
 
 # A conversation moved by overflow more often than this stays where it is: a loop of
 # overflowing queues must not spin.
@@ -28,7 +27,7 @@ NO_DUE_TIME = datetime(9999, 1, 1, tzinfo=UTC)
 
 
 def enter(
-    store: Store,
+    store: PlacementStore,
     config: Config,
     row: dict[str, Any],
     steps: list[dict[str, Any]],
@@ -78,7 +77,9 @@ def enter(
     return notes
 
 
-def settle_in_queue(store: Store, config: Config, row: dict[str, Any], now: datetime) -> list[str]:
+def settle_in_queue(
+    store: PlacementStore, config: Config, row: dict[str, Any], now: datetime
+) -> list[str]:
     """Assign from the row's queue, follow overflow when nobody could ever take it, and
     set the overflow timer otherwise."""
     notes: list[str] = []
@@ -113,7 +114,7 @@ def settle_in_queue(store: Store, config: Config, row: dict[str, Any], now: date
 
 
 def apply_timer(
-    store: Store,
+    store: PlacementStore,
     config: Config,
     row: dict[str, Any],
     now: datetime,
@@ -171,7 +172,7 @@ def need_of(config: Config, row: Mapping[str, Any]) -> Need:
     )
 
 
-def claim(store: Store, row: dict[str, Any], agent_id: str, now: datetime) -> bool:
+def claim(store: PlacementStore, row: dict[str, Any], agent_id: str, now: datetime) -> bool:
     """Assign the conversation to ``agent_id`` unless someone else got it first."""
     values = store.claim(row["conversation_id"], agent_id, row["queue_id"], now)
     if values is None:
@@ -183,7 +184,7 @@ def claim(store: Store, row: dict[str, Any], agent_id: str, now: datetime) -> bo
     return True
 
 
-def release(store: Store, row: dict[str, Any], now: datetime, note: str) -> None:
+def release(store: PlacementStore, row: dict[str, Any], now: datetime, note: str) -> None:
     """Take a conversation from its agent and put it back in its queue, keeping its
     place (it does not go behind conversations that came later)."""
     agent_id = row["agent_id"]
@@ -202,7 +203,7 @@ def release(store: Store, row: dict[str, Any], now: datetime, note: str) -> None
 
 
 def _wait(
-    store: Store,
+    store: PlacementStore,
     row: dict[str, Any],
     remaining: list[dict[str, Any]],
     final_queue: str,
@@ -220,7 +221,9 @@ def _wait(
     )
 
 
-def _move(store: Store, row: dict[str, Any], queue_id: str, now: datetime, note: str) -> None:
+def _move(
+    store: PlacementStore, row: dict[str, Any], queue_id: str, now: datetime, note: str
+) -> None:
     row["queue_id"] = queue_id
     row["enqueue_time"] = now
     store.update_conversation(row["conversation_id"], queue_id=queue_id, enqueue_time=now)
@@ -231,7 +234,7 @@ def _move(store: Store, row: dict[str, Any], queue_id: str, now: datetime, note:
     )
 
 
-def _try_assign(store: Store, config: Config, row: dict[str, Any], now: datetime) -> bool:
+def _try_assign(store: PlacementStore, config: Config, row: dict[str, Any], now: datetime) -> bool:
     queue = config.queues[row["queue_id"]]
     need = need_of(config, row)
     candidates = _candidates(store, config, need)
@@ -244,7 +247,7 @@ def _try_assign(store: Store, config: Config, row: dict[str, Any], now: datetime
     return claim(store, row, chosen.agent_id, now)
 
 
-def _candidates(store: Store, config: Config, need: Need) -> list[Candidate]:
+def _candidates(store: PlacementStore, config: Config, need: Need) -> list[Candidate]:
     presences = store.presences()
     able = [
         agent
@@ -259,7 +262,7 @@ def _candidates(store: Store, config: Config, need: Need) -> list[Candidate]:
     counts = store.open_counts([agent.agent_id for agent in able])
     return [
         Candidate(
-            replace(agent, status=AgentStatus.ONLINE),
+            agent,
             counts.get(agent.agent_id, {}).get(need.channel.value, 0),
             sum(counts.get(agent.agent_id, {}).values()),
             presences[agent.agent_id].last_assign_time,
@@ -268,7 +271,7 @@ def _candidates(store: Store, config: Config, need: Need) -> list[Candidate]:
     ]
 
 
-def _anyone_online(store: Store, config: Config, row: Mapping[str, Any]) -> bool:
+def _anyone_online(store: PlacementStore, config: Config, row: Mapping[str, Any]) -> bool:
     need = need_of(config, row)
     presences = store.presences()
     return any(

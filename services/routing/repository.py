@@ -9,18 +9,32 @@ hold, a waiting conversation with ``SKIP LOCKED`` when a console pulls it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Protocol
 
-from sqlalchemy import Engine, and_, delete, func, insert, or_, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import (
+    Engine,
+    and_,
+    delete,
+    func,
+    insert,
+    literal_column,
+    null,
+    or_,
+    select,
+    union_all,
+    update,
+)
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlmodel import Session
 
 from services.core.db import in_chunks, is_postgresql, read_session, write_transaction
 from services.core.errors import AlreadyExists, Conflict, NotFound
+from services.routing.domain import AgentStatus
 from services.routing.lifecycle import ConversationEvent, ConversationState, EventKind
 from services.routing.models import (
     AgentPresenceRow,
@@ -74,6 +88,179 @@ class Presence:
     status: str
     status_time: datetime
     last_assign_time: datetime | None
+
+
+@dataclass(frozen=True)
+class Desk:
+    """The agents' side of the desk at one moment, read in one statement: everything a
+    decision that stores nothing (``validate_only``) reads."""
+
+    config_version: int
+    presences: Mapping[str, Presence]
+    # Conversations each online agent holds, by channel.
+    open_counts: Mapping[str, Mapping[str, int]]
+    # Where ROUND_ROBIN stopped, by queue.
+    queue_cursors: Mapping[str, str]
+
+
+def claim_values(agent_id: str, queue_id: str, now: datetime) -> dict[str, Any]:
+    """What a waiting conversation's columns become when ``agent_id`` takes it."""
+    return {
+        "queue_id": queue_id,
+        "agent_id": agent_id,
+        "state": ConversationState.ASSIGNED.value,
+        "assign_time": now,
+        "reserved_agent_id": "",
+        "pending_steps": [],
+        "timer_time": None,
+    }
+
+
+def _desk_query() -> Any:
+    """One UNION so a preview costs one round trip: presence rows come first, so their
+    column types (timestamps) decide how every row is read."""
+    kind, nothing = literal_column, null()
+    online = select(presence.c.agent_id).where(presence.c.status == AgentStatus.ONLINE.value)
+    return union_all(
+        select(
+            kind("'presence'").label("kind"),
+            presence.c.agent_id.label("key"),
+            presence.c.status.label("value"),
+            presence.c.status_time.label("since"),
+            presence.c.last_assign_time.label("time"),
+            kind("0").label("number"),
+        ),
+        select(
+            kind("'open'"),
+            conversations.c.agent_id,
+            conversations.c.channel,
+            nothing,
+            nothing,
+            func.count(),
+        )
+        .where(conversations.c.state.in_(HELD_STATES), conversations.c.agent_id.in_(online))
+        .group_by(conversations.c.agent_id, conversations.c.channel),
+        select(
+            kind("'cursor'"),
+            queue_cursors.c.queue_id,
+            queue_cursors.c.last_agent_id,
+            nothing,
+            nothing,
+            kind("0"),
+        ),
+        select(
+            kind("'version'"),
+            config_version.c.name,
+            kind("''"),
+            nothing,
+            nothing,
+            config_version.c.version,
+        ).where(config_version.c.name == "config"),
+    )
+
+
+def _utc(value: datetime | str) -> datetime:
+    # Straight from the driver: SQLite hands back text, PostgreSQL aware datetimes.
+    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def read_desk(rows: Iterable[Any]) -> Desk:
+    presences: dict[str, Presence] = {}
+    counts: dict[str, dict[str, int]] = {}
+    cursors: dict[str, str] = {}
+    version = 0
+    for kind, key, value, since, time, number in rows:
+        if kind == "presence":
+            presences[key] = Presence(key, value, _utc(since), _utc(time) if time else None)
+        elif kind == "open":
+            counts.setdefault(key, {})[value] = int(number)
+        elif kind == "cursor":
+            cursors[key] = value
+        else:
+            version = int(number)
+    return Desk(version, presences, counts, cursors)
+
+
+_DESK_QUERY = _desk_query()
+
+
+class PlacementStore(Protocol):
+    """What placing a conversation reads and writes: a ``Store`` in a write transaction, or
+    a ``PreviewStore`` that keeps every write to itself."""
+
+    def presences(self) -> dict[str, Presence]: ...
+
+    def presence(self, agent_id: str, *, lock: bool = False) -> Presence: ...
+
+    def lock_agents(self, agent_ids: Sequence[str]) -> None: ...
+
+    def open_counts(self, agent_ids: Sequence[str] | None = None) -> dict[str, dict[str, int]]: ...
+
+    def queue_cursor(self, queue_id: str) -> str: ...
+
+    def save_queue_cursor(self, queue_id: str, agent_id: str) -> None: ...
+
+    def claim(
+        self, conversation_id: str, agent_id: str, queue_id: str, now: datetime
+    ) -> dict[str, Any] | None: ...
+
+    def insert_conversation(self, values: Mapping[str, Any]) -> None: ...
+
+    def update_conversation(self, conversation_id: str, **values: Any) -> None: ...
+
+    def add_events(
+        self, conversation_id: str, new_events: Sequence[ConversationEvent], note: str = ""
+    ) -> None: ...
+
+
+class PreviewStore:
+    """Placement against a ``Desk`` snapshot: it answers reads from the snapshot and forgets
+    writes, so a dry run takes no lock and leaves nothing behind."""
+
+    def __init__(self, desk: Desk) -> None:
+        self.desk = desk
+        self._cursors = dict(desk.queue_cursors)
+
+    def presences(self) -> dict[str, Presence]:
+        return dict(self.desk.presences)
+
+    def presence(self, agent_id: str, *, lock: bool = False) -> Presence:
+        found = self.desk.presences.get(agent_id)
+        if found is None:
+            raise NotFound("agent", agent_id)
+        return found
+
+    def lock_agents(self, agent_ids: Sequence[str]) -> None:
+        return None
+
+    def open_counts(self, agent_ids: Sequence[str] | None = None) -> dict[str, dict[str, int]]:
+        wanted = self.desk.open_counts.keys() if agent_ids is None else agent_ids
+        counts = self.desk.open_counts
+        return {agent_id: dict(counts[agent_id]) for agent_id in wanted if agent_id in counts}
+
+    def queue_cursor(self, queue_id: str) -> str:
+        return self._cursors.get(queue_id, "")
+
+    def save_queue_cursor(self, queue_id: str, agent_id: str) -> None:
+        self._cursors[queue_id] = agent_id
+
+    def claim(
+        self, conversation_id: str, agent_id: str, queue_id: str, now: datetime
+    ) -> dict[str, Any] | None:
+        # The conversation exists only in this preview, so nobody else can have taken it.
+        return claim_values(agent_id, queue_id, now)
+
+    def insert_conversation(self, values: Mapping[str, Any]) -> None:
+        return None
+
+    def update_conversation(self, conversation_id: str, **values: Any) -> None:
+        return None
+
+    def add_events(
+        self, conversation_id: str, new_events: Sequence[ConversationEvent], note: str = ""
+    ) -> None:
+        return None
 
 
 class Store:
@@ -405,15 +592,7 @@ class Store:
     ) -> dict[str, Any] | None:
         """Give a waiting conversation in ``queue_id`` to ``agent_id``: the values it now has,
         or None if someone else got it first."""
-        values: dict[str, Any] = {
-            "queue_id": queue_id,
-            "agent_id": agent_id,
-            "state": ConversationState.ASSIGNED.value,
-            "assign_time": now,
-            "reserved_agent_id": "",
-            "pending_steps": [],
-            "timer_time": None,
-        }
+        values = claim_values(agent_id, queue_id, now)
         claimed = self.session.execute(
             update(conversations)
             .where(
@@ -572,10 +751,55 @@ class Store:
         return int(self.session.execute(select(func.max(events.c.event_id))).scalar() or 0)
 
 
+class _DeskReader:
+    """Reads the desk for previews on one connection of its own, with SQL compiled once.
+
+    A preview is mostly this read, and at many concurrent calls the pool's checkout and
+    the statement machinery cost several times the query itself (measured: 477 against
+    78 us of CPU per read at 16 threads on SQLite). One connection behind a lock does not
+    contend: the query takes tens of microseconds. The connection runs in autocommit, as
+    one statement is consistent by itself; after a failure it is replaced on the next read.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.sql = str(
+            _DESK_QUERY.compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True})
+        )
+        self._lock = threading.Lock()
+        self._connection: Any = None
+
+    def read(self) -> Desk:
+        with self._lock:
+            if self._connection is None:
+                self._connection = self.engine.raw_connection()
+                if is_postgresql(self.engine):
+                    self._connection.driver_connection.autocommit = True
+            try:
+                cursor = self._connection.cursor()
+                try:
+                    cursor.execute(self.sql)
+                    rows = cursor.fetchall()
+                finally:
+                    cursor.close()
+            except self.engine.dialect.loaded_dbapi.Error as error:
+                self._connection.invalidate()
+                self._connection = None
+                raise DBAPIError.instance(
+                    self.sql, None, error, self.engine.dialect.loaded_dbapi.Error
+                ) from error
+        return read_desk(rows)
+
+
 class RoutingRepository:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.locking = is_postgresql(engine)
+        self._desk = _DeskReader(engine)
+
+    def desk(self) -> Desk:
+        """The desk as one consistent snapshot, without locks or a transaction."""
+        return self._desk.read()
 
     @contextmanager
     def write(self) -> Iterator[Store]:

@@ -28,6 +28,7 @@ def routing_app(engine: Engine, settings: Settings, clock: Clock = utc_now) -> R
         ProfilesClient(open_channel(settings.profiles_address, deadline_seconds=deadline)),
         SegmentsClient(open_channel(settings.segments_address, deadline_seconds=deadline)),
         refresh_seconds=settings.segment_refresh_seconds,
+        customer_refresh_seconds=settings.customer_refresh_seconds,
     )
     return Routing(RoutingRepository(engine), customers, clock)
 

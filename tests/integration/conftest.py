@@ -88,6 +88,7 @@ def routing_server(
         segments_address=f"127.0.0.1:{segments_server.port}",
         call_deadline_seconds=5,
         segment_refresh_seconds=0,
+        customer_refresh_seconds=0,
     )
     running = create_server(
         [routing_spec(engine, settings, segments_clock)], address="127.0.0.1:0", max_workers=16

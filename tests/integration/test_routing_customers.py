@@ -1,0 +1,112 @@
+"""Routing keeps the customer records it read and forgets one as soon as the profiles change
+log names it, so a decision is fast without being made on an old record."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import grpc
+import pytest
+from google.protobuf import field_mask_pb2
+from switchboard.profiles.v1 import profiles_pb2 as ppb
+
+from services.core.channels import open_channel
+from services.core.errors import NotFound
+from services.core.server import RunningServer
+from services.routing.customers import CustomerDirectory, SegmentsClient
+from services.segments.profiles_client import ProfilesClient
+from tests.integration.routing_setup import MONDAY, Profiles, create_customer
+
+GET_CUSTOMER = "/switchboard.profiles.v1.ProfileService/GetCustomer"
+
+
+@pytest.fixture
+def directory(
+    profiles_server: RunningServer, segments_server: RunningServer
+) -> Iterator[CustomerDirectory]:
+    with (
+        open_channel(f"127.0.0.1:{profiles_server.port}", deadline_seconds=5) as profiles,
+        open_channel(f"127.0.0.1:{segments_server.port}", deadline_seconds=5) as segments,
+    ):
+        yield CustomerDirectory(
+            ProfilesClient(profiles),
+            SegmentsClient(segments),
+            refresh_seconds=0,
+            customer_refresh_seconds=0,
+        )
+
+
+def reads_of_the_record(profiles_server: RunningServer, code: str = "OK") -> float:
+    value = profiles_server.metrics.registry.get_sample_value(
+        "switchboard_rpc_calls_total", {"method": GET_CUSTOMER, "code": code}
+    )
+    return value or 0.0
+
+
+def test_an_unchanged_customer_is_read_from_profiles_once(
+    directory: CustomerDirectory, profiles: Profiles, profiles_server: RunningServer
+) -> None:
+    create_customer(profiles, "acme", plan="enterprise", seats=120)
+
+    for _ in range(3):
+        assert directory.lookup("acme", MONDAY).attributes["seats"] == 120
+
+    assert reads_of_the_record(profiles_server) == 1
+
+
+def test_a_changed_customer_is_read_again_on_the_next_decision(
+    directory: CustomerDirectory, profiles: Profiles, profiles_server: RunningServer
+) -> None:
+    create_customer(profiles, "acme", plan="growth", seats=20)
+    create_customer(profiles, "bloom", plan="starter", seats=2)
+    directory.lookup("acme", MONDAY)
+    directory.lookup("bloom", MONDAY)
+
+    profiles.UpdateCustomer(
+        ppb.UpdateCustomerRequest(
+            customer=ppb.Customer(customer_id="acme", seats=80),
+            update_mask=field_mask_pb2.FieldMask(paths=["seats"]),
+        )
+    )
+
+    assert directory.lookup("acme", MONDAY).attributes["seats"] == 80
+    assert directory.lookup("bloom", MONDAY).attributes["seats"] == 2
+    # acme twice, bloom once: the change log named only acme.
+    assert reads_of_the_record(profiles_server) == 3
+
+
+def test_an_erased_customer_is_no_longer_found(
+    directory: CustomerDirectory, profiles: Profiles
+) -> None:
+    create_customer(profiles, "acme", plan="growth", seats=20)
+    directory.lookup("acme", MONDAY)
+
+    profiles.DeleteCustomer(ppb.DeleteCustomerRequest(customer_id="acme"))
+
+    with pytest.raises(NotFound):
+        directory.lookup("acme", MONDAY)
+
+
+def test_the_kept_records_stay_within_the_cache_size(
+    profiles_server: RunningServer,
+    segments_server: RunningServer,
+    profiles: Profiles,
+) -> None:
+    for customer_id in ("a1", "a2", "a3"):
+        create_customer(profiles, customer_id, seats=1)
+    with (
+        grpc.insecure_channel(f"127.0.0.1:{profiles_server.port}") as profiles_channel,
+        grpc.insecure_channel(f"127.0.0.1:{segments_server.port}") as segments_channel,
+    ):
+        small = CustomerDirectory(
+            ProfilesClient(profiles_channel),
+            SegmentsClient(segments_channel),
+            refresh_seconds=0,
+            customer_refresh_seconds=0,
+            cache_size=2,
+        )
+        for customer_id in ("a1", "a2", "a3", "a3", "a1"):
+            small.lookup(customer_id, MONDAY)
+
+    # a1 was dropped for a3 (oldest first) and read again; a3 stayed.
+    assert reads_of_the_record(profiles_server) == 4
