@@ -73,6 +73,19 @@ class BusinessCalendar:
     weekly_hours: tuple[OpenInterval, ...] = ()
     holidays: frozenset[date] = frozenset()
 
+    def __hash__(self) -> int:
+        # A calendar keys the compiled-schedule cache on every due-time computation, and
+        # hashing its intervals and holidays each time cost more than the lookup saved.
+        cached: int | None = self.__dict__.get("_hash")
+        if cached is None:
+            cached = hash((self.time_zone, self.always_open, self.weekly_hours, self.holidays))
+            object.__setattr__(self, "_hash", cached)
+        return cached
+
+    def __getstate__(self) -> dict[str, object]:
+        # String hashes differ between processes: a pickled calendar must hash afresh.
+        return {name: value for name, value in self.__dict__.items() if name != "_hash"}
+
 
 ALWAYS_OPEN = BusinessCalendar(always_open=True)
 
