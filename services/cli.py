@@ -37,7 +37,7 @@ def serve(service: str) -> None:
     entry = SERVICES[service]
     engine = create_db_engine(settings.effective_database_url)
     running = create_server(
-        [entry.build(engine, settings)],
+        entry.build(engine, settings),
         address=entry.address(settings),
         max_workers=settings.grpc_max_workers,
     )

@@ -10,14 +10,15 @@ from sqlalchemy import Engine
 from services.core.server import ServiceSpec
 from services.core.settings import Settings
 from services.profiles.server import profiles_spec
-from services.routing.server import routing_spec
+from services.routing.server import routing_specs
 from services.segments.server import segments_spec
 
 
 @dataclass(frozen=True)
 class ServiceEntry:
     name: str
-    build: Callable[[Engine, Settings], ServiceSpec]
+    # A server may carry more than one gRPC service (routing serves the widgets too).
+    build: Callable[[Engine, Settings], list[ServiceSpec]]
     address: Callable[[Settings], str]
     metrics_port: Callable[[Settings], int]
 
@@ -25,14 +26,17 @@ class ServiceEntry:
 SERVICES: dict[str, ServiceEntry] = {
     "profiles": ServiceEntry(
         "profiles",
-        lambda engine, _settings: profiles_spec(engine),
+        lambda engine, _settings: [profiles_spec(engine)],
         lambda s: s.profiles_address,
         lambda s: s.profiles_metrics_port,
     ),
     "segments": ServiceEntry(
-        "segments", segments_spec, lambda s: s.segments_address, lambda s: s.segments_metrics_port
+        "segments",
+        lambda engine, settings: [segments_spec(engine, settings)],
+        lambda s: s.segments_address,
+        lambda s: s.segments_metrics_port,
     ),
     "routing": ServiceEntry(
-        "routing", routing_spec, lambda s: s.routing_address, lambda s: s.routing_metrics_port
+        "routing", routing_specs, lambda s: s.routing_address, lambda s: s.routing_metrics_port
     ),
 }

@@ -17,6 +17,7 @@ from types import FrameType
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from prometheus_client.registry import Collector
 
 from services.core.interceptors import ServerInterceptor
 from services.core.metrics import RpcMetrics
@@ -33,6 +34,8 @@ class ServiceSpec:
 
     full_name: str
     register: Callable[[grpc.Server], None]
+    # Metrics of its own, served beside the RPC metrics on the server's metrics port.
+    collectors: tuple[Collector, ...] = ()
 
 
 @dataclass
@@ -71,6 +74,8 @@ def create_server(
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for spec in specs:
         spec.register(server)
+        for collector in spec.collectors:
+            metrics.registry.register(collector)
     names = tuple(spec.full_name for spec in specs)
     reflection.enable_server_reflection(
         (

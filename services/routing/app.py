@@ -73,6 +73,7 @@ from services.routing.repository import (
     Store,
     StoredDefinition,
     check_revision,
+    resource_name,
 )
 from services.routing.sla import Metric, PolicyPeriod, first_response_due, sla_report
 from services.routing.sla import SlaPolicy as ClockPolicy
@@ -135,16 +136,16 @@ class Routing:
         return documents.calendar_from(stored.key, stored.document, **stamps(stored))
 
     def get_calendar(self, *, calendar_id: str) -> Calendar:
-        stored = self._get("calendar", calendar_id, "calendar_id")
+        stored = self.get_definition("calendar", calendar_id, "calendar_id")
         return documents.calendar_from(stored.key, stored.document, **stamps(stored))
 
     def list_calendars(self, *, page_size: int, page_token: str) -> tuple[list[Calendar], str]:
-        page, token = self._page("calendar", page_size, page_token)
+        page, token = self.definition_page("calendar", page_size, page_token)
         return [documents.calendar_from(s.key, s.document, **stamps(s)) for s in page], token
 
     def update_calendar(self, *, calendar: Calendar) -> Calendar:
         raise_if(calendar_definition_problems(calendar))
-        stored = self._replace(
+        stored = self.replace_definition(
             "calendar",
             calendar.calendar_id,
             documents.calendar_document(calendar),
@@ -164,30 +165,28 @@ class Routing:
                 if p.calendar_id == calendar_id
             ]
 
-        self._delete("calendar", calendar_id, revision, users)
+        self.delete_definition("calendar", calendar_id, revision, users)
 
     def create_policy(self, *, policy: SlaPolicy) -> SlaPolicy:
         raise_if(policy_problems(policy))
         with self.repository.write() as store:
-            self._require_references(
-                store, [("calendar", policy.calendar_id, "policy.calendar_id")]
-            )
+            self.require_references(store, [("calendar", policy.calendar_id, "policy.calendar_id")])
             stored = store.create_definition(
                 "policy", policy.policy_id, documents.policy_document(policy), self.clock()
             )
         return documents.policy_from(stored.key, stored.document, **stamps(stored))
 
     def get_policy(self, *, policy_id: str) -> SlaPolicy:
-        stored = self._get("policy", policy_id, "policy_id")
+        stored = self.get_definition("policy", policy_id, "policy_id")
         return documents.policy_from(stored.key, stored.document, **stamps(stored))
 
     def list_policies(self, *, page_size: int, page_token: str) -> tuple[list[SlaPolicy], str]:
-        page, token = self._page("policy", page_size, page_token)
+        page, token = self.definition_page("policy", page_size, page_token)
         return [documents.policy_from(s.key, s.document, **stamps(s)) for s in page], token
 
     def update_policy(self, *, policy: SlaPolicy) -> SlaPolicy:
         raise_if(policy_problems(policy))
-        stored = self._replace(
+        stored = self.replace_definition(
             "policy",
             policy.policy_id,
             documents.policy_document(policy),
@@ -200,28 +199,30 @@ class Routing:
         def users(config: Config) -> list[str]:
             return _rule_users(config, lambda action: action.sla_policy_id == policy_id)
 
-        self._delete("policy", policy_id, revision, users, conversation_column="sla_policy_id")
+        self.delete_definition(
+            "policy", policy_id, revision, users, conversation_column="sla_policy_id"
+        )
 
     def create_queue(self, *, queue: Queue) -> Queue:
         raise_if(queue_problems(queue))
         with self.repository.write() as store:
-            self._require_references(store, _queue_references(queue))
+            self.require_references(store, _queue_references(queue))
             stored = store.create_definition(
                 "queue", queue.queue_id, documents.queue_document(queue), self.clock()
             )
         return documents.queue_from(stored.key, stored.document, **stamps(stored))
 
     def get_queue(self, *, queue_id: str) -> Queue:
-        stored = self._get("queue", queue_id, "queue_id")
+        stored = self.get_definition("queue", queue_id, "queue_id")
         return documents.queue_from(stored.key, stored.document, **stamps(stored))
 
     def list_queues(self, *, page_size: int, page_token: str) -> tuple[list[Queue], str]:
-        page, token = self._page("queue", page_size, page_token)
+        page, token = self.definition_page("queue", page_size, page_token)
         return [documents.queue_from(s.key, s.document, **stamps(s)) for s in page], token
 
     def update_queue(self, *, queue: Queue) -> Queue:
         raise_if(queue_problems(queue))
-        stored = self._replace(
+        stored = self.replace_definition(
             "queue",
             queue.queue_id,
             documents.queue_document(queue),
@@ -245,7 +246,7 @@ class Routing:
                 ),
             )
 
-        self._delete("queue", queue_id, revision, users, conversation_column="queue_id")
+        self.delete_definition("queue", queue_id, revision, users, conversation_column="queue_id")
 
     def create_agent(self, *, agent: Agent) -> Agent:
         raise_if(agent_problems(agent))
@@ -266,7 +267,7 @@ class Routing:
         return self._agent_view(stored, AgentStatus(presence.status), presence.status_time, held)
 
     def list_agents(self, *, page_size: int, page_token: str) -> tuple[list[Agent], str]:
-        page, token = self._page("agent", page_size, page_token)
+        page, token = self.definition_page("agent", page_size, page_token)
         with self.repository.read() as store:
             presences = store.presences()
             counts = store.open_counts([s.key for s in page])
@@ -283,7 +284,7 @@ class Routing:
 
     def update_agent(self, *, agent: Agent) -> Agent:
         raise_if(agent_problems(agent))
-        stored = self._replace(
+        stored = self.replace_definition(
             "agent", agent.agent_id, documents.agent_document(agent), agent.revision
         )
         return self.get_agent(agent_id=stored.key)
@@ -390,7 +391,7 @@ class Routing:
     ) -> RoutingRules:
         now = self.clock()
         with self.repository.write() as store:
-            self._require_references(store, rules_references(rules))
+            self.require_references(store, rules_references(rules))
             current = store.find_definition("rules", "rules", lock=True)
             if current is None:
                 if expected:
@@ -471,6 +472,16 @@ class Routing:
             )
         matched = match(config.rules, routing_document(attributes, request), segment_ids, now)
         action = matched.action
+        notes = [matched.explanation]
+        if request.handover is not None:
+            action = replace(
+                action,
+                queue_id=request.handover.queue_id,
+                sla_policy_id=request.handover.sla_policy_id or action.sla_policy_id,
+                bot_first=False,
+                fallback_chain=(),
+            )
+            notes.append(request.handover.explanation)
         queue = config.queues[action.queue_id]
         policy = config.policies.get(action.sla_policy_id)
         clocks = self._clock_policy(config, policy, queue.calendar_id)
@@ -522,7 +533,6 @@ class Routing:
                 )
             ],
         )
-        notes = [matched.explanation]
         if not action.bot_first:
             steps = [documents.step_document(step) for step in action.fallback_chain]
             notes += placement.enter(store, config, row, steps, attributes, now)
@@ -964,14 +974,14 @@ class Routing:
             return []
         return views.assignments(store, self.config(store), rows, now)
 
-    # ---- shared plumbing ------------------------------------------------------------------
+    # ---- plumbing shared by every definition kind, the widgets' too ------------------------
 
-    def _get(self, kind: str, key: str, field: str) -> StoredDefinition:
+    def get_definition(self, kind: str, key: str, field: str) -> StoredDefinition:
         raise_if(required(field, key))
         with self.repository.read() as store:
             return store.definition(kind, key)
 
-    def _page(
+    def definition_page(
         self, kind: str, page_size: int, page_token: str
     ) -> tuple[list[StoredDefinition], str]:
         size = page_limit(page_size)
@@ -981,7 +991,7 @@ class Routing:
         token = found[size - 1].key if len(found) > size else ""
         return found[:size], _encode_position(token) if token else ""
 
-    def _replace(
+    def replace_definition(
         self,
         kind: str,
         key: str,
@@ -990,12 +1000,12 @@ class Routing:
         references: Sequence[tuple[str, str, str]] = (),
     ) -> StoredDefinition:
         with self.repository.write() as store:
-            self._require_references(store, references)
+            self.require_references(store, references)
             stored = store.definition(kind, key, lock=True)
             check_revision(stored, expected)
             return store.replace_definition(stored, document, self.clock())
 
-    def _delete(
+    def delete_definition(
         self,
         kind: str,
         key: str,
@@ -1007,18 +1017,24 @@ class Routing:
             stored = store.definition(kind, key, lock=True)
             check_revision(stored, revision)
             using = users(self.config(store))
+            using += [
+                f"{resource_name(other.kind)} {other.key!r}"
+                for other in store.all_definitions()
+                if [kind, key] in other.document.get("references", ())
+            ]
             if conversation_column:
                 open_count = store.uses(conversation_column, key)
                 if open_count:
                     using.append(f"{open_count} open conversation(s)")
             if using:
+                users_text = ", ".join(using)
                 raise FailedPrecondition(
-                    f"{kind} {key!r} is in use by {', '.join(using)}; change them first",
+                    f"{resource_name(kind)} {key!r} is in use by {users_text}; change them first",
                     reason="IN_USE",
                 )
             store.delete_definition(stored)
 
-    def _require_references(self, store: Store, references: Sequence[tuple[str, str, str]]) -> None:
+    def require_references(self, store: Store, references: Sequence[tuple[str, str, str]]) -> None:
         missing = []
         for kind in {kind for kind, key, _ in references if key}:
             keys = [key for k, key, _ in references if k == kind and key]

@@ -233,6 +233,19 @@ def next_open_time(calendar: BusinessCalendar, moment: datetime) -> datetime:
     raise NeverOpen(f"the calendar is not open within {SEARCH_HORIZON.days} days after {instant}")
 
 
+def next_change_time(calendar: BusinessCalendar, moment: datetime) -> datetime | None:
+    """When the calendar next opens or closes after ``moment``; None when it never changes
+    (24/7, or closed for good within the horizon). What depends on "open now" is good until
+    then."""
+    instant = _as_utc(moment, "moment")
+    schedule = _compile(calendar)
+    if schedule.wall_clock:
+        return None
+    for start, end in _windows_ending_after(schedule, instant, instant + SEARCH_HORIZON):
+        return start if start > instant else end
+    return None
+
+
 def business_time_between(calendar: BusinessCalendar, start: datetime, end: datetime) -> timedelta:
     """Open time inside ``[start, end)``; zero when ``end`` is not after ``start``."""
     start_instant, end_instant = _as_utc(start, "start"), _as_utc(end, "end")

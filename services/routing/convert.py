@@ -56,7 +56,7 @@ _Domain = TypeVar("_Domain")
 _Proto = TypeVar("_Proto", bound=int)
 
 
-def _inverse(mapping: Mapping[_Domain, _Proto]) -> dict[_Proto, _Domain]:
+def inverse(mapping: Mapping[_Domain, _Proto]) -> dict[_Proto, _Domain]:
     return {proto: domain for domain, proto in mapping.items()}
 
 
@@ -70,7 +70,7 @@ _WEEKDAYS = {
     5: pb.WEEKDAY_SATURDAY,
     6: pb.WEEKDAY_SUNDAY,
 }
-_CHANNELS = {
+CHANNELS = {
     Channel.CHAT: pb.CHANNEL_CHAT,
     Channel.EMAIL: pb.CHANNEL_EMAIL,
     Channel.PHONE: pb.CHANNEL_PHONE,
@@ -134,17 +134,17 @@ _ASSIGNMENT_CHANGES = {
     AssignmentChange.RELEASED: pb.ASSIGNMENT_CHANGE_RELEASED,
 }
 
-_WEEKDAYS_FROM_PROTO = _inverse(_WEEKDAYS)
-_CHANNELS_FROM_PROTO = _inverse(_CHANNELS)
-_TARGET_CLOCKS_FROM_PROTO = _inverse(_TARGET_CLOCKS)
-_STATES_FROM_PROTO = _inverse(_STATES)
+_WEEKDAYS_FROM_PROTO = inverse(_WEEKDAYS)
+CHANNELS_FROM_PROTO = inverse(CHANNELS)
+_TARGET_CLOCKS_FROM_PROTO = inverse(_TARGET_CLOCKS)
+_STATES_FROM_PROTO = inverse(_STATES)
 # The contract makes an unspecified strategy LEAST_BUSY rather than an error.
 _STRATEGIES_FROM_PROTO = {
     pb.ASSIGNMENT_STRATEGY_UNSPECIFIED: Strategy.LEAST_BUSY,
-    **_inverse(_STRATEGIES),
+    **inverse(_STRATEGIES),
 }
-_AGENT_STATUSES_FROM_PROTO = _inverse(_AGENT_STATUSES)
-_EVENT_KINDS_FROM_PROTO = _inverse(_EVENT_KINDS)
+_AGENT_STATUSES_FROM_PROTO = inverse(_AGENT_STATUSES)
+_EVENT_KINDS_FROM_PROTO = inverse(_EVENT_KINDS)
 
 _Parsed = TypeVar("_Parsed")
 
@@ -173,7 +173,7 @@ class _Problems:
             raise InvalidArgument(self.violations)
 
 
-def _optional_timestamp(moment: datetime | None) -> timestamp_pb2.Timestamp | None:
+def optional_timestamp(moment: datetime | None) -> timestamp_pb2.Timestamp | None:
     # None leaves the field unset; an empty Timestamp would read back as 1970.
     return None if moment is None else timestamp(moment)
 
@@ -215,8 +215,8 @@ def calendar_to_proto(calendar: Calendar) -> pb.Calendar:
         ],
         holidays=sorted(day.isoformat() for day in hours.holidays),
         revision=calendar.revision,
-        create_time=_optional_timestamp(calendar.create_time),
-        update_time=_optional_timestamp(calendar.update_time),
+        create_time=optional_timestamp(calendar.create_time),
+        update_time=optional_timestamp(calendar.update_time),
     )
 
 
@@ -287,8 +287,8 @@ def policy_to_proto(policy: SlaPolicy) -> pb.SlaPolicy:
         warning_percent=policy.warning_percent,
         pause_states=sorted(_STATES[state] for state in policy.pause_states),
         revision=policy.revision,
-        create_time=_optional_timestamp(policy.create_time),
-        update_time=_optional_timestamp(policy.update_time),
+        create_time=optional_timestamp(policy.create_time),
+        update_time=optional_timestamp(policy.update_time),
     )
 
 
@@ -343,8 +343,8 @@ def queue_to_proto(queue: Queue) -> pb.Queue:
             when_no_agent_online=overflow.when_no_agent_online,
         ),
         revision=queue.revision,
-        create_time=_optional_timestamp(queue.create_time),
-        update_time=_optional_timestamp(queue.update_time),
+        create_time=optional_timestamp(queue.create_time),
+        update_time=optional_timestamp(queue.update_time),
     )
 
 
@@ -384,18 +384,18 @@ def agent_to_proto(agent: Agent) -> pb.Agent:
         skills=agent.skills,
         languages=agent.languages,
         capacity=[
-            pb.ChannelCapacity(channel=_CHANNELS[channel], max_open=max_open)
+            pb.ChannelCapacity(channel=CHANNELS[channel], max_open=max_open)
             for channel, max_open in sorted(
-                agent.capacity.items(), key=lambda item: _CHANNELS[item[0]]
+                agent.capacity.items(), key=lambda item: CHANNELS[item[0]]
             )
         ],
         teams=agent.teams,
         status=_AGENT_STATUSES[agent.status],
-        status_time=_optional_timestamp(agent.status_time),
+        status_time=optional_timestamp(agent.status_time),
         open_conversations=agent.open_conversations,
         revision=agent.revision,
-        create_time=_optional_timestamp(agent.create_time),
-        update_time=_optional_timestamp(agent.update_time),
+        create_time=optional_timestamp(agent.create_time),
+        update_time=optional_timestamp(agent.update_time),
     )
 
 
@@ -405,7 +405,7 @@ def agent_from_proto(message: pb.Agent) -> Agent:
     problems = _Problems()
     capacity: dict[Channel, int] = {}
     for index, entry in enumerate(message.capacity):
-        channel = _CHANNELS_FROM_PROTO.get(entry.channel)
+        channel = CHANNELS_FROM_PROTO.get(entry.channel)
         field = f"agent.capacity[{index}].channel"
         if channel is None:
             problems.add(field, "choose a channel")
@@ -499,7 +499,7 @@ def rules_to_proto(rules: RoutingRules) -> pb.RoutingRules:
         ],
         default_action=None if default_action is None else _action_to_proto(default_action),
         revision=rules.revision,
-        update_time=_optional_timestamp(rules.update_time),
+        update_time=optional_timestamp(rules.update_time),
         actor=rules.actor,
     )
 
@@ -540,7 +540,7 @@ def route_request_from_proto(message: pb.RouteConversationRequest) -> RouteReque
     """The routing request; an unspecified channel is None, which the app reports."""
     return RouteRequest(
         conversation_id=message.conversation_id,
-        channel=_CHANNELS_FROM_PROTO.get(message.channel),
+        channel=CHANNELS_FROM_PROTO.get(message.channel),
         customer_id=message.customer_id,
         visitor_attributes=normalize_rule(struct_to_dict(message.visitor_attributes)),
         language=message.language,
@@ -562,8 +562,8 @@ def decision_to_proto(decision: Decision) -> pb.RoutingDecision:
         queue_id=decision.queue_id,
         priority=decision.priority,
         sla_policy_id=decision.sla_policy_id,
-        first_response_due=_optional_timestamp(decision.first_response_due),
-        resolution_due=_optional_timestamp(decision.resolution_due),
+        first_response_due=optional_timestamp(decision.first_response_due),
+        resolution_due=optional_timestamp(decision.resolution_due),
         agent_id=decision.agent_id,
         segment_ids=decision.segment_ids,
         rule_id=decision.rule_id,
@@ -596,9 +596,9 @@ def _clock_to_proto(clock: ClockReport) -> pb.SlaClock:
         elapsed=_duration(clock.elapsed),
         running=clock.running,
         paused=clock.paused,
-        due_time=_optional_timestamp(clock.due_time),
-        warning_time=_optional_timestamp(clock.warning_time),
-        stop_time=_optional_timestamp(clock.stop_time),
+        due_time=optional_timestamp(clock.due_time),
+        warning_time=optional_timestamp(clock.warning_time),
+        stop_time=optional_timestamp(clock.stop_time),
     )
 
 
@@ -606,7 +606,7 @@ def conversation_to_proto(conversation: Conversation) -> pb.Conversation:
     return pb.Conversation(
         conversation_id=conversation.conversation_id,
         customer_id=conversation.customer_id,
-        channel=_CHANNELS[conversation.channel],
+        channel=CHANNELS[conversation.channel],
         language=conversation.language,
         topic=conversation.topic,
         state=_STATES[conversation.state],
@@ -631,10 +631,10 @@ def assignment_to_proto(assignment: Assignment) -> pb.Assignment:
         conversation_id=assignment.conversation_id,
         customer_id=assignment.customer_id,
         queue_id=assignment.queue_id,
-        channel=_CHANNELS[assignment.channel],
+        channel=CHANNELS[assignment.channel],
         priority=assignment.priority,
         state=_STATES[assignment.state],
-        assign_time=_optional_timestamp(assignment.assign_time),
+        assign_time=optional_timestamp(assignment.assign_time),
         sla=[_clock_to_proto(clock) for clock in assignment.sla],
         segment_ids=assignment.segment_ids,
         topic=assignment.topic,

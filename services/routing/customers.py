@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -93,10 +93,15 @@ class CustomerDirectory:
         # Moves whenever the change log named a customer, so a record read from profiles
         # before that is not kept (it may predate the change).
         self._generation = 0
+        self._plan_fingerprint: tuple[str, ...] = ()
+        # Told which customers changed, and when segment definitions changed, so what was
+        # derived from them (widget answers) can be dropped too.
+        self.change_listeners: list[Callable[[Sequence[str]], None]] = []
+        self.plan_listeners: list[Callable[[], None]] = []
 
     def lookup(self, customer_id: str, now: datetime) -> KnownCustomer:
         """The customer's record and segments at ``now``; NotFound for an unknown id."""
-        self._catch_up()
+        self.catch_up()
         attributes = self._records.get(customer_id)
         if attributes is None:
             generation = self._generation
@@ -105,7 +110,7 @@ class CustomerDirectory:
         members = self.plan().evaluator(now)(attributes)
         return KnownCustomer(customer_id, attributes, members)
 
-    def _catch_up(self) -> None:
+    def catch_up(self) -> None:
         """Forget the records the change log says changed, when it was last read longer
         ago than ``customer_refresh_seconds``."""
         if time.monotonic() - self._synced_at < self.customer_refresh_seconds:
@@ -115,7 +120,8 @@ class CustomerDirectory:
             if started - self._synced_at < self.customer_refresh_seconds:
                 return
             changed = self.profiles.changed_since(self._sequence or 0)
-            if self._sequence is None:
+            first_read = self._sequence is None
+            if first_read:
                 # The first read only finds where the log ends: nothing is kept yet.
                 self._records.clear()
             elif changed.customer_ids:
@@ -124,6 +130,9 @@ class CustomerDirectory:
                     self._records.pop(customer_id, None)
             self._sequence = changed.last_sequence
             self._synced_at = started
+        if changed.customer_ids and not first_read:
+            for listener in self.change_listeners:
+                listener(changed.customer_ids)
 
     def _keep(self, customer_id: str, attributes: Mapping[str, Any], generation: int) -> None:
         with self._sync_lock:
@@ -139,9 +148,19 @@ class CustomerDirectory:
         return self.plan().evaluator(now)(attributes)
 
     def plan(self) -> SegmentPlan:
+        changed = False
         with self._lock:
             moment = time.monotonic()
             if self._plan is None or moment - self._plan_read_at >= self.refresh_seconds:
-                self._plan = compile_plan(self.segments.all_segments())
+                segments = self.segments.all_segments()
+                # The definitions themselves: the listing carries no revisions.
+                fingerprint = tuple(sorted(repr(segment) for segment in segments))
+                changed = self._plan is not None and fingerprint != self._plan_fingerprint
+                self._plan = compile_plan(segments)
+                self._plan_fingerprint = fingerprint
                 self._plan_read_at = moment
-            return self._plan
+            plan = self._plan
+        if changed:
+            for listener in self.plan_listeners:
+                listener()
+        return plan

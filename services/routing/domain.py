@@ -164,6 +164,16 @@ class RulesRevision:
 
 
 @dataclass(frozen=True)
+class Handover:
+    """A bot handing a conversation to people: the queue and SLA policy its escalation
+    policy names take the place of the matched rule's."""
+
+    queue_id: str
+    sla_policy_id: str
+    explanation: str
+
+
+@dataclass(frozen=True)
 class RouteRequest:
     conversation_id: str
     channel: Channel | None
@@ -174,6 +184,7 @@ class RouteRequest:
     priority_hint: str = ""
     time: datetime | None = None
     validate_only: bool = False
+    handover: Handover | None = None
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ hold, a waiting conversation with ``SKIP LOCKED`` when a console pulls it.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -270,6 +270,7 @@ class Store:
         self.session = session
         # PostgreSQL needs row locks; SQLite's single writer already serializes.
         self.locking = locking
+        self.config_changed = False
 
     # ---- definitions ------------------------------------------------------------------------
 
@@ -280,6 +281,7 @@ class Store:
         return int(value or 0)
 
     def _bump_version(self) -> None:
+        self.config_changed = True
         changed = self.session.execute(
             update(config_version)
             .where(config_version.c.name == "config")
@@ -796,6 +798,7 @@ class RoutingRepository:
         self.engine = engine
         self.locking = is_postgresql(engine)
         self._desk = _DeskReader(engine)
+        self.config_listeners: list[Callable[[], None]] = []
 
     def desk(self) -> Desk:
         """The desk as one consistent snapshot, without locks or a transaction."""
@@ -803,8 +806,14 @@ class RoutingRepository:
 
     @contextmanager
     def write(self) -> Iterator[Store]:
+        """A transaction; after a commit that changed the configuration, every
+        ``config_listeners`` callable runs (the widget cache moves its version there)."""
         with write_transaction(self.engine) as session:
-            yield Store(session, self.locking)
+            store = Store(session, self.locking)
+            yield store
+        if store.config_changed:
+            for listener in self.config_listeners:
+                listener()
 
     @contextmanager
     def read(self) -> Iterator[Store]:
@@ -818,7 +827,15 @@ _RESOURCE_NAMES = {
     "queue": "queue",
     "agent": "agent",
     "rules": "routing rules",
+    "persona": "persona",
+    "escalation": "escalation policy",
+    "widgets": "widget policies",
 }
+
+
+def resource_name(kind: str) -> str:
+    """How messages name a definition kind ("policy" is an "SLA policy")."""
+    return _RESOURCE_NAMES.get(kind, kind)
 
 
 def _definition(row: Any) -> StoredDefinition:

@@ -38,6 +38,17 @@ class ProfilesClient:
             raise _unavailable(error) from error
         return customer_record(response.customer)
 
+    def find_by_external_id(self, system: str, external_id: str) -> dict[str, Any] | None:
+        """The customer carrying ``system:external_id``; None when nobody does."""
+        lookup = pb.ExternalId(system=system, id=external_id)
+        try:
+            response = self.stub.GetCustomer(pb.GetCustomerRequest(external_id=lookup))
+        except grpc.RpcError as error:
+            if error.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
+                return None
+            raise _unavailable(error) from error
+        return customer_record(response.customer)
+
     def existing(self, customer_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         """Records of those of ``customer_ids`` that still exist."""
         found: dict[str, dict[str, Any]] = {}

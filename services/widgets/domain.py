@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from services.routing.domain import Channel
 
@@ -153,3 +155,31 @@ class Choice:
     # The segment whose line chose each part; "" = the default applied.
     persona_segment_id: str = ""
     escalation_segment_id: str = ""
+
+
+@dataclass(frozen=True)
+class Visitor:
+    """Who a widget is talking to; known when an id is given and the customer exists."""
+
+    customer_id: str = ""
+    # An external id, split from the request's "system:id".
+    external_system: str = ""
+    external_id: str = ""
+    # What the widget knows of an anonymous visitor (country, language, ...).
+    attributes: Mapping[str, Any] = field(default_factory=dict)
+    # Greeting values the widget knows, e.g. {"first_name": "Ana"}; they win over the record.
+    greeting_values: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class WidgetConfig:
+    """What a widget shows a visitor: nothing about the customer beyond the greeting."""
+
+    # With ``greeting`` already filled in.
+    persona: Persona
+    escalation: EscalationPolicy
+    offer: Offer
+    handover_offer: Offer
+    expectation: str
+    queue_open: bool
+    policies_revision: int

@@ -7,13 +7,13 @@ import grpc
 import pytest
 from sqlalchemy import Engine
 from switchboard.profiles.v1 import profiles_pb2_grpc
-from switchboard.routing.v1 import routing_pb2_grpc
+from switchboard.routing.v1 import routing_pb2_grpc, widgets_pb2_grpc
 from switchboard.segments.v1 import segments_pb2_grpc
 
 from services.core.server import RunningServer, create_server
 from services.core.settings import Settings
 from services.profiles.server import profiles_spec
-from services.routing.server import routing_spec
+from services.routing.server import routing_specs
 from services.segments.server import segments_spec
 
 
@@ -91,7 +91,7 @@ def routing_server(
         customer_refresh_seconds=0,
     )
     running = create_server(
-        [routing_spec(engine, settings, segments_clock)], address="127.0.0.1:0", max_workers=16
+        routing_specs(engine, settings, segments_clock), address="127.0.0.1:0", max_workers=16
     )
     yield running
     running.stop(grace=1)
@@ -101,3 +101,10 @@ def routing_server(
 def routing(routing_server: RunningServer) -> Iterator[routing_pb2_grpc.RoutingServiceStub]:
     with grpc.insecure_channel(f"127.0.0.1:{routing_server.port}") as channel:
         yield routing_pb2_grpc.RoutingServiceStub(channel)
+
+
+@pytest.fixture
+def widgets(routing_server: RunningServer) -> Iterator[widgets_pb2_grpc.WidgetServiceStub]:
+    """The widget service, served by the routing server (in-process cache: no Redis)."""
+    with grpc.insecure_channel(f"127.0.0.1:{routing_server.port}") as channel:
+        yield widgets_pb2_grpc.WidgetServiceStub(channel)

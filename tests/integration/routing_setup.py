@@ -249,6 +249,17 @@ def create_segment(
     return segments.CreateSegment(request).segment
 
 
+def create_tier_segments(segments: Segments) -> None:
+    """The seat tiers of the issue as one family: Enterprise 50+, Growth 5-49, Starter 1-4."""
+    create_segment(segments, "tier_enterprise", {"seats": {"$gte": 50}}, family="tier", priority=10)
+    create_segment(
+        segments, "tier_growth", {"seats": {"$gte": 5, "$lt": 50}}, family="tier", priority=20
+    )
+    create_segment(
+        segments, "tier_starter", {"seats": {"$gte": 1, "$lt": 5}}, family="tier", priority=30
+    )
+
+
 # ---- conversations ---------------------------------------------------------------------------
 
 

@@ -40,7 +40,7 @@ def servers(engine: Engine, tmp_path: Path) -> Iterator[dict[str, RunningServer]
     settings = Settings(data_dir=tmp_path)
     for name, entry in SERVICES.items():
         running[name] = create_server(
-            [entry.build(engine, settings)], address="127.0.0.1:0", max_workers=4
+            entry.build(engine, settings), address="127.0.0.1:0", max_workers=4
         )
         # Each service is wired to the ones started before it.
         settings = settings.model_copy(

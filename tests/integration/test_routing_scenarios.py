@@ -25,6 +25,7 @@ from tests.integration.routing_setup import (
     create_policy,
     create_queue,
     create_segment,
+    create_tier_segments,
     duration,
     event_kinds,
     moment,
@@ -54,13 +55,7 @@ def desk(routing: Routing, segments_clock: ManualClock) -> Desk:
 def team_one(desk: Desk, segments: Segments, profiles: Profiles) -> pb.RoutingRules:
     """Tiers by seats, an at-risk overlay by health score, three queues, SLAs of 30 minutes
     (around the clock), 2 and 4 business hours in Berlin; agents start OFFLINE."""
-    create_segment(segments, "tier_enterprise", {"seats": {"$gte": 50}}, family="tier", priority=10)
-    create_segment(
-        segments, "tier_growth", {"seats": {"$gte": 5, "$lt": 50}}, family="tier", priority=20
-    )
-    create_segment(
-        segments, "tier_starter", {"seats": {"$gte": 1, "$lt": 5}}, family="tier", priority=30
-    )
+    create_tier_segments(segments)
     create_segment(segments, "at_risk", {"health_score": {"$lt": 40}})
 
     routing = desk.routing

@@ -30,7 +30,7 @@ GET_CUSTOMER = "/switchboard.profiles.v1.ProfileService/GetCustomer"
 
 @pytest.fixture
 def all_services(engine: Engine) -> Iterator[RunningServer]:
-    specs = [entry.build(engine, Settings()) for entry in SERVICES.values()]
+    specs = [spec for entry in SERVICES.values() for spec in entry.build(engine, Settings())]
     running = create_server(specs, address="127.0.0.1:0", max_workers=4)
     yield running
     running.stop(grace=1)
@@ -50,7 +50,7 @@ def test_each_service_reports_serving_by_name(all_services: RunningServer) -> No
 
 def test_health_turns_not_serving_when_the_server_stops(engine: Engine) -> None:
     running = create_server(
-        [SERVICES["profiles"].build(engine, Settings())], address="127.0.0.1:0", max_workers=2
+        SERVICES["profiles"].build(engine, Settings()), address="127.0.0.1:0", max_workers=2
     )
     running.health.enter_graceful_shutdown()
     with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:

@@ -1,0 +1,196 @@
+"""Where precomputed widget configurations wait for the widget's next call.
+
+Entries are keyed by the routing configuration version they were computed at, and the
+version in force is itself a cache key that every write to personas, escalation policies,
+assignments, queues, calendars or SLA policies moves before it answers. A reader asks for
+"the entry at the current version" in one round trip (a Lua script on Redis), so an entry
+computed from a policy that has since changed is never found again. An entry also ends when
+the handover queue's calendar opens or closes, since what the visitor is offered and
+promised depends on that.
+
+``RedisWidgetCache`` is production's, shared by servers and workers; ``LocalWidgetCache``
+is the embedded default's, inside the one routing process.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Protocol
+
+import redis
+
+from services.core.clock import Clock, utc_now
+
+PREFIX = "sb:widget:"
+VERSION_KEY = PREFIX + "version"
+# Written by the precompute task when it finishes, for operators and the benchmark.
+PRECOMPUTED_KEY = PREFIX + "precomputed"
+# No entry outlives a day, so entries for customers that left age out.
+MAX_AGE = timedelta(days=1)
+
+# KEYS[1] the version key; ARGV[1] the prefix, ARGV[2] the entry's name.
+_READ = """
+local version = redis.call('GET', KEYS[1])
+if not version then return {'', ''} end
+return {version, redis.call('GET', ARGV[1] .. version .. ':' .. ARGV[2]) or ''}
+"""
+# KEYS[1] the version key; ARGV[1] the prefix, ARGV[2..] entry names to drop at that version.
+_FORGET = """
+local version = redis.call('GET', KEYS[1])
+if not version then return 0 end
+local dropped = 0
+for i = 2, #ARGV do
+  dropped = dropped + redis.call('DEL', ARGV[1] .. version .. ':' .. ARGV[i])
+end
+return dropped
+"""
+# Versions only move forward, whoever publishes them and in whatever order.
+_PUBLISH = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tonumber(ARGV[1]) > current then redis.call('SET', KEYS[1], ARGV[1]) end
+return redis.call('GET', KEYS[1])
+"""
+
+
+class CacheDown(Exception):
+    """The cache did not answer; callers compute instead of failing."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    value: bytes
+    # When the entry stops being true (a calendar opens or closes); None = no such moment.
+    expire_at: datetime | None
+
+
+class WidgetCache(Protocol):
+    def read(self, name: str) -> tuple[int, bytes | None]:
+        """The version in force (0 = none published yet) and the entry at it, if any."""
+        ...
+
+    def write(self, version: int, entries: Sequence[Entry]) -> None: ...
+
+    def publish(self, version: int) -> int:
+        """Move the version in force forward to ``version``; returns the one in force."""
+        ...
+
+    def forget(self, names: Sequence[str]) -> None:
+        """Drop these entries at the version in force (their customers changed)."""
+        ...
+
+    def forget_all(self) -> None:
+        """Drop every entry (segment definitions changed), where the cache can afford it."""
+        ...
+
+
+def entry_name(customer_id: str) -> str:
+    return "c:" + customer_id
+
+
+def _end(expire_at: datetime | None, now: datetime) -> datetime:
+    return now + MAX_AGE if expire_at is None else min(expire_at, now + MAX_AGE)
+
+
+class RedisWidgetCache:
+    def __init__(self, url: str, *, timeout_seconds: float = 0.25, clock: Clock = utc_now) -> None:
+        self.clock = clock
+        # Short timeouts: a widget call waiting on a dead Redis should compute instead.
+        self.client = redis.Redis.from_url(
+            url,
+            socket_timeout=timeout_seconds,
+            socket_connect_timeout=timeout_seconds,
+            health_check_interval=0,
+        )
+        self._read = self.client.register_script(_READ)
+        self._publish = self.client.register_script(_PUBLISH)
+        self._forget = self.client.register_script(_FORGET)
+
+    def read(self, name: str) -> tuple[int, bytes | None]:
+        try:
+            version, value = self._read(keys=[VERSION_KEY], args=[PREFIX, name])
+        except redis.RedisError as error:
+            raise CacheDown(str(error)) from error
+        return int(version or 0), value or None
+
+    def write(self, version: int, entries: Sequence[Entry]) -> None:
+        now = self.clock()
+        try:
+            with self.client.pipeline(transaction=False) as pipe:
+                for entry in entries:
+                    ttl = _end(entry.expire_at, now) - now
+                    pipe.set(
+                        f"{PREFIX}{version}:{entry.name}",
+                        entry.value,
+                        px=max(1, int(ttl.total_seconds() * 1000)),
+                    )
+                pipe.execute()
+        except redis.RedisError as error:
+            raise CacheDown(str(error)) from error
+
+    def publish(self, version: int) -> int:
+        try:
+            return int(self._publish(keys=[VERSION_KEY], args=[version]))
+        except redis.RedisError as error:
+            raise CacheDown(str(error)) from error
+
+    def forget(self, names: Sequence[str]) -> None:
+        try:
+            self._forget(keys=[VERSION_KEY], args=[PREFIX, *names])
+        except redis.RedisError as error:
+            raise CacheDown(str(error)) from error
+
+    def forget_all(self) -> None:
+        """Nothing here: shared by many servers, the entries are rewritten by the workers'
+        refresh, which notices changed segment definitions and recomputes everyone."""
+
+    def set_status(self, key: str, value: str) -> None:
+        try:
+            self.client.set(key, value)
+        except redis.RedisError as error:
+            raise CacheDown(str(error)) from error
+
+
+class LocalWidgetCache:
+    """Entries in this process, the most recently written kept up to ``size``."""
+
+    def __init__(self, *, size: int = 100_000, clock: Clock = utc_now) -> None:
+        self.size = size
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._version = 0
+        self._entries: OrderedDict[str, tuple[int, bytes, datetime]] = OrderedDict()
+
+    def read(self, name: str) -> tuple[int, bytes | None]:
+        version = self._version
+        found = self._entries.get(name)
+        if found is None or found[0] != version or found[2] <= self.clock():
+            return version, None
+        return version, found[1]
+
+    def write(self, version: int, entries: Sequence[Entry]) -> None:
+        now = self.clock()
+        with self._lock:
+            for entry in entries:
+                self._entries[entry.name] = (version, entry.value, _end(entry.expire_at, now))
+                self._entries.move_to_end(entry.name)
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+
+    def publish(self, version: int) -> int:
+        with self._lock:
+            self._version = max(self._version, version)
+            return self._version
+
+    def forget(self, names: Sequence[str]) -> None:
+        with self._lock:
+            for name in names:
+                self._entries.pop(name, None)
+
+    def forget_all(self) -> None:
+        with self._lock:
+            self._entries.clear()
