@@ -42,6 +42,7 @@ def create_celery_app(settings: Settings) -> Celery:
                 "task": "switchboard.routing.advance_timers",
                 "schedule": timedelta(seconds=30),
             },
+            **_widget_schedule(settings),
         },
         beat_schedule_filename=str(settings.data_dir / "celerybeat-schedule"),
         timezone="UTC",
@@ -49,8 +50,21 @@ def create_celery_app(settings: Settings) -> Celery:
         worker_hijack_root_logger=False,
     )
     app.conf.switchboard_settings = settings
-    from workers.tasks import maintenance, routing
+    from workers.tasks import maintenance, routing, widgets
 
     maintenance.register(app)
     routing.register(app)
+    widgets.register(app)
     return app
+
+
+def _widget_schedule(settings: Settings) -> dict[str, dict[str, object]]:
+    """Widget answers live in Redis only: with the embedded defaults nothing is scheduled."""
+    if not settings.redis_url:
+        return {}
+    return {
+        "widget-configs": {
+            "task": "switchboard.routing.refresh_widget_configs",
+            "schedule": timedelta(seconds=settings.widget_refresh_seconds),
+        }
+    }

@@ -55,6 +55,12 @@ class Settings(BaseSettings):
         description="How old a customer record routing may decide on: it reads the profiles "
         "change log at most this often; 0 reads it before every decision.",
     )
+    widget_refresh_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="How often workers bring the widget answers in Redis up to date with "
+        "customer, segment and policy changes.",
+    )
     usage_retention_days: int = Field(
         default=90, ge=15, description="Raw usage events older than this are pruned."
     )

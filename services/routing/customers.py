@@ -11,6 +11,7 @@ not at the last recomputation.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import threading
 import time
@@ -146,6 +147,11 @@ class CustomerDirectory:
     def segments_of(self, attributes: Mapping[str, Any], now: datetime) -> frozenset[str]:
         """Segments an anonymous visitor's attributes fall in (country, language, ...)."""
         return self.plan().evaluator(now)(attributes)
+
+    def segments_fingerprint(self) -> str:
+        """Names the segment definitions in force: equal strings, equal definitions."""
+        self.plan()
+        return hashlib.sha256("\n".join(self._plan_fingerprint).encode()).hexdigest()[:16]
 
     def plan(self) -> SegmentPlan:
         changed = False

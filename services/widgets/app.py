@@ -472,7 +472,7 @@ class Widgets:
         """Compute and keep the configuration of every customer in ``records`` at the
         version in force; returns how many were written. Customers who share segments and
         greeting values share one computation."""
-        catalog = self.catalog(at_least=self._stored_version())
+        catalog = self.catalog(at_least=self.stored_version())
         now = self.routing.clock()
         evaluate = self.routing.customers.plan().evaluator(now)
         computed: dict[tuple[frozenset[str], tuple[str, ...]], tuple[bytes, datetime | None]] = {}
@@ -545,12 +545,12 @@ class Widgets:
         if self._version_due():
             self._publish_stored_version()
 
-    def _stored_version(self) -> int:
+    def stored_version(self) -> int:
         with self.routing.repository.read() as store:
             return store.config_version()
 
     def _publish_stored_version(self) -> None:
-        version = self._stored_version()
+        version = self.stored_version()
         try:
             self.cache.publish(version)
         except CacheDown:

@@ -3,7 +3,7 @@ what an admin is told when the input is wrong or the change would break somethin
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
@@ -30,7 +30,7 @@ from tests.integration.routing_setup import (
     set_rules,
     sla_policy,
 )
-from tests.support.rpc import call_error, error_info, field_violations
+from tests.support.rpc import call_error, error_info, field_violations, misses
 
 
 @pytest.fixture
@@ -185,25 +185,6 @@ def test_agent_status_is_set_only_through_set_agent_status(routing: Routing) -> 
 
 def interval(start: str, end: str) -> pb.OpenInterval:
     return pb.OpenInterval(weekday=pb.WEEKDAY_MONDAY, start_time=start, end_time=end)
-
-
-def misses(cases: Mapping[str, tuple[Callable[[], object], str]]) -> dict[str, str]:
-    """The cases that were not refused with INVALID_ARGUMENT naming their field (the field
-    itself or an item of it), each with what happened instead; empty when all were."""
-    wrong: dict[str, str] = {}
-    for name, (call, field) in cases.items():
-        try:
-            call()
-        except grpc.RpcError as error:
-            if error.code() != grpc.StatusCode.INVALID_ARGUMENT:
-                wrong[name] = f"{error.code()}: {error.details()}"
-                continue
-            violations = field_violations(error)
-            if not any(path == field or path.startswith(f"{field}[") for path in violations):
-                wrong[name] = f"violations name {sorted(violations)}, not {field}"
-            continue
-        wrong[name] = "accepted"
-    return wrong
 
 
 def test_bad_calendars_are_refused_naming_the_field(routing: Routing) -> None:

@@ -10,53 +10,10 @@ import pytest
 from switchboard.profiles.v1 import profiles_pb2 as ppb
 from switchboard.routing.v1 import routing_pb2 as pb
 from switchboard.routing.v1 import widgets_pb2 as wpb
-from switchboard.routing.v1 import widgets_pb2_grpc
 
 from tests.integration.conftest import ManualClock
-from tests.integration.routing_setup import (
-    MONDAY,
-    Profiles,
-    Routing,
-    Segments,
-    action,
-    create_calendar,
-    create_customer,
-    create_policy,
-    create_queue,
-    create_segment,
-    create_tier_segments,
-    office_hours,
-    set_rules,
-    sla_policy,
-    struct,
-)
-
-Widgets = widgets_pb2_grpc.WidgetServiceStub
-
-
-def persona(persona_id: str, greeting: str, **fields: object) -> wpb.Persona:
-    return wpb.Persona(
-        persona_id=persona_id,
-        display_name=persona_id.replace("_", " ").title(),
-        greeting=greeting,
-        **fields,  # type: ignore[arg-type]
-    )
-
-
-def escalation(policy_id: str, queue_id: str, **fields: object) -> wpb.EscalationPolicy:
-    return wpb.EscalationPolicy(
-        policy_id=policy_id,
-        display_name=policy_id.replace("_", " "),
-        queue_id=queue_id,
-        on_human_request=True,
-        **fields,  # type: ignore[arg-type]
-    )
-
-
-def line(segment_id: str, persona_id: str = "", escalation_id: str = "") -> wpb.WidgetAssignment:
-    return wpb.WidgetAssignment(
-        segment_id=segment_id, persona_id=persona_id, escalation_policy_id=escalation_id
-    )
+from tests.integration.routing_setup import MONDAY, Profiles, Routing, Segments
+from tests.integration.widgets_setup import Widgets, config_of, set_up_team
 
 
 @pytest.fixture
@@ -67,122 +24,8 @@ def team(
     widgets: Widgets,
     segments_clock: ManualClock,
 ) -> Widgets:
-    """Tiers by seats and an at-risk overlay by health; Enterprise chats with a detailed
-    persona that hands over fast, Starter is bot-first and offered email with 24 business
-    hours; at-risk customers are handed over at once; anonymous visitors get a default."""
     segments_clock.now = MONDAY
-    create_tier_segments(segments)
-    # A visitor with no health score is not at risk: missing reads as 0 next to a number.
-    create_segment(segments, "at_risk", {"health_score": {"$exists": True, "$lt": 40}})
-
-    create_calendar(routing, office_hours("berlin_office"))
-    create_policy(routing, sla_policy("enterprise_30m", first_response=timedelta(minutes=30)))
-    create_policy(
-        routing,
-        sla_policy(
-            "growth_2h", first_response=timedelta(hours=2), business_hours_of="berlin_office"
-        ),
-    )
-    create_policy(
-        routing,
-        sla_policy(
-            "email_24h", first_response=timedelta(hours=24), business_hours_of="berlin_office"
-        ),
-    )
-    create_queue(routing, "senior", calendar_id="berlin_office")
-    create_queue(routing, "priority", calendar_id="berlin_office")
-    create_queue(routing, "email", calendar_id="berlin_office")
-    set_rules(routing, [], default=action("email", bot_first=True))
-
-    create_customer(
-        profiles,
-        "acme",
-        seats=120,
-        health_score=85,
-        display_name="Ada Lovelace",
-        company_name="Acme",
-    )
-    create_customer(profiles, "bloom", seats=12, health_score=70, display_name="Ben")
-    create_customer(profiles, "cleo", seats=3, health_score=90, company_name="Cleo Ltd")
-    create_customer(
-        profiles,
-        "globex",
-        seats=200,
-        health_score=20,
-        display_name="Grace Hopper",
-        company_name="Globex",
-        external_ids={"billing": "cus_globex"},
-    )
-
-    for created in (
-        persona(
-            "detailed",
-            "Good morning {first_name}, welcome back to {company_name} support.",
-            tone=wpb.TONE_FORMAL,
-            answer_length=wpb.ANSWER_LENGTH_DETAILED,
-        ),
-        persona("friendly", "Hi {first_name}! What can we do for you?"),
-        persona(
-            "starter_bot",
-            "Hello from {company_name}'s helper, {first_name}.",
-            tone=wpb.TONE_PLAYFUL,
-            emoji=wpb.EMOJI_USE_SPARING,
-        ),
-        persona("visitor", "Hi {first_name}! How can we help?"),
-    ):
-        widgets.CreatePersona(wpb.CreatePersonaRequest(persona=created))
-    for created_policy in (
-        escalation(
-            "enterprise_fast",
-            "senior",
-            max_bot_turns=1,
-            keywords=["cancel", "refund", "legal", "outage"],
-            sla_policy_id="enterprise_30m",
-            after_hours=wpb.AFTER_HOURS_CALLBACK,
-        ),
-        escalation(
-            "growth_standard",
-            "priority",
-            max_bot_turns=3,
-            min_sentiment=-0.3,
-            sla_policy_id="growth_2h",
-        ),
-        escalation(
-            "starter_email",
-            "email",
-            max_bot_turns=5,
-            min_confidence=0.4,
-            handover_channel=pb.CHANNEL_EMAIL,
-            sla_policy_id="email_24h",
-        ),
-        escalation("at_risk_now", "senior", immediately=True, sla_policy_id="enterprise_30m"),
-        escalation("visitor_email", "email", handover_channel=pb.CHANNEL_EMAIL),
-    ):
-        widgets.CreateEscalationPolicy(wpb.CreateEscalationPolicyRequest(policy=created_policy))
-    widgets.UpdateWidgetPolicies(
-        wpb.UpdateWidgetPoliciesRequest(
-            policies=wpb.WidgetPolicies(
-                assignments=[
-                    line("at_risk", escalation_id="at_risk_now"),
-                    line("tier_enterprise", "detailed", "enterprise_fast"),
-                    line("tier_growth", "friendly", "growth_standard"),
-                    line("tier_starter", "starter_bot", "starter_email"),
-                ],
-                default_persona_id="visitor",
-                default_escalation_policy_id="visitor_email",
-            ),
-            actor="lead@example.com",
-        )
-    )
-    return widgets
-
-
-def config_of(widgets: Widgets, **visitor: object) -> wpb.GetWidgetConfigResponse:
-    attributes = visitor.pop("attributes", None)
-    message = wpb.Visitor(**visitor)  # type: ignore[arg-type]
-    if attributes is not None:
-        message.attributes.CopyFrom(struct(attributes))  # type: ignore[arg-type]
-    return widgets.GetWidgetConfig(wpb.GetWidgetConfigRequest(visitor=message))
+    return set_up_team(routing, segments, profiles, widgets)
 
 
 def test_enterprise_customer_gets_the_detailed_persona_that_hands_over_fast(team: Widgets) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import grpc
@@ -40,3 +40,22 @@ def error_info(error: grpc.RpcError) -> error_details_pb2.ErrorInfo:
             detail.Unpack(info)
             return info
     raise AssertionError("no ErrorInfo in the error details")
+
+
+def misses(cases: Mapping[str, tuple[Callable[[], object], str]]) -> dict[str, str]:
+    """The cases that were not refused with INVALID_ARGUMENT naming their field (the field
+    itself or an item of it), each with what happened instead; empty when all were."""
+    wrong: dict[str, str] = {}
+    for name, (call, field) in cases.items():
+        try:
+            call()
+        except grpc.RpcError as error:
+            if error.code() != grpc.StatusCode.INVALID_ARGUMENT:
+                wrong[name] = f"{error.code()}: {error.details()}"
+                continue
+            violations = field_violations(error)
+            if not any(path == field or path.startswith(f"{field}[") for path in violations):
+                wrong[name] = f"violations name {sorted(violations)}, not {field}"
+            continue
+        wrong[name] = "accepted"
+    return wrong

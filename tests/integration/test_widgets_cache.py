@@ -1,0 +1,221 @@
+"""Widget answers in a real Redis, precomputed by a real Celery worker: filled ahead of the
+widgets' calls, never stale after a policy change, refreshed when a customer moves, and
+still answered when Redis is gone."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+import redis
+from sqlalchemy import Engine
+from switchboard.profiles.v1 import profiles_pb2 as ppb
+from switchboard.routing.v1 import routing_pb2_grpc, widgets_pb2_grpc
+from switchboard.routing.v1 import widgets_pb2 as wpb
+
+from services.core.clock import utc_now
+from services.core.server import RunningServer, create_server
+from services.core.settings import Settings
+from services.routing.server import routing_specs
+from services.widgets.cache import PRECOMPUTED_KEY, VERSION_KEY
+from services.widgets.precompute import REFRESHED_KEY
+from tests.integration.conftest import ManualClock
+from tests.integration.routing_setup import Profiles, Segments
+from tests.integration.widgets_setup import Widgets, config_of, set_up_team
+from tests.support.processes import RunningCommand
+from tests.support.stores import redis_server
+from workers.app import create_celery_app
+
+
+def serve_routing(
+    engine: Engine,
+    profiles_server: RunningServer,
+    segments_server: RunningServer,
+    clock: ManualClock,
+    redis_url: str,
+) -> RunningServer:
+    settings = Settings(
+        profiles_address=f"127.0.0.1:{profiles_server.port}",
+        segments_address=f"127.0.0.1:{segments_server.port}",
+        redis_url=redis_url,
+        segment_refresh_seconds=0,
+        customer_refresh_seconds=0,
+    )
+    return create_server(
+        routing_specs(engine, settings, clock), address="127.0.0.1:0", max_workers=8
+    )
+
+
+@pytest.fixture
+def fresh_redis(redis_url: str) -> Iterator[str]:
+    """The session's Redis on a database of its own, emptied for each test."""
+    url = redis_url.rsplit("/", 1)[0] + "/3"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    yield url
+    client.flushdb()
+
+
+@pytest.fixture
+def widgets_on_redis(
+    engine: Engine,
+    profiles_server: RunningServer,
+    segments_server: RunningServer,
+    segments_clock: ManualClock,
+    fresh_redis: str,
+    profiles: Profiles,
+    segments: Segments,
+) -> Iterator[Widgets]:
+    # The worker computes on the wall clock, so the servers use it too.
+    segments_clock.now = utc_now()
+    running = serve_routing(engine, profiles_server, segments_server, segments_clock, fresh_redis)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            widgets = widgets_pb2_grpc.WidgetServiceStub(channel)
+            set_up_team(routing_pb2_grpc.RoutingServiceStub(channel), segments, profiles, widgets)
+            yield widgets
+    finally:
+        running.stop(grace=1)
+
+
+@pytest.fixture
+def worker(
+    tmp_path: Path,
+    database_url: str,
+    fresh_redis: str,
+    profiles_server: RunningServer,
+    segments_server: RunningServer,
+) -> Iterator[Settings]:
+    env = {
+        "SWITCHBOARD_DATA_DIR": str(tmp_path / "var"),
+        "SWITCHBOARD_DATABASE_URL": database_url,
+        "SWITCHBOARD_REDIS_URL": fresh_redis,
+        "SWITCHBOARD_PROFILES_ADDRESS": f"127.0.0.1:{profiles_server.port}",
+        "SWITCHBOARD_SEGMENTS_ADDRESS": f"127.0.0.1:{segments_server.port}",
+    }
+    process = RunningCommand(["worker", "--concurrency=1"], env)
+    try:
+        process.wait_for_line("ready", timeout=60)
+        yield Settings(data_dir=tmp_path / "var", database_url=database_url, redis_url=fresh_redis)
+    finally:
+        process.stop(signal.SIGTERM)
+
+
+def wait_for(check: Callable[[], Any], what: str, timeout: float = 30) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def run_task(settings: Settings, name: str, done_key: str, **kwargs: Any) -> dict[str, Any]:
+    """Send a task to the worker and wait for the Redis key it writes when done."""
+    client = redis.Redis.from_url(settings.redis_url)
+    client.delete(done_key)
+    create_celery_app(settings).send_task(name, kwargs=kwargs)
+    found = wait_for(lambda: client.get(done_key), f"{name} to finish")
+    return dict(json.loads(found))
+
+
+def stored_answer(redis_url: str, customer_id: str) -> wpb.WidgetConfig | None:
+    client = redis.Redis.from_url(redis_url)
+    version = client.get(VERSION_KEY)
+    value = client.get(b"sb:widget:" + (version or b"0") + b":c:" + customer_id.encode())
+    return None if value is None else wpb.WidgetConfig.FromString(value)
+
+
+def test_the_worker_precomputes_every_customer_before_any_widget_asks(
+    widgets_on_redis: Widgets, worker: Settings
+) -> None:
+    outcome = run_task(worker, "switchboard.routing.precompute_widget_configs", PRECOMPUTED_KEY)
+
+    assert outcome["count"] == 4
+    first = config_of(widgets_on_redis, customer_id="acme")
+    assert first.cached, "the first call found the worker's answer"
+    assert first.config.persona.greeting == "Good morning Ada, welcome back to Acme support."
+    at_risk = config_of(widgets_on_redis, customer_id="globex")
+    assert at_risk.cached and at_risk.config.escalation.policy_id == "at_risk_now"
+
+
+def test_a_policy_change_is_never_answered_from_old_entries_and_workers_refill_them(
+    widgets_on_redis: Widgets, worker: Settings
+) -> None:
+    run_task(worker, "switchboard.routing.precompute_widget_configs", PRECOMPUTED_KEY)
+    assert config_of(widgets_on_redis, customer_id="bloom").cached
+
+    stored = widgets_on_redis.GetPersona(wpb.GetPersonaRequest(persona_id="friendly")).persona
+    stored.greeting = "Hey {first_name}, good to see you."
+    widgets_on_redis.UpdatePersona(wpb.UpdatePersonaRequest(persona=stored))
+
+    right_after = config_of(widgets_on_redis, customer_id="bloom")
+    assert not right_after.cached
+    assert right_after.config.persona.greeting == "Hey Ben, good to see you."
+
+    refreshed = run_task(worker, "switchboard.routing.refresh_widget_configs", REFRESHED_KEY)
+    assert refreshed["kind"] == "full", "a new version means everyone is recomputed"
+    # Nobody asked for Cleo since the change: the worker's refresh put her answer back.
+    cleo = config_of(widgets_on_redis, customer_id="cleo")
+    assert cleo.cached and cleo.config.persona.persona_id == "starter_bot"
+
+
+def test_a_customer_who_moves_tier_is_recomputed_by_the_workers_refresh(
+    widgets_on_redis: Widgets, worker: Settings, profiles: Profiles
+) -> None:
+    run_task(worker, "switchboard.routing.refresh_widget_configs", REFRESHED_KEY)
+    before = stored_answer(worker.redis_url, "cleo")
+    assert before is not None and before.persona.persona_id == "starter_bot"
+
+    profiles.UpdateCustomer(
+        ppb.UpdateCustomerRequest(
+            customer=ppb.Customer(customer_id="cleo", seats=80),
+            update_mask={"paths": ["seats"]},
+        )
+    )
+    refreshed = run_task(worker, "switchboard.routing.refresh_widget_configs", REFRESHED_KEY)
+
+    assert (refreshed["kind"], refreshed["count"]) == ("changed", 1)
+    after = stored_answer(worker.redis_url, "cleo")
+    assert after is not None and after.persona.persona_id == "detailed"
+    answer = config_of(widgets_on_redis, customer_id="cleo")
+    assert answer.cached and answer.config.escalation.policy_id == "enterprise_fast"
+
+
+def test_with_redis_gone_widgets_are_still_answered_and_the_metric_says_so(
+    engine: Engine,
+    profiles_server: RunningServer,
+    segments_server: RunningServer,
+    segments_clock: ManualClock,
+    profiles: Profiles,
+    segments: Segments,
+) -> None:
+    segments_clock.now = utc_now()
+    with redis_server() as doomed_redis:
+        running = serve_routing(
+            engine, profiles_server, segments_server, segments_clock, doomed_redis
+        )
+        channel = grpc.insecure_channel(f"127.0.0.1:{running.port}")
+        widgets = widgets_pb2_grpc.WidgetServiceStub(channel)
+        set_up_team(routing_pb2_grpc.RoutingServiceStub(channel), segments, profiles, widgets)
+        config_of(widgets, customer_id="acme")
+        assert config_of(widgets, customer_id="acme").cached
+    try:
+        answer = config_of(widgets, customer_id="acme")
+
+        assert not answer.cached
+        assert answer.config.persona.greeting == "Good morning Ada, welcome back to Acme support."
+        down = running.metrics.registry.get_sample_value(
+            "switchboard_widget_cache_lookups_total", {"result": "down"}
+        )
+        assert down is not None and down >= 1
+    finally:
+        channel.close()
+        running.stop(grace=1)
