@@ -115,12 +115,13 @@ def health(service: tuple[str, ...], timeout: float) -> None:
 @main.command()
 def demo() -> None:
     """Load a small demo data set through the running services."""
-    from services.demo import load_demo, load_routing_demo, load_segment_demo
+    from services.demo import load_demo, load_routing_demo, load_segment_demo, load_widgets_demo
 
     settings = Settings()
     click.echo(load_demo(settings))
     click.echo(load_segment_demo(settings))
     click.echo(load_routing_demo(settings))
+    click.echo(load_widgets_demo(settings))
 
 
 @main.command()

@@ -9,7 +9,8 @@ import grpc
 from switchboard.profiles.v1 import profiles_pb2 as pb
 from switchboard.profiles.v1 import profiles_pb2_grpc
 from switchboard.routing.v1 import routing_pb2 as rpb
-from switchboard.routing.v1 import routing_pb2_grpc
+from switchboard.routing.v1 import routing_pb2_grpc, widgets_pb2_grpc
+from switchboard.routing.v1 import widgets_pb2 as wpb
 from switchboard.segments.v1 import segments_pb2 as spb
 from switchboard.segments.v1 import segments_pb2_grpc
 
@@ -487,4 +488,164 @@ def load_routing_demo(settings: Settings) -> str:
         f"routing: {created} calendars, policies, queues and agents created; "
         f"rules at revision {current.revision} ({len(current.rules)} rules and a default); "
         "ana.silva and ben.okafor online"
+    )
+
+
+def widgets_demo_configuration() -> tuple[
+    rpb.SlaPolicy, list[wpb.Persona], list[wpb.EscalationPolicy], wpb.WidgetPolicies
+]:
+    """The widget issue's cases on the first team: Enterprise chats with a detailed persona
+    that hands over fast; Starter is bot-first and offered email with 24 business hours;
+    at-risk customers are handed to people at once; anonymous visitors get a default."""
+    email_policy = rpb.SlaPolicy(
+        policy_id="email-24h",
+        display_name="Email: 24 business hours",
+        calendar_id="berlin-office",
+        first_response=_target(24 * 60),
+        pause_states=[rpb.CONVERSATION_STATE_WAITING_ON_CUSTOMER],
+    )
+    personas = [
+        wpb.Persona(
+            persona_id=persona_id,
+            display_name=name,
+            tone=tone,
+            answer_length=length,
+            greeting=greeting,
+            languages=["en", "de"],
+        )
+        for persona_id, name, tone, length, greeting in (
+            (
+                "enterprise-concierge",
+                "Ada, your support concierge",
+                wpb.TONE_FORMAL,
+                wpb.ANSWER_LENGTH_DETAILED,
+                "Good to see you, {first_name}. How can we help {company_name} today?",
+            ),
+            (
+                "growth-guide",
+                "Sam from support",
+                wpb.TONE_FRIENDLY,
+                wpb.ANSWER_LENGTH_CONCISE,
+                "Hi {first_name}! What can we do for you?",
+            ),
+            (
+                "starter-bot",
+                "Switchboard helper",
+                wpb.TONE_PLAYFUL,
+                wpb.ANSWER_LENGTH_CONCISE,
+                "Hey {first_name}, ask me anything.",
+            ),
+            (
+                "visitor-bot",
+                "Switchboard helper",
+                wpb.TONE_FRIENDLY,
+                wpb.ANSWER_LENGTH_CONCISE,
+                "Hi {first_name}! How can we help?",
+            ),
+        )
+    ]
+    keywords = ["cancel", "refund", "legal", "outage"]
+    escalations = [
+        wpb.EscalationPolicy(
+            policy_id="enterprise-fast",
+            display_name="Enterprise: a person after one bot answer",
+            max_bot_turns=1,
+            min_sentiment=-0.2,
+            keywords=keywords,
+            on_human_request=True,
+            queue_id="senior",
+            handover_channel=rpb.CHANNEL_CHAT,
+            sla_policy_id="enterprise-30m",
+            after_hours=wpb.AFTER_HOURS_CALLBACK,
+        ),
+        wpb.EscalationPolicy(
+            policy_id="growth-standard",
+            display_name="Growth: three bot turns",
+            max_bot_turns=3,
+            min_sentiment=-0.4,
+            keywords=keywords,
+            on_human_request=True,
+            queue_id="priority",
+            handover_channel=rpb.CHANNEL_CHAT,
+            sla_policy_id="growth-2h",
+            after_hours=wpb.AFTER_HOURS_EMAIL,
+            after_hours_sla_policy_id="email-24h",
+        ),
+        wpb.EscalationPolicy(
+            policy_id="starter-email",
+            display_name="Starter: bot first, then email",
+            max_bot_turns=5,
+            min_confidence=0.3,
+            on_human_request=True,
+            queue_id="general",
+            handover_channel=rpb.CHANNEL_EMAIL,
+            sla_policy_id="email-24h",
+        ),
+        wpb.EscalationPolicy(
+            policy_id="at-risk-now",
+            display_name="At risk: a person at once",
+            immediately=True,
+            queue_id="priority",
+            handover_channel=rpb.CHANNEL_CHAT,
+            sla_policy_id="enterprise-30m",
+            after_hours=wpb.AFTER_HOURS_CALLBACK,
+        ),
+    ]
+    policies = wpb.WidgetPolicies(
+        assignments=[
+            wpb.WidgetAssignment(segment_id="at_risk", escalation_policy_id="at-risk-now"),
+            wpb.WidgetAssignment(
+                segment_id="tier_enterprise",
+                persona_id="enterprise-concierge",
+                escalation_policy_id="enterprise-fast",
+            ),
+            wpb.WidgetAssignment(
+                segment_id="tier_growth",
+                persona_id="growth-guide",
+                escalation_policy_id="growth-standard",
+            ),
+            wpb.WidgetAssignment(
+                segment_id="tier_starter",
+                persona_id="starter-bot",
+                escalation_policy_id="starter-email",
+            ),
+        ],
+        default_persona_id="visitor-bot",
+        default_escalation_policy_id="starter-email",
+    )
+    return email_policy, personas, escalations, policies
+
+
+def load_widgets_demo(settings: Settings) -> str:
+    """Create the widget personas, escalation policies and their assignment (skipping what
+    exists) and describe them."""
+    email_policy, personas, escalations, policies = widgets_demo_configuration()
+    channel = open_channel(settings.routing_address, deadline_seconds=30)
+    routing = routing_pb2_grpc.RoutingServiceStub(channel)
+    widgets = widgets_pb2_grpc.WidgetServiceStub(channel)
+    creations: list[tuple[Any, Any]] = [
+        (routing.CreateSlaPolicy, rpb.CreateSlaPolicyRequest(policy=email_policy)),
+        *((widgets.CreatePersona, wpb.CreatePersonaRequest(persona=p)) for p in personas),
+        *(
+            (widgets.CreateEscalationPolicy, wpb.CreateEscalationPolicyRequest(policy=p))
+            for p in escalations
+        ),
+    ]
+    created = 0
+    for call, request in creations:
+        try:
+            call(request)
+            created += 1
+        except grpc.RpcError as error:
+            if error.code() != grpc.StatusCode.ALREADY_EXISTS:
+                raise
+    current = widgets.GetWidgetPolicies(wpb.GetWidgetPoliciesRequest()).policies
+    if not current.revision:
+        current = widgets.UpdateWidgetPolicies(
+            wpb.UpdateWidgetPoliciesRequest(policies=policies, actor="switchboard demo")
+        ).policies
+    channel.close()
+    return (
+        f"widgets: {created} personas, escalation policies and SLA policies created; "
+        f"policies at revision {current.revision} ({len(current.assignments)} lines)"
     )

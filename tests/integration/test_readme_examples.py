@@ -14,7 +14,7 @@ from sqlalchemy import Engine
 
 from services.core.server import RunningServer, create_server
 from services.core.settings import Settings
-from services.demo import load_demo, load_routing_demo, load_segment_demo
+from services.demo import load_demo, load_routing_demo, load_segment_demo, load_widgets_demo
 from services.registry import SERVICES
 
 README = Path(__file__).parents[2] / "README.md"
@@ -69,6 +69,7 @@ def test_readme_buf_curl_examples_work_as_printed(
     load_demo(settings)  # what `switchboard demo` does, as the README asks first
     load_segment_demo(settings)
     load_routing_demo(settings)
+    load_widgets_demo(settings)
     examples = readme_examples()
     assert len(examples) >= 10
 
