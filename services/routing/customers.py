@@ -154,6 +154,9 @@ class CustomerDirectory:
         return hashlib.sha256("\n".join(self._plan_fingerprint).encode()).hexdigest()[:16]
 
     def plan(self) -> SegmentPlan:
+        plan = self._plan
+        if plan is not None and time.monotonic() - self._plan_read_at < self.refresh_seconds:
+            return plan
         changed = False
         with self._lock:
             moment = time.monotonic()

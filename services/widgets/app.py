@@ -22,7 +22,7 @@ from typing import Any
 from prometheus_client import Counter
 
 from services.core.errors import FailedPrecondition, FieldViolation, NotFound, Unavailable
-from services.core.validation import actor_problems, raise_if
+from services.core.validation import actor_problems, raise_if, required
 from services.profiles.logic import EXTERNAL_SYSTEM_PATTERN, validate_customer_id
 from services.routing.app import Routing
 from services.routing.business_hours import is_open, next_change_time
@@ -111,8 +111,12 @@ class CacheMetrics:
             registry=None,
         )
 
+        self._by_result = {
+            result: self.lookups.labels(result) for result in ("hit", "miss", "down")
+        }
+
     def count(self, result: str) -> None:
-        self.lookups.labels(result).inc()
+        self._by_result[result].inc()
 
 
 def greeting_values(attributes: Mapping[str, Any]) -> dict[str, str]:
@@ -239,7 +243,7 @@ class Widgets:
         return documents.persona_from(stored.key, stored.document, **stamps(stored))
 
     def delete_persona(self, *, persona_id: str, revision: int) -> None:
-        raise_if(_required("persona_id", persona_id))
+        raise_if(required("persona_id", persona_id))
         self.routing.delete_definition(documents.PERSONA, persona_id, revision, _nobody)
 
     # ---- escalation policies ----------------------------------------------------------------
@@ -280,7 +284,7 @@ class Widgets:
         return documents.escalation_from(stored.key, stored.document, **stamps(stored))
 
     def delete_escalation(self, *, policy_id: str, revision: int) -> None:
-        raise_if(_required("policy_id", policy_id))
+        raise_if(required("policy_id", policy_id))
         self.routing.delete_definition(documents.ESCALATION, policy_id, revision, _nobody)
 
     # ---- assignment to segments ---------------------------------------------------------------
@@ -410,8 +414,7 @@ class Widgets:
                 conversation_id,
                 customer_id,
                 attributes if not customer_id else {},
-                policy,
-                config.handover_offer,
+                config,
                 verdict,
                 now,
             )
@@ -428,25 +431,24 @@ class Widgets:
         conversation_id: str,
         customer_id: str,
         visitor_attributes: Mapping[str, Any],
-        policy: EscalationPolicy,
-        handover: Offer,
+        config: WidgetConfig,
         verdict: Verdict,
         now: datetime,
     ) -> Decision:
-        target = promised_target(
-            policy, handover == Offer.LIVE_CHAT or not _after_hours(policy, handover)
-        )
+        """Routes the conversation to the policy's queue with the SLA promised now; one the
+        widget routed to the bot when the chat began is escalated where it waits."""
+        policy = config.escalation
         decision, replayed = self.routing.route(
             request=RouteRequest(
                 conversation_id=conversation_id,
-                channel=_HANDOVER_CHANNEL[handover],
+                channel=_HANDOVER_CHANNEL[config.handover_offer],
                 customer_id=customer_id,
                 visitor_attributes=visitor_attributes,
                 topic="handover",
                 time=now,
                 handover=Handover(
                     policy.queue_id,
-                    target,
+                    promised_target(policy, config.queue_open),
                     f"handed over by escalation policy {policy.policy_id!r}: {verdict.explanation}",
                 ),
             )
@@ -454,7 +456,6 @@ class Widgets:
         if replayed:
             conversation = self.routing.get_conversation(conversation_id=conversation_id)
             if conversation.state == ConversationState.BOT:
-                # Routed to the bot when the chat began: now it goes to people.
                 self.routing.record_event(
                     conversation_id=conversation_id,
                     kind=EventKind.ESCALATED,
@@ -610,14 +611,6 @@ class Widgets:
         except Unavailable as error:
             log.warning("answering a widget without segments: %s", error)
             return "", visitor.attributes, frozenset()
-
-
-def _after_hours(policy: EscalationPolicy, handover: Offer) -> bool:
-    return policy.handover_channel == Channel.CHAT and handover != Offer.LIVE_CHAT
-
-
-def _required(field: str, value: str) -> list[FieldViolation]:
-    return [] if value else [FieldViolation(field, "is required")]
 
 
 def _nobody(_config: Config) -> list[str]:

@@ -1,12 +1,12 @@
 """Where precomputed widget configurations wait for the widget's next call.
 
-Entries are keyed by the routing configuration version they were computed at, and the
+Every entry is stamped with the routing configuration version it was computed at, and the
 version in force is itself a cache key that every write to personas, escalation policies,
-assignments, queues, calendars or SLA policies moves before it answers. A reader asks for
-"the entry at the current version" in one round trip (a Lua script on Redis), so an entry
-computed from a policy that has since changed is never found again. An entry also ends when
-the handover queue's calendar opens or closes, since what the visitor is offered and
-promised depends on that.
+assignments, queues, calendars or SLA policies moves before it answers. A reader fetches the
+version and the entry in one round trip (MGET) and takes the entry only when the stamps
+agree, so an entry computed from a policy that has since changed is never served, whoever
+wrote it and when. An entry also ends when the handover queue's calendar opens or closes,
+since what the visitor is offered and promised depends on that.
 
 ``RedisWidgetCache`` is production's, shared by servers and workers; ``LocalWidgetCache``
 is the embedded default's, inside the one routing process.
@@ -19,7 +19,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Protocol, cast
 
 import redis
 
@@ -32,22 +32,6 @@ PRECOMPUTED_KEY = PREFIX + "precomputed"
 # No entry outlives a day, so entries for customers that left age out.
 MAX_AGE = timedelta(days=1)
 
-# KEYS[1] the version key; ARGV[1] the prefix, ARGV[2] the entry's name.
-_READ = """
-local version = redis.call('GET', KEYS[1])
-if not version then return {'', ''} end
-return {version, redis.call('GET', ARGV[1] .. version .. ':' .. ARGV[2]) or ''}
-"""
-# KEYS[1] the version key; ARGV[1] the prefix, ARGV[2..] entry names to drop at that version.
-_FORGET = """
-local version = redis.call('GET', KEYS[1])
-if not version then return 0 end
-local dropped = 0
-for i = 2, #ARGV do
-  dropped = dropped + redis.call('DEL', ARGV[1] .. version .. ':' .. ARGV[i])
-end
-return dropped
-"""
 # Versions only move forward, whoever publishes them and in whatever order.
 _PUBLISH = """
 local current = tonumber(redis.call('GET', KEYS[1]) or '0')
@@ -80,7 +64,7 @@ class WidgetCache(Protocol):
         ...
 
     def forget(self, names: Sequence[str]) -> None:
-        """Drop these entries at the version in force (their customers changed)."""
+        """Drop these entries (their customers changed)."""
         ...
 
     def forget_all(self) -> None:
@@ -106,26 +90,30 @@ class RedisWidgetCache:
             socket_connect_timeout=timeout_seconds,
             health_check_interval=0,
         )
-        self._read = self.client.register_script(_READ)
         self._publish = self.client.register_script(_PUBLISH)
-        self._forget = self.client.register_script(_FORGET)
 
     def read(self, name: str) -> tuple[int, bytes | None]:
         try:
-            version, value = self._read(keys=[VERSION_KEY], args=[PREFIX, name])
+            # Bytes: the client does not decode responses.
+            found = cast(list[bytes | None], self.client.mget(VERSION_KEY, PREFIX + name))
         except redis.RedisError as error:
             raise CacheDown(str(error)) from error
-        return int(version or 0), value or None
+        version, value = found
+        if version is None:
+            return 0, None
+        stamp, _, config = (value or b"").partition(b":")
+        return int(version), config if value and stamp == version else None
 
     def write(self, version: int, entries: Sequence[Entry]) -> None:
         now = self.clock()
+        stamp = b"%d:" % version
         try:
             with self.client.pipeline(transaction=False) as pipe:
                 for entry in entries:
                     ttl = _end(entry.expire_at, now) - now
                     pipe.set(
-                        f"{PREFIX}{version}:{entry.name}",
-                        entry.value,
+                        PREFIX + entry.name,
+                        stamp + entry.value,
                         px=max(1, int(ttl.total_seconds() * 1000)),
                     )
                 pipe.execute()
@@ -139,8 +127,10 @@ class RedisWidgetCache:
             raise CacheDown(str(error)) from error
 
     def forget(self, names: Sequence[str]) -> None:
+        if not names:
+            return
         try:
-            self._forget(keys=[VERSION_KEY], args=[PREFIX, *names])
+            self.client.delete(*(PREFIX + name for name in names))
         except redis.RedisError as error:
             raise CacheDown(str(error)) from error
 

@@ -127,10 +127,13 @@ def run_task(settings: Settings, name: str, done_key: str, **kwargs: Any) -> dic
 
 
 def stored_answer(redis_url: str, customer_id: str) -> wpb.WidgetConfig | None:
+    """The customer's entry as the workers left it, if it is at the version in force."""
     client = redis.Redis.from_url(redis_url)
-    version = client.get(VERSION_KEY)
-    value = client.get(b"sb:widget:" + (version or b"0") + b":c:" + customer_id.encode())
-    return None if value is None else wpb.WidgetConfig.FromString(value)
+    version, value = client.mget(VERSION_KEY, f"sb:widget:c:{customer_id}")
+    if value is None:
+        return None
+    stamp, _, config = value.partition(b":")
+    return wpb.WidgetConfig.FromString(config) if stamp == version else None
 
 
 def test_the_worker_precomputes_every_customer_before_any_widget_asks(
