@@ -207,6 +207,7 @@ class Widgets:
         self._catalog: Catalog | None = None
         self._catalog_lock = threading.Lock()
         self._version_checked_at = -float("inf")
+        self._cache_down = False
         routing.repository.config_listeners.append(self._publish_stored_version)
         routing.customers.change_listeners.append(self._forget_customers)
         routing.customers.plan_listeners.append(self._forget_everyone)
@@ -367,20 +368,21 @@ class Widgets:
         self._check_version()
         self._notice_changes()
         name = entry_name(visitor.customer_id) if visitor.customer_id else ""
+        version = 0
         # Values the widget sends change the greeting, so such answers are not shared.
         if name and not visitor.greeting_values:
-            try:
-                version, found = self.cache.read(name)
-            except CacheDown:
+            found = None
+            if self._cache_down:
                 self.metrics.count("down")
-                self._version_checked_at = -float("inf")
-                version, found = 0, None
             else:
-                self.metrics.count("hit" if found else "miss")
+                try:
+                    version, found = self.cache.read(name)
+                except CacheDown as error:
+                    self._went_down(error)
+                else:
+                    self.metrics.count("hit" if found else "miss")
             if found is not None:
                 return Answer(None, found, cached=True)
-        else:
-            version = 0
         now = self.routing.clock()
         catalog = self.catalog(at_least=version)
         customer_id, attributes, segment_ids = self._resolve(visitor, now)
@@ -551,13 +553,24 @@ class Widgets:
             return store.config_version()
 
     def _publish_stored_version(self) -> None:
+        self._version_checked_at = time.monotonic()
         version = self.stored_version()
         try:
             self.cache.publish(version)
-        except CacheDown:
-            log.warning("widget cache is down; its version will be published later")
+        except CacheDown as error:
+            self._went_down(error)
             return
-        self._version_checked_at = time.monotonic()
+        if self._cache_down:
+            log.warning("widget cache is back", extra={"version": version})
+            self._cache_down = False
+
+    def _went_down(self, error: CacheDown) -> None:
+        """Answer without the cache until the version in force could be published again:
+        entries read before that might come from a policy changed during the outage."""
+        self.metrics.count("down")
+        if not self._cache_down:
+            log.warning("widget cache is down; answering without it: %s", error)
+            self._cache_down = True
 
     def _notice_changes(self) -> None:
         """Let the customers' change log and segment definitions catch up (each at most
@@ -572,21 +585,23 @@ class Widgets:
     def _forget_customers(self, customer_ids: Sequence[str]) -> None:
         try:
             self.cache.forget([entry_name(customer_id) for customer_id in customer_ids])
-        except CacheDown:
-            self.metrics.count("down")
+        except CacheDown as error:
+            self._went_down(error)
 
     def _forget_everyone(self) -> None:
         try:
             self.cache.forget_all()
-        except CacheDown:
-            self.metrics.count("down")
+        except CacheDown as error:
+            self._went_down(error)
 
     def _keep(self, version: int, entries: Sequence[Entry]) -> None:
+        if self._cache_down:
+            return
         try:
             self.cache.write(version, entries)
             self.cache.publish(version)
-        except CacheDown:
-            self.metrics.count("down")
+        except CacheDown as error:
+            self._went_down(error)
 
     def _resolve(
         self, visitor: Visitor, now: datetime
