@@ -392,7 +392,8 @@ class Widgets:
         config, changes_at = compose(catalog, segment_ids, values, now)
         encoded = self.encode(config)
         if customer_id and not visitor.greeting_values:
-            self._keep(catalog.version, [Entry(entry_name(customer_id), encoded, changes_at)])
+            entries = [Entry(entry_name(customer_id), encoded, changes_at)]
+            self._keep(catalog.version, entries, publish=catalog.version > version)
         return Answer(config, encoded, cached=False)
 
     def evaluate_escalation(
@@ -594,12 +595,15 @@ class Widgets:
         except CacheDown as error:
             self._went_down(error)
 
-    def _keep(self, version: int, entries: Sequence[Entry]) -> None:
+    def _keep(self, version: int, entries: Sequence[Entry], *, publish: bool) -> None:
+        """Store freshly computed entries; ``publish`` when the cache's version in force was
+        seen to be older than the one they were computed at."""
         if self._cache_down:
             return
         try:
             self.cache.write(version, entries)
-            self.cache.publish(version)
+            if publish:
+                self.cache.publish(version)
         except CacheDown as error:
             self._went_down(error)
 
