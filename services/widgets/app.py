@@ -367,7 +367,8 @@ class Widgets:
         raise_if(visitor_problems(visitor))
         self._check_version()
         self._notice_changes()
-        name = entry_name(visitor.customer_id) if visitor.customer_id else ""
+        named = self._customer_id(visitor)
+        name = entry_name(named) if named else ""
         version = 0
         # Values the widget sends change the greeting, so such answers are not shared.
         if name and not visitor.greeting_values:
@@ -385,7 +386,7 @@ class Widgets:
                 return Answer(None, found, cached=True)
         now = self.routing.clock()
         catalog = self.catalog(at_least=version)
-        customer_id, attributes, segment_ids = self._resolve(visitor, now)
+        customer_id, attributes, segment_ids = self._resolve(named, visitor, now)
         values = greeting_values(attributes) | {
             key: value for key, value in visitor.greeting_values.items() if value
         }
@@ -407,7 +408,9 @@ class Widgets:
         raise_if(problems)
         now = self.routing.clock()
         catalog = self.catalog()
-        customer_id, attributes, segment_ids = self._resolve(visitor, now)
+        customer_id, attributes, segment_ids = self._resolve(
+            self._customer_id(visitor), visitor, now
+        )
         config, _ = compose(catalog, segment_ids, {}, now)
         policy = config.escalation
         verdict = evaluate_escalation(policy, turn)
@@ -607,19 +610,27 @@ class Widgets:
         except CacheDown as error:
             self._went_down(error)
 
+    def _customer_id(self, visitor: Visitor) -> str:
+        """The id of the customer the visitor names; "" when an external id names nobody
+        (or profiles cannot tell now): the visitor is then anonymous."""
+        if not visitor.external_system:
+            return visitor.customer_id
+        try:
+            record = self.routing.customers.profiles.find_by_external_id(
+                visitor.external_system, visitor.external_id
+            )
+        except Unavailable as error:
+            log.warning("answering a widget as anonymous: %s", error)
+            return ""
+        return str(record["customer_id"]) if record else ""
+
     def _resolve(
-        self, visitor: Visitor, now: datetime
+        self, customer_id: str, visitor: Visitor, now: datetime
     ) -> tuple[str, Mapping[str, Any], frozenset[str]]:
         """(customer id or "" for anonymous, attributes, segments). An unknown customer, or
         one the profiles or segments service cannot tell about now, is anonymous."""
         customers = self.routing.customers
-        customer_id = visitor.customer_id
         try:
-            if visitor.external_system:
-                record = customers.profiles.find_by_external_id(
-                    visitor.external_system, visitor.external_id
-                )
-                customer_id = record["customer_id"] if record else ""
             if customer_id:
                 try:
                     known = customers.lookup(customer_id, now)

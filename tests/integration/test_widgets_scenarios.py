@@ -219,3 +219,14 @@ def test_a_customer_who_changes_tier_gets_the_new_answer_without_a_worker(
     answer = config_of(team, customer_id="bloom")
     assert not answer.cached
     assert answer.config.persona.persona_id == "detailed"
+
+
+def test_a_visitor_named_by_external_id_shares_the_customers_cached_answer(
+    team: Widgets,
+) -> None:
+    by_id = config_of(team, customer_id="globex")
+    by_external_id = config_of(team, external_id="billing:cus_globex")
+
+    assert not by_id.cached
+    assert by_external_id.cached
+    assert by_external_id.config == by_id.config
