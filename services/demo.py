@@ -454,19 +454,9 @@ def routing_demo_configuration() -> tuple[
     return [office], policies, queues, agents, rules
 
 
-def load_routing_demo(settings: Settings) -> str:
-    """Create the first team's routing (skipping what exists), put two agents online and
-    describe it."""
-    calendars, policies, queues, agents, rules = routing_demo_configuration()
-    channel = open_channel(settings.routing_address, deadline_seconds=30)
-    stub = routing_pb2_grpc.RoutingServiceStub(channel)
+def _create_missing(creations: list[tuple[Any, Any]]) -> int:
+    """Make each (create call, request), skipping what exists; how many were created."""
     created = 0
-    creations: list[tuple[Any, Any]] = [
-        *((stub.CreateCalendar, rpb.CreateCalendarRequest(calendar=c)) for c in calendars),
-        *((stub.CreateSlaPolicy, rpb.CreateSlaPolicyRequest(policy=p)) for p in policies),
-        *((stub.CreateQueue, rpb.CreateQueueRequest(queue=q)) for q in queues),
-        *((stub.CreateAgent, rpb.CreateAgentRequest(agent=a)) for a in agents),
-    ]
     for call, request in creations:
         try:
             call(request)
@@ -474,6 +464,22 @@ def load_routing_demo(settings: Settings) -> str:
         except grpc.RpcError as error:
             if error.code() != grpc.StatusCode.ALREADY_EXISTS:
                 raise
+    return created
+
+
+def load_routing_demo(settings: Settings) -> str:
+    """Create the first team's routing (skipping what exists), put two agents online and
+    describe it."""
+    calendars, policies, queues, agents, rules = routing_demo_configuration()
+    channel = open_channel(settings.routing_address, deadline_seconds=30)
+    stub = routing_pb2_grpc.RoutingServiceStub(channel)
+    creations: list[tuple[Any, Any]] = [
+        *((stub.CreateCalendar, rpb.CreateCalendarRequest(calendar=c)) for c in calendars),
+        *((stub.CreateSlaPolicy, rpb.CreateSlaPolicyRequest(policy=p)) for p in policies),
+        *((stub.CreateQueue, rpb.CreateQueueRequest(queue=q)) for q in queues),
+        *((stub.CreateAgent, rpb.CreateAgentRequest(agent=a)) for a in agents),
+    ]
+    created = _create_missing(creations)
     current = stub.GetRoutingRules(rpb.GetRoutingRulesRequest()).rules
     if not current.revision:
         current = stub.UpdateRoutingRules(
@@ -631,14 +637,7 @@ def load_widgets_demo(settings: Settings) -> str:
             for p in escalations
         ),
     ]
-    created = 0
-    for call, request in creations:
-        try:
-            call(request)
-            created += 1
-        except grpc.RpcError as error:
-            if error.code() != grpc.StatusCode.ALREADY_EXISTS:
-                raise
+    created = _create_missing(creations)
     current = widgets.GetWidgetPolicies(wpb.GetWidgetPoliciesRequest()).policies
     if not current.revision:
         current = widgets.UpdateWidgetPolicies(
