@@ -2,11 +2,11 @@
 
 Definitions are stored beside routing's, through routing's own definition plumbing, so they
 share its revisions, its configuration version and its in-use checks. A widget's answer is
-computed from the compiled ``Catalog`` at one version and kept in a ``WidgetCache`` under
-that version; ``precompute`` fills the cache ahead of the widgets' calls.
+computed from the compiled ``Catalog`` at one version and kept in a ``WidgetCache`` stamped
+with that version; ``precompute`` fills the cache ahead of the widgets' calls.
 
 The answer for a known customer is kept as the bytes the caller encodes it to (``encode``),
-so serving a cached answer is one cache read and no decoding.
+so serving a cached answer is one cache read and nothing recomputed.
 """
 
 from __future__ import annotations
@@ -83,9 +83,8 @@ class Catalog:
 
 @dataclass(frozen=True)
 class Answer:
-    """A widget configuration: encoded when it came from the cache, else as computed."""
+    """A widget configuration in the form ``encode`` gives it, as the cache keeps it."""
 
-    config: WidgetConfig | None
     encoded: bytes
     cached: bool
 
@@ -383,7 +382,7 @@ class Widgets:
                 else:
                     self.metrics.count("hit" if found else "miss")
             if found is not None:
-                return Answer(None, found, cached=True)
+                return Answer(found, cached=True)
         now = self.routing.clock()
         catalog = self.catalog(at_least=version)
         customer_id, attributes, segment_ids = self._resolve(named, visitor, now)
@@ -395,7 +394,7 @@ class Widgets:
         if customer_id and not visitor.greeting_values:
             entries = [Entry(entry_name(customer_id), encoded, changes_at)]
             self._keep(catalog.version, entries, publish=catalog.version > version)
-        return Answer(config, encoded, cached=False)
+        return Answer(encoded, cached=False)
 
     def evaluate_escalation(
         self, *, visitor: Visitor, turn: BotTurn, conversation_id: str
