@@ -72,6 +72,7 @@ from services.routing.repository import (
     RoutingRepository,
     Store,
     StoredDefinition,
+    StoredRevision,
     check_revision,
     resource_name,
 )
@@ -322,25 +323,10 @@ class Routing:
     # ---- routing rules ----------------------------------------------------------------------
 
     def get_rules(self, *, revision: int) -> RoutingRules:
-        if revision < 0:
-            raise InvalidArgument.field("revision", "must be zero or more")
-        with self.repository.read() as store:
-            current = store.find_definition("rules", "rules")
-            if current is None:
-                if revision:
-                    raise NotFound("routing rules revision", str(revision))
-                return RoutingRules()
-            wanted = revision or current.revision
-            found = [
-                r
-                for r in store.revisions("rules", "rules", before_revision=wanted + 1, limit=1)
-                if r.revision == wanted
-            ]
-        if not found:
-            raise NotFound("routing rules revision", str(revision))
-        return documents.rules_from(
-            found[0].document, found[0].revision, found[0].revise_time, found[0].actor
-        )
+        found = self.document_revision("rules", "rules", revision)
+        if found is None:
+            return RoutingRules()
+        return documents.rules_from(found.document, found.revision, found.revise_time, found.actor)
 
     def update_rules(self, *, rules: RoutingRules, actor: str) -> RoutingRules:
         raise_if(rules_problems(rules) + actor_problems(actor))
@@ -980,6 +966,28 @@ class Routing:
         raise_if(required(field, key))
         with self.repository.read() as store:
             return store.definition(kind, key)
+
+    def document_revision(self, kind: str, key: str, revision: int) -> StoredRevision | None:
+        """A revision of a one-of-a-kind document (the rules, the widget policies); 0 is
+        the one in force, None when it was never set."""
+        if revision < 0:
+            raise InvalidArgument.field("revision", "must be zero or more")
+        what = f"{resource_name(kind)} revision"
+        with self.repository.read() as store:
+            current = store.find_definition(kind, key)
+            if current is None:
+                if revision:
+                    raise NotFound(what, str(revision))
+                return None
+            wanted = revision or current.revision
+            found = [
+                r
+                for r in store.revisions(kind, key, before_revision=wanted + 1, limit=1)
+                if r.revision == wanted
+            ]
+        if not found:
+            raise NotFound(what, str(revision))
+        return found[0]
 
     def definition_page(
         self, kind: str, page_size: int, page_token: str

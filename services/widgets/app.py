@@ -290,29 +290,11 @@ class Widgets:
     # ---- assignment to segments ---------------------------------------------------------------
 
     def get_policies(self, *, revision: int) -> WidgetPolicies:
-        if revision < 0:
-            raise_if([FieldViolation("revision", "must be zero or more")])
-        with self.routing.repository.read() as store:
-            current = store.find_definition(documents.POLICIES, documents.POLICIES_KEY)
-            if current is None:
-                if revision:
-                    raise NotFound("widget policies revision", str(revision))
-                return WidgetPolicies()
-            wanted = revision or current.revision
-            found = [
-                r
-                for r in store.revisions(
-                    documents.POLICIES,
-                    documents.POLICIES_KEY,
-                    before_revision=wanted + 1,
-                    limit=1,
-                )
-                if r.revision == wanted
-            ]
-        if not found:
-            raise NotFound("widget policies revision", str(revision))
+        found = self.routing.document_revision(documents.POLICIES, documents.POLICIES_KEY, revision)
+        if found is None:
+            return WidgetPolicies()
         return documents.policies_from(
-            found[0].document, found[0].revision, found[0].revise_time, found[0].actor
+            found.document, found.revision, found.revise_time, found.actor
         )
 
     def update_policies(self, *, policies: WidgetPolicies, actor: str) -> WidgetPolicies:
