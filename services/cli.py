@@ -18,7 +18,9 @@ from services.core.db import create_db_engine, upgrade_database
 from services.core.logs import configure_logging
 from services.core.server import create_server, serve_until_stopped
 from services.core.settings import Settings
+from services.outreach.cli import outreach
 from services.registry import SERVICES
+from services.sync.cli import sync
 
 log = logging.getLogger("switchboard.cli")
 
@@ -56,10 +58,19 @@ def serve(service: str) -> None:
 
 @main.command()
 @click.option("--concurrency", default=2, show_default=True, help="Worker processes.")
-def worker(concurrency: int) -> None:
-    """Run a Celery worker for every Switchboard queue."""
+@click.option(
+    "--queues",
+    default="",
+    help="Comma-separated queues to serve (default: all of them).",
+)
+def worker(concurrency: int, queues: str) -> None:
+    """Run a Celery worker for every Switchboard queue, or for the ones named."""
     from workers.app import QUEUES, create_celery_app
 
+    wanted = [name.strip() for name in queues.split(",") if name.strip()] or list(QUEUES)
+    unknown = sorted(set(wanted) - set(QUEUES))
+    if unknown:
+        raise click.BadParameter(f"unknown queues {unknown}; known: {list(QUEUES)}")
     settings = Settings()
     configure_logging("worker", settings.log_level)
     app = create_celery_app(settings)
@@ -68,7 +79,7 @@ def worker(concurrency: int) -> None:
             "worker",
             f"--loglevel={settings.log_level}",
             f"--concurrency={concurrency}",
-            f"--queues={','.join(QUEUES)}",
+            f"--queues={','.join(wanted)}",
             "--without-gossip",
             "--without-mingle",
         ]
@@ -127,17 +138,25 @@ def demo() -> None:
 @main.command()
 @click.option("--ready-timeout", default=60.0, show_default=True)
 def up(ready_timeout: float) -> None:
-    """Run the whole stack: three services, a worker and beat, until Ctrl-C."""
+    """Run the whole stack: three services, workers and beat, until Ctrl-C."""
     settings = Settings()
     configure_logging("up", settings.log_level)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     click.echo(_describe_backends(settings))
     upgrade_database(settings.effective_database_url)
 
+    from workers.app import QUEUES
+
     command = [sys.executable, "-m", "services.cli"]
+    not_sync = ",".join(queue for queue in QUEUES if queue != "sync")
     children = {
         **{name: subprocess.Popen([*command, "serve", name]) for name in SERVICES},
-        "worker": subprocess.Popen([*command, "worker"]),
+        # Syncs get a worker of their own so that a long import never delays the SLA
+        # watch, re-evaluation or outreach.
+        "worker": subprocess.Popen([*command, "worker", "--queues", not_sync]),
+        "sync worker": subprocess.Popen(
+            [*command, "worker", "--queues", "sync", "--concurrency", "1"]
+        ),
         "beat": subprocess.Popen([*command, "beat"]),
     }
     stopping = False
@@ -185,7 +204,7 @@ def _describe_addresses(settings: Settings) -> str:
             f"  {name:<9} grpc {entry.address(settings):<22} "
             f"metrics http://{settings.metrics_host}:{entry.metrics_port(settings)}/metrics"
         )
-    lines.append("  worker and beat running. Ctrl-C stops everything.")
+    lines.append("  workers (sync, and everything else) and beat running. Ctrl-C stops everything.")
     return "\n".join(lines)
 
 
@@ -227,6 +246,10 @@ def _redacted(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:
         return url.split("@")[-1]
+
+
+main.add_command(sync)
+main.add_command(outreach)
 
 
 if __name__ == "__main__":

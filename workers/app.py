@@ -3,22 +3,30 @@
 Tasks are thin: they take ids, re-read state through the owning service's code, and are
 idempotent, which is what makes ``acks_late`` safe (a task redelivered after a worker
 died simply runs again).
+
+Each concern has its own queue, so that a long sync cannot starve the SLA watch: ``switchboard
+up`` runs one worker for ``sync`` and another for everything else.
 """
 
 from __future__ import annotations
-
-from datetime import timedelta
 
 from celery import Celery
 
 from services.core.settings import Settings
 
-QUEUES = ("maintenance", "routing")
+# Queue names, in the order a worker serving all of them lists them.
+QUEUES = ("sla", "outreach", "segments", "routing", "sync", "maintenance")
+
+# Task names are "switchboard.<concern>.<verb>": the concern picks the queue.
+_ROUTES = {f"switchboard.{queue}.*": {"queue": queue} for queue in QUEUES}
 
 
 def create_celery_app(settings: Settings) -> Celery:
     app = Celery("switchboard")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    from workers.tasks import maintenance, outreach, routing, segments, sla, sync, widgets
+
+    modules = (maintenance, routing, widgets, sync, segments, sla, outreach)
     app.conf.update(
         broker_url=settings.broker_url,
         broker_connection_retry_on_startup=True,
@@ -29,42 +37,32 @@ def create_celery_app(settings: Settings) -> Celery:
         task_time_limit=600,
         task_soft_time_limit=540,
         task_default_queue="maintenance",
-        task_routes={
-            "switchboard.maintenance.*": {"queue": "maintenance"},
-            "switchboard.routing.*": {"queue": "routing"},
-        },
+        task_routes=_ROUTES,
         beat_schedule={
-            "prune-usage-events": {
-                "task": "switchboard.maintenance.prune_usage_events",
-                "schedule": timedelta(hours=1),
-            },
-            "routing-timers": {
-                "task": "switchboard.routing.advance_timers",
-                "schedule": timedelta(seconds=30),
-            },
-            **_widget_schedule(settings),
+            name: entry for module in modules for name, entry in module.beat_entries(settings)
         },
         beat_schedule_filename=str(settings.data_dir / "celerybeat-schedule"),
         timezone="UTC",
         # Keep Switchboard's JSON log lines instead of Celery's own format.
         worker_hijack_root_logger=False,
+        **_beat_lock(settings),
     )
     app.conf.switchboard_settings = settings
-    from workers.tasks import maintenance, routing, widgets
-
-    maintenance.register(app)
-    routing.register(app)
-    widgets.register(app)
+    for module in modules:
+        module.register(app)
     return app
 
 
-def _widget_schedule(settings: Settings) -> dict[str, dict[str, object]]:
-    """Widget answers live in Redis only: with the embedded defaults nothing is scheduled."""
+def _beat_lock(settings: Settings) -> dict[str, object]:
+    """With Redis, beat keeps its schedule there under a lock (celery-redbeat), so a second
+    beat started by mistake waits instead of enqueueing every task twice. Embedded, the one
+    beat ``switchboard up`` starts uses Celery's file scheduler."""
     if not settings.redis_url:
         return {}
     return {
-        "widget-configs": {
-            "task": "switchboard.routing.refresh_widget_configs",
-            "schedule": timedelta(seconds=settings.widget_refresh_seconds),
-        }
+        "beat_scheduler": "redbeat.RedBeatScheduler",
+        "redbeat_redis_url": settings.redis_url,
+        "redbeat_key_prefix": "sb:beat:",
+        "redbeat_lock_timeout": 30,
+        "beat_max_loop_interval": 5,
     }

@@ -61,6 +61,36 @@ class Settings(BaseSettings):
         description="How often workers bring the widget answers in Redis up to date with "
         "customer, segment and policy changes.",
     )
+    reevaluate_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        description="How often workers re-evaluate the segments of customers that changed.",
+    )
+    nightly_recompute_hour: int = Field(
+        default=3,
+        ge=0,
+        le=23,
+        description="Hour (UTC) of the nightly re-evaluation of every customer, for "
+        "time-based rules.",
+    )
+    sla_watch_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=60,
+        description="How often workers look for SLA warnings and breaches.",
+    )
+    outreach_dispatch_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        description="How often workers send outreach webhooks that are due (new or retried).",
+    )
+    sync_chunk_rows: int = Field(
+        default=5000,
+        ge=1,
+        le=100_000,
+        description="Rows of a sync file written per transaction; a killed sync resumes "
+        "after the last committed chunk.",
+    )
     usage_retention_days: int = Field(
         default=90, ge=15, description="Raw usage events older than this are pruned."
     )

@@ -5,9 +5,7 @@ still answered when Redis is gone."""
 from __future__ import annotations
 
 import json
-import signal
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +26,14 @@ from services.widgets.precompute import REFRESHED_KEY
 from tests.integration.conftest import ManualClock
 from tests.integration.routing_setup import Profiles, Segments
 from tests.integration.widgets_setup import Widgets, config_of, set_up_team
-from tests.support.processes import RunningCommand
 from tests.support.stores import redis_server
+from tests.support.workers import (
+    fresh_redis_database,
+    running_worker,
+    settings_of,
+    wait_for,
+    worker_environment,
+)
 from workers.app import create_celery_app
 
 
@@ -54,12 +58,7 @@ def serve_routing(
 
 @pytest.fixture
 def fresh_redis(redis_url: str) -> Iterator[str]:
-    """The session's Redis on a database of its own, emptied for each test."""
-    url = redis_url.rsplit("/", 1)[0] + "/3"
-    client = redis.Redis.from_url(url)
-    client.flushdb()
-    yield url
-    client.flushdb()
+    yield from fresh_redis_database(redis_url, 3)
 
 
 @pytest.fixture
@@ -92,29 +91,10 @@ def worker(
     profiles_server: RunningServer,
     segments_server: RunningServer,
 ) -> Iterator[Settings]:
-    env = {
-        "SWITCHBOARD_DATA_DIR": str(tmp_path / "var"),
-        "SWITCHBOARD_DATABASE_URL": database_url,
-        "SWITCHBOARD_REDIS_URL": fresh_redis,
-        "SWITCHBOARD_PROFILES_ADDRESS": f"127.0.0.1:{profiles_server.port}",
-        "SWITCHBOARD_SEGMENTS_ADDRESS": f"127.0.0.1:{segments_server.port}",
-    }
-    process = RunningCommand(["worker", "--concurrency=1"], env)
-    try:
-        process.wait_for_line("ready", timeout=60)
-        yield Settings(data_dir=tmp_path / "var", database_url=database_url, redis_url=fresh_redis)
-    finally:
-        process.stop(signal.SIGTERM)
-
-
-def wait_for(check: Callable[[], Any], what: str, timeout: float = 30) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+    ports = {"profiles": profiles_server.port, "segments": segments_server.port}
+    env = worker_environment(tmp_path / "var", database_url, fresh_redis, ports)
+    with running_worker(env):
+        yield settings_of(env)
 
 
 def run_task(settings: Settings, name: str, done_key: str, **kwargs: Any) -> dict[str, Any]:

@@ -3,16 +3,28 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
 from celery import Celery
 
+from services.core.settings import Settings
 from services.profiles.app import Profiles
 from services.profiles.repository import CustomerRepository
 from workers.context import engine_of, settings_of
 
 log = logging.getLogger("switchboard.workers.maintenance")
+
+
+def beat_entries(_settings: Settings) -> Iterator[tuple[str, dict[str, Any]]]:
+    yield (
+        "prune-usage-events",
+        {
+            "task": "switchboard.maintenance.prune_usage_events",
+            "schedule": timedelta(hours=1),
+        },
+    )
 
 
 def register(app: Celery) -> None:

@@ -8,16 +8,29 @@ watching consoles see them.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from datetime import timedelta
 from functools import cache
 from typing import Any
 
 from celery import Celery
 
+from services.core.settings import Settings
 from services.routing.app import Routing
 from services.routing.server import routing_app
 from workers.context import engine_of, settings_of
 
 log = logging.getLogger("switchboard.workers.routing")
+
+
+def beat_entries(_settings: Settings) -> Iterator[tuple[str, dict[str, Any]]]:
+    yield (
+        "routing-timers",
+        {
+            "task": "switchboard.routing.advance_timers",
+            "schedule": timedelta(seconds=30),
+        },
+    )
 
 
 def register(app: Celery) -> None:

@@ -7,11 +7,14 @@ these tasks have nothing to fill, so beat does not schedule them.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from datetime import timedelta
 from functools import cache
 from typing import Any
 
 from celery import Celery
 
+from services.core.settings import Settings
 from services.routing.server import routing_app
 from services.widgets.app import Widgets
 from services.widgets.cache import RedisWidgetCache
@@ -20,6 +23,18 @@ from services.widgets.servicer import encode_config
 from workers.context import engine_of, settings_of
 
 log = logging.getLogger("switchboard.workers.widgets")
+
+
+def beat_entries(settings: Settings) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Widget answers live in Redis only: with the embedded defaults nothing is scheduled."""
+    if settings.redis_url:
+        yield (
+            "widget-configs",
+            {
+                "task": "switchboard.routing.refresh_widget_configs",
+                "schedule": timedelta(seconds=settings.widget_refresh_seconds),
+            },
+        )
 
 
 def register(app: Celery) -> None:
