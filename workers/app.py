@@ -62,7 +62,7 @@ def _beat_lock(settings: Settings) -> dict[str, object]:
     return {
         "beat_scheduler": "redbeat.RedBeatScheduler",
         "redbeat_redis_url": settings.redis_url,
-        "redbeat_key_prefix": "sb:beat:",
+        "redbeat_key_prefix": "sb:beat",
         "redbeat_lock_timeout": 30,
         "beat_max_loop_interval": 5,
     }

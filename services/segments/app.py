@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any, Protocol
+from uuid import uuid4
 
 from services.core.clock import Clock, utc_now
-from services.core.errors import FieldViolation, InvalidArgument
+from services.core.errors import Conflict, FieldViolation, InvalidArgument
 from services.core.validation import actor_problems, page_limit, raise_if, required
 from services.segments.domain import (
     EDITABLE_FIELDS,
@@ -51,6 +53,7 @@ from services.segments.repository import (
     decode_token,
     encode_token,
 )
+from services.segments.rounds import RoundRepository
 from services.segments.rules import (
     EvaluationContext,
     Explanation,
@@ -61,8 +64,11 @@ from services.segments.rules import (
 
 MAX_SAMPLE = 100
 DEFAULT_SAMPLE = 10
-# Customers evaluated and stored per transaction during recomputation.
+# Customers evaluated and stored per transaction during recomputation: one chunk of a round.
 RECOMPUTE_BATCH = 1000
+# How long a round may go without progress before another may start over (a coordinator or
+# worker died); every finished chunk extends it.
+ROUND_LEASE = timedelta(minutes=10)
 
 
 class CustomerSource(Protocol):
@@ -102,6 +108,35 @@ class RecomputeSummary:
     entered: int = 0
     exited: int = 0
     last_sequence: int = 0
+    # Set by run_chunk: the round had ended (the chunk was not run) / this chunk ended it.
+    skipped: bool = False
+    finished_round: bool = False
+
+    def add(self, other: RecomputeSummary) -> None:
+        self.evaluated += other.evaluated
+        self.removed += other.removed
+        self.entered += other.entered
+        self.exited += other.exited
+
+
+class RoundKind(StrEnum):
+    CHANGED = "changed"
+    ALL = "all"
+
+
+@dataclass(frozen=True)
+class RoundPlan:
+    """A claimed round: its customers in chunks that workers may run in parallel."""
+
+    round_id: str
+    kind: RoundKind
+    upto_sequence: int
+    chunks: list[list[str]]
+
+    @property
+    def cursor(self) -> int | None:
+        """Where the change-log cursor moves when the round ends (changed rounds only)."""
+        return self.upto_sequence if self.kind is RoundKind.CHANGED else None
 
 
 @dataclass(frozen=True)
@@ -120,6 +155,7 @@ class Segments:
         self.repository = repository
         self.customers = customers
         self.clock = clock
+        self.rounds = RoundRepository(repository.engine)
 
     # ---- definitions -------------------------------------------------------------------
 
@@ -309,39 +345,94 @@ class Segments:
     # ---- memberships -------------------------------------------------------------------
 
     def recompute(self, *, all_customers: bool, now: datetime | None) -> RecomputeSummary:
-        """Re-evaluate customers and store memberships, transitions and projections.
+        """Re-evaluate customers and store memberships, transitions and projections, in
+        this process: either the customers changed since the last round (per the profiles
+        change log, moving its cursor) or everyone. Fails with ABORTED while a round run by
+        the workers is in progress."""
+        kind = RoundKind.ALL if all_customers else RoundKind.CHANGED
+        planned = self.begin_round(kind, now=now)
+        if planned is None:
+            raise Conflict(
+                "memberships are being re-evaluated by the workers; retry in a moment",
+                reason="RECOMPUTE_RUNNING",
+            )
+        summary = RecomputeSummary(last_sequence=planned.upto_sequence)
+        for index, customer_ids in enumerate(planned.chunks):
+            done = self.run_chunk(planned, index, customer_ids, now=now)
+            summary.add(done)
+        return summary
 
-        Changed mode reads the profiles change log after the stored cursor and moves it;
-        all mode pages through every customer and leaves the cursor alone (a change made
-        during the scan is picked up by the next changed run).
-        """
+    def begin_round(self, kind: RoundKind, *, now: datetime | None = None) -> RoundPlan | None:
+        """Claim the one re-evaluation round and split its customers into chunks; None while
+        another round holds the lease. A round with no customers ends at once."""
         moment = now or self.clock()
+        round_id = f"{kind.value}-{moment:%Y%m%dT%H%M%S}-{uuid4().hex[:8]}"
+        if not self.rounds.claim(round_id=round_id, kind=kind.value, now=moment, lease=ROUND_LEASE):
+            return None
+        try:
+            if kind is RoundKind.CHANGED:
+                changed = self.customers.changed_since(self.repository.cursor())
+                ids, upto = list(changed.customer_ids), changed.last_sequence
+            else:
+                known = self.repository.projected_customer_ids()
+                known.update(record["customer_id"] for record in self.customers.all_customers())
+                ids, upto = sorted(known), self.repository.cursor()
+            planned = RoundPlan(
+                round_id,
+                kind,
+                upto,
+                [
+                    ids[start : start + RECOMPUTE_BATCH]
+                    for start in range(0, len(ids), RECOMPUTE_BATCH)
+                ],
+            )
+            if not planned.chunks:
+                self.rounds.finish(round_id, cursor=planned.cursor, now=moment)
+            else:
+                self.rounds.plan(
+                    round_id=round_id,
+                    upto_sequence=upto,
+                    chunk_count=len(planned.chunks),
+                    now=moment,
+                    lease=ROUND_LEASE,
+                )
+        except BaseException:
+            self.rounds.finish(round_id, cursor=None, now=moment)
+            raise
+        return planned
+
+    def run_chunk(
+        self,
+        planned: RoundPlan,
+        index: int,
+        customer_ids: Sequence[str],
+        *,
+        now: datetime | None = None,
+    ) -> RecomputeSummary:
+        """Evaluate one chunk of a round and store what changed; the chunk that completes the
+        round ends it. Running a chunk again (a redelivered task) stores nothing new."""
+        moment = now or self.clock()
+        summary = RecomputeSummary(last_sequence=planned.upto_sequence)
+        if not self.rounds.is_current(planned.round_id):
+            summary.skipped = True
+            return summary
         plan = compile_plan(self.repository.list_all())
         revisions = {item.segment.segment_id: item.segment.revision for item in plan.compiled}
-        summary = RecomputeSummary()
-        if all_customers:
-            trigger = Trigger.FULL_RECOMPUTE
-            known = self.repository.projected_customer_ids()
-            batch: list[dict[str, Any]] = []
-            for record in self.customers.all_customers():
-                known.discard(record["customer_id"])
-                batch.append(record)
-                if len(batch) >= RECOMPUTE_BATCH:
-                    self._store(batch, [], plan, revisions, trigger, moment, summary)
-                    batch = []
-            self._store(batch, sorted(known), plan, revisions, trigger, moment, summary)
-            summary.last_sequence = self.repository.cursor()
-            return summary
-        changed = self.customers.changed_since(self.repository.cursor())
-        ids = list(changed.customer_ids)
-        for start in range(0, len(ids), RECOMPUTE_BATCH):
-            chunk = ids[start : start + RECOMPUTE_BATCH]
-            found = self.customers.existing(chunk)
-            gone = [cid for cid in chunk if cid not in found]
-            records = [found[cid] for cid in chunk if cid in found]
-            self._store(records, gone, plan, revisions, Trigger.CUSTOMER_CHANGED, moment, summary)
-        self.repository.save_cursor(changed.last_sequence, moment)
-        summary.last_sequence = changed.last_sequence
+        trigger = (
+            Trigger.CUSTOMER_CHANGED
+            if planned.kind is RoundKind.CHANGED
+            else Trigger.FULL_RECOMPUTE
+        )
+        found = self.customers.existing(customer_ids)
+        gone = [cid for cid in customer_ids if cid not in found]
+        records = [found[cid] for cid in customer_ids if cid in found]
+        self._store(records, gone, plan, revisions, trigger, moment, summary)
+        state = self.rounds.chunk_done(
+            round_id=planned.round_id, chunk_index=index, now=moment, lease=ROUND_LEASE
+        )
+        if state is not None and state.finished:
+            self.rounds.finish(planned.round_id, cursor=planned.cursor, now=moment)
+            summary.finished_round = True
         return summary
 
     def _store(

@@ -116,3 +116,29 @@ class RecomputeCursorRow(SQLModel, table=True):
     name: str = Field(primary_key=True, max_length=64)
     sequence: int = Field(default=0, sa_type=BigInteger)
     update_time: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+
+
+class RecomputeRoundRow(SQLModel, table=True):
+    """The one re-evaluation round in progress (at most one row). Rounds never overlap, so
+    two workers never evaluate the same customer at once and store its transitions twice."""
+
+    __tablename__ = "segment_recompute_rounds"
+
+    name: str = Field(primary_key=True, max_length=16)
+    round_id: str = Field(max_length=64)
+    kind: str = Field(max_length=16)
+    # For a "changed" round: the change-log position the cursor moves to when it finishes.
+    upto_sequence: int = Field(default=0, sa_type=BigInteger)
+    chunk_count: int = -1
+    lease_until: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+    start_time: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+
+
+class RecomputeChunkRow(SQLModel, table=True):
+    """Chunks of a round that are done; inserting twice is a no-op, so a redelivered chunk
+    counts once."""
+
+    __tablename__ = "segment_recompute_chunks"
+
+    round_id: str = Field(primary_key=True, max_length=64)
+    chunk_index: int = Field(primary_key=True)

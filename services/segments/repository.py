@@ -343,16 +343,7 @@ class SegmentRepository:
 
     def save_cursor(self, sequence: int, now: datetime) -> None:
         with write_transaction(self.engine) as session:
-            moved = session.execute(
-                update(cursors)
-                .where(cursors.c.name == PROFILES_CHANGES_CURSOR)
-                .values(sequence=sequence, update_time=now)
-            )
-            if not moved.rowcount:  # type: ignore[attr-defined]
-                session.execute(
-                    insert(cursors),
-                    [{"name": PROFILES_CHANGES_CURSOR, "sequence": sequence, "update_time": now}],
-                )
+            save_cursor(session, sequence, now)
 
     def list_memberships(
         self, *, customer_id: str, segment_id: str, after: tuple[str, str] | None, limit: int
@@ -505,6 +496,20 @@ class SegmentRepository:
 
 def _segments_of(customer_id: str, references: Mapping[str, frozenset[str]]) -> frozenset[str]:
     return frozenset(ref for ref, ids in references.items() if customer_id in ids)
+
+
+def save_cursor(session: Session, sequence: int, now: datetime) -> None:
+    """Move the profiles change-log cursor, inside the caller's transaction."""
+    moved = session.execute(
+        update(cursors)
+        .where(cursors.c.name == PROFILES_CHANGES_CURSOR)
+        .values(sequence=sequence, update_time=now)
+    )
+    if not moved.rowcount:  # type: ignore[attr-defined]
+        session.execute(
+            insert(cursors),
+            [{"name": PROFILES_CHANGES_CURSOR, "sequence": sequence, "update_time": now}],
+        )
 
 
 # ---- page tokens -----------------------------------------------------------------------------
