@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,6 +144,35 @@ def running_services(
             metrics_port = environment[f"SWITCHBOARD_{name.upper()}_METRICS_PORT"]
             metrics_urls[name] = f"http://127.0.0.1:{metrics_port}/metrics"
         yield RunningStack(addresses, metrics_urls, pids)
+
+
+def stack_environment(stack: RunningStack, database_url: str, data_dir: str) -> dict[str, str]:
+    """The environment of a worker or beat joining ``stack``: same store, same addresses."""
+    environment = service_environment(database_url, data_dir)
+    for name, address in stack.addresses.items():
+        environment[f"SWITCHBOARD_{name.upper()}_ADDRESS"] = address
+    return environment
+
+
+@contextmanager
+def switchboard_process(environment: Mapping[str, str], *args: str) -> Iterator[None]:
+    """``python -m services.cli ARGS`` (a worker, beat) until the block ends."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "services.cli", *args],
+        env=dict(environment),
+        cwd=ROOT,
+        # Celery's banner; its log lines go to stderr.
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        yield
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 @contextmanager

@@ -29,13 +29,12 @@ import json
 import multiprocessing
 import os
 import random
-import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -80,7 +79,8 @@ from bench.stack import (  # noqa: E402
     Databases,
     RunningStack,
     running_services,
-    service_environment,
+    stack_environment,
+    switchboard_process,
 )
 from bench.upsert_customers import build_requests, generate_customers, upsert_all  # noqa: E402
 from services.core.settings import Settings  # noqa: E402
@@ -381,40 +381,17 @@ class Precompute:
         return self.count / self.worker_seconds if self.worker_seconds else 0.0
 
 
-@contextmanager
-def celery_worker(environment: Mapping[str, str]) -> Iterator[None]:
-    """``python -m services.cli worker --concurrency=2`` until the block ends."""
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "services.cli", "worker", "--concurrency=2"],
-        env=dict(environment),
-        cwd=ROOT,
-        # Celery's banner; its log lines go to stderr.
-        stdout=subprocess.DEVNULL,
-    )
-    try:
-        yield
-    finally:
-        worker.terminate()
-        try:
-            worker.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()
-
-
 def precompute(
     stack: RunningStack, *, database_url: str, data_dir: str, redis_url: str, timeout: float
 ) -> Precompute:
     """Send the precompute task for all customers to a fresh worker (with the servers'
     environment) once it answers a ping, and wait for its done key in Redis."""
-    environment = service_environment(database_url, data_dir)
-    for name, address in stack.addresses.items():
-        environment[f"SWITCHBOARD_{name.upper()}_ADDRESS"] = address
+    environment = stack_environment(stack, database_url, data_dir)
     app = create_celery_app(
         Settings(database_url=database_url, data_dir=Path(data_dir), redis_url=redis_url)
     )
     store = redis.Redis.from_url(redis_url)
-    with celery_worker(environment):
+    with switchboard_process(environment, "worker", "--concurrency=2"):
         deadline = time.monotonic() + 60
         while not app.control.ping(timeout=1.0):
             if time.monotonic() > deadline:
