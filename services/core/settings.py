@@ -84,6 +84,20 @@ class Settings(BaseSettings):
         gt=0,
         description="How often workers send outreach webhooks that are due (new or retried).",
     )
+    outreach_max_attempts: int = Field(
+        default=8,
+        ge=1,
+        le=50,
+        description="Attempts per outreach webhook before it is kept as dead (replayable).",
+    )
+    outreach_retry_base_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="Wait before the first retry of a failed webhook; doubles at every retry.",
+    )
+    outreach_timeout_seconds: float = Field(
+        default=5.0, gt=0, le=60, description="How long one webhook POST may take."
+    )
     sync_chunk_rows: int = Field(
         default=5000,
         ge=1,
