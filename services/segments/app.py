@@ -6,6 +6,7 @@ and reports every problem at once with the field it concerns.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -69,6 +70,8 @@ RECOMPUTE_BATCH = 1000
 # How long a round may go without progress before another may start over (a coordinator or
 # worker died); every finished chunk extends it.
 ROUND_LEASE = timedelta(minutes=10)
+# How long RecomputeMemberships waits for the workers' round before answering ABORTED.
+ROUND_WAIT_SECONDS = 3.0
 
 
 class CustomerSource(Protocol):
@@ -347,10 +350,15 @@ class Segments:
     def recompute(self, *, all_customers: bool, now: datetime | None) -> RecomputeSummary:
         """Re-evaluate customers and store memberships, transitions and projections, in
         this process: either the customers changed since the last round (per the profiles
-        change log, moving its cursor) or everyone. Fails with ABORTED while a round run by
-        the workers is in progress."""
+        change log, moving its cursor) or everyone. Fails with ABORTED when a round run by
+        the workers holds on for more than ROUND_WAIT_SECONDS."""
         kind = RoundKind.ALL if all_customers else RoundKind.CHANGED
         planned = self.begin_round(kind, now=now)
+        # Workers' rounds of changed customers take moments: wait one out rather than fail.
+        give_up = time.monotonic() + ROUND_WAIT_SECONDS
+        while planned is None and time.monotonic() < give_up:
+            time.sleep(0.05)
+            planned = self.begin_round(kind, now=now)
         if planned is None:
             raise Conflict(
                 "memberships are being re-evaluated by the workers; retry in a moment",
