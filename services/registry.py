@@ -11,7 +11,7 @@ from services.core.server import ServiceSpec
 from services.core.settings import Settings
 from services.profiles.server import profiles_spec
 from services.routing.server import routing_specs
-from services.segments.server import segments_spec
+from services.segments.server import segments_specs
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ SERVICES: dict[str, ServiceEntry] = {
     ),
     "segments": ServiceEntry(
         "segments",
-        lambda engine, settings: [segments_spec(engine, settings)],
+        segments_specs,
         lambda s: s.segments_address,
         lambda s: s.segments_metrics_port,
     ),

@@ -22,6 +22,8 @@ from services.core.errors import (
     InvalidArgument,
     NotFound,
 )
+from services.outreach.repository import watching_subscriptions
+from services.outreach.transitions import enqueue_transition_webhooks
 from services.segments.domain import (
     ChangeKind,
     Membership,
@@ -322,7 +324,7 @@ class SegmentRepository:
                     for t in outcome.transitions
                 )
             if changes:
-                session.execute(insert(membership_changes), changes)
+                _insert_changes(session, changes, outcomes, now)
 
     def replace_projection(self, documents: Mapping[str, Mapping[str, Any]], now: datetime) -> None:
         """Store projections without evaluating (for loading large data sets)."""
@@ -496,6 +498,38 @@ class SegmentRepository:
 
 def _segments_of(customer_id: str, references: Mapping[str, frozenset[str]]) -> frozenset[str]:
     return frozenset(ref for ref, ids in references.items() if customer_id in ids)
+
+
+def _insert_changes(
+    session: Session,
+    changes: Sequence[dict[str, Any]],
+    outcomes: Sequence[CustomerOutcome],
+    now: datetime,
+) -> None:
+    """Store transitions and, in the same transaction, the outreach webhooks they make;
+    their ids (the webhooks' keys) are read back only when some subscription watches."""
+    watching = watching_subscriptions(session, [change["segment_id"] for change in changes])
+    if not watching:
+        session.execute(insert(membership_changes), changes)
+        return
+    change_ids = (
+        session.execute(
+            insert(membership_changes).returning(
+                membership_changes.c.change_id, sort_by_parameter_order=True
+            ),
+            changes,
+        )
+        .scalars()
+        .all()
+    )
+    enqueue_transition_webhooks(
+        session,
+        subscriptions=watching,
+        changes=changes,
+        change_ids=change_ids,
+        segments_after={outcome.customer_id: outcome.members for outcome in outcomes},
+        now=now,
+    )
 
 
 def save_cursor(session: Session, sequence: int, now: datetime) -> None:
