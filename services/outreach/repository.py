@@ -387,6 +387,15 @@ def watching_subscriptions(session: Session, segment_ids: Sequence[str]) -> list
     return [subscription_from_row(row) for row in rows]
 
 
+def subscriptions_naming(session: Session, segment_id: str) -> list[str]:
+    """Ids of the subscriptions that watch ``segment_id`` or require it (a small table)."""
+    return sorted(
+        row.subscription_id
+        for row in session.execute(select(subscriptions)).all()
+        if row.segment_id == segment_id or segment_id in (row.require_segments or ())
+    )
+
+
 def subscription_from_row(row: Any) -> Subscription:
     return Subscription(
         subscription_id=row.subscription_id,

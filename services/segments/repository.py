@@ -22,7 +22,7 @@ from services.core.errors import (
     InvalidArgument,
     NotFound,
 )
-from services.outreach.repository import watching_subscriptions
+from services.outreach.repository import subscriptions_naming, watching_subscriptions
 from services.outreach.transitions import enqueue_transition_webhooks
 from services.segments.domain import (
     ChangeKind,
@@ -223,6 +223,13 @@ class SegmentRepository:
                 raise FailedPrecondition(
                     f"segment {segment_id!r} is referenced by {', '.join(users)}; "
                     "change their rules first",
+                    reason="SEGMENT_IN_USE",
+                )
+            watchers = subscriptions_naming(session, segment_id)
+            if watchers:
+                raise FailedPrecondition(
+                    f"segment {segment_id!r} is used by outreach subscriptions "
+                    f"{', '.join(watchers)}; delete them first",
                     reason="SEGMENT_IN_USE",
                 )
             members = session.execute(

@@ -615,3 +615,23 @@ def test_dispatchers_running_at_once_send_each_delivery_once(
     assert keys == sorted(d.idempotency_key for d in wanted)
     assert sum(delivered) == 40
     assert deliveries(outreach, status=opb.DELIVERY_STATUS_PENDING, page_size=100) == []
+
+
+def test_a_segment_that_outreach_watches_or_requires_cannot_be_deleted(
+    segments: Segments, outreach: Outreach
+) -> None:
+    set_up_alert(segments, outreach, "https://hooks.example.com/cs")
+
+    for segment_id in ("at_risk", "enterprise"):
+        error = call_error(
+            lambda segment_id=segment_id: segments.DeleteSegment(
+                spb.DeleteSegmentRequest(segment_id=segment_id)
+            )
+        )
+        assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "enterprise-at-risk" in (error.details() or "")
+
+    outreach.DeleteOutreachSubscription(
+        opb.DeleteOutreachSubscriptionRequest(subscription_id="enterprise-at-risk")
+    )
+    segments.DeleteSegment(spb.DeleteSegmentRequest(segment_id="at_risk"))
