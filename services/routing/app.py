@@ -22,7 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from services.core.clock import Clock, utc_now
 from services.core.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
 from services.core.validation import actor_problems, page_limit, raise_if, required
-from services.routing import documents, placement, views
+from services.routing import documents, placement, views, watch
 from services.routing.config import Config, load_config, stamps
 from services.routing.customers import CustomerDirectory
 from services.routing.domain import (
@@ -76,7 +76,7 @@ from services.routing.repository import (
     check_revision,
     resource_name,
 )
-from services.routing.sla import Metric, PolicyPeriod, first_response_due, sla_report
+from services.routing.sla import Alert, Metric, PolicyPeriod, first_response_due, sla_report
 from services.routing.sla import SlaPolicy as ClockPolicy
 from services.segments.repository import decode_token, encode_token
 
@@ -95,6 +95,7 @@ RECORDABLE = frozenset(
 )
 _WATCH_POLL_SECONDS = 0.5
 _TIMER_BATCH = 200
+_SLA_BATCH = 200
 
 
 class Routing:
@@ -146,11 +147,13 @@ class Routing:
 
     def update_calendar(self, *, calendar: Calendar) -> Calendar:
         raise_if(calendar_definition_problems(calendar))
+        # Any clock may count on this calendar, through its policy or its queue.
         stored = self.replace_definition(
             "calendar",
             calendar.calendar_id,
             documents.calendar_document(calendar),
             calendar.revision,
+            then=lambda store: store.recheck_sla(self.clock()),
         )
         return documents.calendar_from(stored.key, stored.document, **stamps(stored))
 
@@ -171,7 +174,8 @@ class Routing:
     def create_policy(self, *, policy: SlaPolicy) -> SlaPolicy:
         raise_if(policy_problems(policy))
         with self.repository.write() as store:
-            self.require_references(store, [("calendar", policy.calendar_id, "policy.calendar_id")])
+            self.require_references(store, _policy_references(policy))
+            _require_endpoints(store, policy)
             stored = store.create_definition(
                 "policy", policy.policy_id, documents.policy_document(policy), self.clock()
             )
@@ -187,12 +191,18 @@ class Routing:
 
     def update_policy(self, *, policy: SlaPolicy) -> SlaPolicy:
         raise_if(policy_problems(policy))
+
+        def check_and_recheck(store: Store) -> None:
+            _require_endpoints(store, policy)
+            store.recheck_sla(self.clock(), column="sla_policy_id", value=policy.policy_id)
+
         stored = self.replace_definition(
             "policy",
             policy.policy_id,
             documents.policy_document(policy),
             policy.revision,
-            [("calendar", policy.calendar_id, "policy.calendar_id")],
+            _policy_references(policy),
+            then=check_and_recheck,
         )
         return documents.policy_from(stored.key, stored.document, **stamps(stored))
 
@@ -223,12 +233,16 @@ class Routing:
 
     def update_queue(self, *, queue: Queue) -> Queue:
         raise_if(queue_problems(queue))
+        # Clocks of policies without a calendar count on their queue's.
         stored = self.replace_definition(
             "queue",
             queue.queue_id,
             documents.queue_document(queue),
             queue.revision,
             _queue_references(queue),
+            then=lambda store: store.recheck_sla(
+                self.clock(), column="queue_id", value=queue.queue_id
+            ),
         )
         return documents.queue_from(stored.key, stored.document, **stamps(stored))
 
@@ -571,6 +585,36 @@ class Routing:
         if moved:
             self._notify()
         return moved
+
+    # ---- the SLA watch ------------------------------------------------------------------------
+
+    def watch_sla(self) -> list[tuple[str, Alert]]:
+        """Record the SLA warnings and breaches reached by now and apply their policies'
+        escalations; returns (conversation id, threshold) of each one recorded.
+
+        Each conversation is looked at in its own transaction, locked (skipped when another
+        watcher holds it), so several watchers may run at once and a run that dies halfway
+        is simply run again: each threshold is recorded once."""
+        now = self.clock()
+        recorded: list[tuple[str, Alert]] = []
+        after: tuple[datetime, str] | None = None
+        while True:
+            with self.repository.read() as store:
+                due = store.due_sla_checks(now, after, _SLA_BATCH)
+            for _, conversation_id in due:
+                with self.repository.write() as store:
+                    row = store.lock_sla_check(conversation_id, now)
+                    if row is None:
+                        continue
+                    alerts = watch.check(store, self.config(store), row, now)
+                recorded += [(conversation_id, alert) for alert in alerts]
+            if len(due) < _SLA_BATCH:
+                break
+            after = due[-1]
+        if recorded:
+            # An escalation may have moved a conversation to an agent.
+            self._notify()
+        return recorded
 
     def _attributes_for_steps(self, row: Mapping[str, Any]) -> Mapping[str, Any]:
         # Later steps that name the account owner read the customer again.
@@ -1006,12 +1050,17 @@ class Routing:
         document: dict[str, Any],
         expected: int,
         references: Sequence[tuple[str, str, str]] = (),
+        then: Callable[[Store], None] | None = None,
     ) -> StoredDefinition:
+        """Store a new revision; ``then`` runs in the same transaction afterwards."""
         with self.repository.write() as store:
             self.require_references(store, references)
             stored = store.definition(kind, key, lock=True)
             check_revision(stored, expected)
-            return store.replace_definition(stored, document, self.clock())
+            replaced = store.replace_definition(stored, document, self.clock())
+            if then is not None:
+                then(store)
+            return replaced
 
     def delete_definition(
         self,
@@ -1057,6 +1106,29 @@ class Routing:
 
 
 # ---- helpers ---------------------------------------------------------------------------------
+
+
+def _policy_references(policy: SlaPolicy) -> list[tuple[str, str, str]]:
+    references = [("calendar", policy.calendar_id, "policy.calendar_id")]
+    for name, escalation in (("on_warning", policy.on_warning), ("on_breach", policy.on_breach)):
+        if escalation is not None:
+            field = f"policy.{name}.move_to_queue_id"
+            references.append(("queue", escalation.move_to_queue_id, field))
+    return references
+
+
+def _require_endpoints(store: Store, policy: SlaPolicy) -> None:
+    """The outreach endpoints a policy's escalations notify must exist."""
+    missing = [
+        f"policy.{name}.notify_endpoint_id names outreach endpoint "
+        f"{escalation.notify_endpoint_id!r}, which does not exist"
+        for name, escalation in (("on_warning", policy.on_warning), ("on_breach", policy.on_breach))
+        if escalation is not None
+        and escalation.notify_endpoint_id
+        and not store.outreach_endpoint_exists(escalation.notify_endpoint_id)
+    ]
+    if missing:
+        raise FailedPrecondition("; ".join(missing), reason="MISSING_REFERENCE")
 
 
 def _queue_references(queue: Queue) -> list[tuple[str, str, str]]:

@@ -42,6 +42,7 @@ from services.routing.domain import (
     RoutingRule,
     RoutingRules,
     RulesRevision,
+    SlaEscalation,
     SlaPolicy,
     SlaTarget,
     Strategy,
@@ -116,6 +117,8 @@ _EVENT_KINDS = {
     EventKind.ASSIGNED: pb.CONVERSATION_EVENT_KIND_ASSIGNED,
     EventKind.UNASSIGNED: pb.CONVERSATION_EVENT_KIND_UNASSIGNED,
     EventKind.POLICY_CHANGED: pb.CONVERSATION_EVENT_KIND_POLICY_CHANGED,
+    EventKind.SLA_WARNING: pb.CONVERSATION_EVENT_KIND_SLA_WARNING,
+    EventKind.SLA_BREACHED: pb.CONVERSATION_EVENT_KIND_SLA_BREACHED,
 }
 _METRICS = {
     Metric.FIRST_RESPONSE: pb.SLA_METRIC_FIRST_RESPONSE,
@@ -289,7 +292,31 @@ def policy_to_proto(policy: SlaPolicy) -> pb.SlaPolicy:
         revision=policy.revision,
         create_time=optional_timestamp(policy.create_time),
         update_time=optional_timestamp(policy.update_time),
+        on_warning=_escalation_to_proto(policy.on_warning),
+        on_breach=_escalation_to_proto(policy.on_breach),
     )
+
+
+def _escalation_to_proto(escalation: SlaEscalation | None) -> pb.SlaEscalation | None:
+    if escalation is None:
+        return None
+    return pb.SlaEscalation(
+        raise_priority_to=escalation.raise_priority_to,
+        move_to_overflow=escalation.move_to_overflow,
+        move_to_queue_id=escalation.move_to_queue_id,
+        notify_endpoint_id=escalation.notify_endpoint_id,
+    )
+
+
+def _escalation_from_proto(message: pb.SlaEscalation) -> SlaEscalation | None:
+    # An escalation that does nothing is no escalation, the same as leaving the field out.
+    escalation = SlaEscalation(
+        raise_priority_to=message.raise_priority_to,
+        move_to_overflow=message.move_to_overflow,
+        move_to_queue_id=message.move_to_queue_id,
+        notify_endpoint_id=message.notify_endpoint_id,
+    )
+    return None if escalation == SlaEscalation() else escalation
 
 
 def policy_from_proto(message: pb.SlaPolicy) -> SlaPolicy:
@@ -317,6 +344,8 @@ def policy_from_proto(message: pb.SlaPolicy) -> SlaPolicy:
         # 0 is the contract's way of asking for the default threshold.
         warning_percent=message.warning_percent or SlaPolicy.warning_percent,
         pause_states=frozenset(pause_states),
+        on_warning=_escalation_from_proto(message.on_warning),
+        on_breach=_escalation_from_proto(message.on_breach),
         revision=message.revision,
         create_time=optional_time(message, "create_time"),
         update_time=optional_time(message, "update_time"),
@@ -585,6 +614,12 @@ def _event_to_proto(event: ConversationEvent, note: str = "") -> pb.Conversation
         sla_policy_id=event.policy_id,
         csat_rating=event.rating,
         note=note,
+        sla_metric=(
+            _METRICS[Metric(event.sla_metric)] if event.sla_metric else pb.SLA_METRIC_UNSPECIFIED
+        ),
+        raised_priority=event.raised_priority,
+        moved_to_queue_id=event.moved_to_queue_id,
+        notified_endpoint_id=event.notified_endpoint_id,
     )
 
 

@@ -22,6 +22,7 @@ from services.routing.domain import (
     RoutingAction,
     RoutingRule,
     RoutingRules,
+    SlaEscalation,
     SlaPolicy,
     SlaTarget,
     Strategy,
@@ -83,7 +84,42 @@ def policy_document(policy: SlaPolicy) -> dict[str, Any]:
         "resolution": _target_document(policy.resolution),
         "warning_percent": policy.warning_percent,
         "pause_states": sorted(state.value for state in policy.pause_states),
+        "on_warning": _escalation_document(policy.on_warning),
+        "on_breach": _escalation_document(policy.on_breach),
+        # Queues the escalations move conversations to may not be deleted under them.
+        "references": [["queue", key] for key in sorted(escalation_queues(policy))],
     }
+
+
+def escalation_queues(policy: SlaPolicy) -> set[str]:
+    """The queues a policy's escalations name explicitly."""
+    return {
+        escalation.move_to_queue_id
+        for escalation in (policy.on_warning, policy.on_breach)
+        if escalation is not None and escalation.move_to_queue_id
+    }
+
+
+def _escalation_document(escalation: SlaEscalation | None) -> dict[str, Any] | None:
+    if escalation is None:
+        return None
+    return {
+        "raise_priority_to": escalation.raise_priority_to,
+        "move_to_overflow": escalation.move_to_overflow,
+        "move_to_queue_id": escalation.move_to_queue_id,
+        "notify_endpoint_id": escalation.notify_endpoint_id,
+    }
+
+
+def _escalation_from(document: Mapping[str, Any] | None) -> SlaEscalation | None:
+    if document is None:
+        return None
+    return SlaEscalation(
+        raise_priority_to=document["raise_priority_to"],
+        move_to_overflow=document["move_to_overflow"],
+        move_to_queue_id=document["move_to_queue_id"],
+        notify_endpoint_id=document["notify_endpoint_id"],
+    )
 
 
 def policy_from(key: str, document: Mapping[str, Any], **stamps: Any) -> SlaPolicy:
@@ -96,6 +132,9 @@ def policy_from(key: str, document: Mapping[str, Any], **stamps: Any) -> SlaPoli
         resolution=_target_from(document["resolution"]),
         warning_percent=document["warning_percent"],
         pause_states=frozenset(ConversationState(state) for state in document["pause_states"]),
+        # Revisions stored before escalations existed have none.
+        on_warning=_escalation_from(document.get("on_warning")),
+        on_breach=_escalation_from(document.get("on_breach")),
         **stamps,
     )
 

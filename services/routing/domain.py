@@ -68,6 +68,16 @@ class SlaTarget:
 
 
 @dataclass(frozen=True)
+class SlaEscalation:
+    """What the SLA watch does to a conversation when one of its clocks reaches a threshold."""
+
+    raise_priority_to: int = 0  # 0 leaves the priority; a higher one is kept
+    move_to_overflow: bool = False
+    move_to_queue_id: str = ""
+    notify_endpoint_id: str = ""  # an outreach webhook endpoint
+
+
+@dataclass(frozen=True)
 class SlaPolicy:
     policy_id: str
     display_name: str = ""
@@ -77,6 +87,8 @@ class SlaPolicy:
     resolution: SlaTarget | None = None
     warning_percent: int = 75
     pause_states: frozenset[ConversationState] = frozenset()
+    on_warning: SlaEscalation | None = None
+    on_breach: SlaEscalation | None = None
     revision: int = 0
     create_time: datetime | None = None
     update_time: datetime | None = None

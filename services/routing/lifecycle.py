@@ -20,6 +20,8 @@ means ASSIGNED when someone holds it, QUEUED otherwise; "-" means refused)::
     REOPENED             -             -             -             -              per holder
     CSAT_RATED (6)       =             =             =             =              =
     POLICY_CHANGED       =             =             =             =              =
+    SLA_WARNING (7)      =             =             =             =              =
+    SLA_BREACHED (7)     =             =             =             =              =
 
 ``=`` keeps state and holder. ROUTED only starts a conversation (see ``start``); moving it
 to another queue is a transfer.
@@ -33,6 +35,9 @@ to another queue is a transfer.
    the holder (a stale event).
 5. The holder is cleared: the receiving queue decides who takes it.
 6. The rating must be 1 to 5.
+7. Recorded by the SLA watch at the moment a clock reached its threshold, which may come
+   before events the watch found already recorded: such an event is slotted into the
+   history by its time and changes nothing.
 
 Events must not go back in time; equal times are fine. The holder survives resolution, so
 a reopened conversation returns to the agent who had it.
@@ -68,6 +73,12 @@ class EventKind(StrEnum):
     REOPENED = "reopened"
     CSAT_RATED = "csat_rated"
     POLICY_CHANGED = "policy_changed"
+    SLA_WARNING = "sla_warning"
+    SLA_BREACHED = "sla_breached"
+
+
+# Events the SLA watch records about the clocks; they never move the conversation.
+SLA_EVENT_KINDS = frozenset({EventKind.SLA_WARNING, EventKind.SLA_BREACHED})
 
 
 @dataclass(frozen=True)
@@ -81,6 +92,14 @@ class ConversationEvent:
     policy_id: str = ""
     to_bot: bool = False
     rating: int = 0
+    # SLA_WARNING and SLA_BREACHED: which clock (an ``sla.Metric`` value) and which of its
+    # cycles (next response counts from 1; the other clocks have one, 0), then what the
+    # escalation did.
+    sla_metric: str = ""
+    sla_cycle: int = 0
+    raised_priority: int = 0
+    moved_to_queue_id: str = ""
+    notified_endpoint_id: str = ""
 
 
 class InvalidTransition(ValueError):
@@ -195,7 +214,7 @@ def _next_state(situation: Situation, event: ConversationEvent) -> tuple[Convers
                     f"a CSAT rating is {_LOWEST_RATING} to {_HIGHEST_RATING}, not {event.rating}"
                 )
             return unchanged
-        case EventKind.POLICY_CHANGED:
+        case EventKind.POLICY_CHANGED | EventKind.SLA_WARNING | EventKind.SLA_BREACHED:
             return unchanged
 
 

@@ -23,6 +23,7 @@ from services.routing.domain import (
     RoutingAction,
     RoutingRule,
     RoutingRules,
+    SlaEscalation,
     SlaPolicy,
     SlaTarget,
     Strategy,
@@ -31,7 +32,7 @@ from services.routing.domain import (
 from services.routing.lifecycle import ConversationState
 from services.routing.sla import SlaPolicy as ClockPolicy
 from services.routing.sla import Target
-from services.segments.logic import validate_rule_document
+from services.segments.logic import validate_rule_document, validate_segment_id
 from services.segments.rules import (
     CompiledRule,
     EvaluationContext,
@@ -150,6 +151,34 @@ def policy_problems(policy: SlaPolicy) -> list[FieldViolation]:
     if ConversationState.RESOLVED in policy.pause_states:
         problems.append(
             FieldViolation("policy.pause_states", "RESOLVED cannot pause: its clocks have stopped")
+        )
+    problems += _escalation_problems(policy.on_warning, "policy.on_warning")
+    problems += _escalation_problems(policy.on_breach, "policy.on_breach")
+    return problems
+
+
+def _escalation_problems(escalation: SlaEscalation | None, field: str) -> list[FieldViolation]:
+    if escalation is None:
+        return []
+    problems = []
+    low, high = PRIORITY_RANGE
+    if not low <= escalation.raise_priority_to <= high:
+        problems.append(
+            FieldViolation(f"{field}.raise_priority_to", f"must be {low}-{high} (0 leaves it)")
+        )
+    if escalation.move_to_queue_id:
+        problems += resource_id_problems(escalation.move_to_queue_id, f"{field}.move_to_queue_id")
+        if escalation.move_to_overflow:
+            problems.append(
+                FieldViolation(
+                    f"{field}.move_to_queue_id",
+                    "name a queue or set move_to_overflow, not both",
+                )
+            )
+    if escalation.notify_endpoint_id:
+        # Outreach endpoint ids follow the segment id rules.
+        problems += validate_segment_id(
+            escalation.notify_endpoint_id, f"{field}.notify_endpoint_id"
         )
     return problems
 

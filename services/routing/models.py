@@ -16,7 +16,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, Index
+from sqlalchemy import BigInteger, Column, Index, text
 from sqlmodel import Field, SQLModel
 
 from services.core.db import AutoIncrementId, JsonDocument, UTCDateTime
@@ -90,6 +90,7 @@ class ConversationRow(SQLModel, table=True):
         ),
         Index("ix_routing_conversations_agent", "agent_id", "state"),
         Index("ix_routing_conversations_timer", "timer_time"),
+        Index("ix_routing_conversations_sla_check", "sla_next_check_time"),
     )
 
     conversation_id: str = Field(primary_key=True, max_length=128)
@@ -121,6 +122,10 @@ class ConversationRow(SQLModel, table=True):
     decision: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JsonDocument))
     csat_rating: int = 0
     last_event_time: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+    # When the SLA watch must look at it next: the earliest warning or due time still ahead
+    # of a counting clock, or the time of the latest change to its clocks (an event, a
+    # policy edit) until the watch has worked out what that change means. None: never.
+    sla_next_check_time: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
 
 
 class ConversationEventRow(SQLModel, table=True):
@@ -128,6 +133,17 @@ class ConversationEventRow(SQLModel, table=True):
     __table_args__ = (
         Index("ix_routing_conversation_events_conversation", "conversation_id", "event_id"),
         Index("ix_routing_conversation_events_agent", "agent_id", "event_id"),
+        # Each SLA threshold of each clock cycle is recorded once, however many watchers run.
+        Index(
+            "ux_routing_conversation_events_sla",
+            "conversation_id",
+            "kind",
+            "sla_metric",
+            "sla_cycle",
+            unique=True,
+            sqlite_where=text("sla_metric <> ''"),
+            postgresql_where=text("sla_metric <> ''"),
+        ),
     )
 
     event_id: int | None = Field(default=None, primary_key=True, sa_type=AutoIncrementId)
@@ -140,3 +156,9 @@ class ConversationEventRow(SQLModel, table=True):
     to_bot: bool = False
     rating: int = 0
     note: str = Field(default="", max_length=500)
+    # SLA_WARNING and SLA_BREACHED only: the clock, its cycle and what the escalation did.
+    sla_metric: str = Field(default="", max_length=16)
+    sla_cycle: int = 0
+    raised_priority: int = 0
+    moved_to_queue_id: str = Field(default="", max_length=64)
+    notified_endpoint_id: str = Field(default="", max_length=64)

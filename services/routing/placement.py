@@ -150,15 +150,29 @@ def apply_timer(
     if queue is None or queue.overflow is None:
         store.update_conversation(row["conversation_id"], timer_time=None)
         return True
-    _move(
+    move(
         store,
+        config,
         row,
         queue.overflow.queue_id,
         now,
         f"overflow after {queue.overflow.after} unassigned in {queue.queue_id!r}",
     )
-    settle_in_queue(store, config, row, now)
     return True
+
+
+def move(
+    store: PlacementStore,
+    config: Config,
+    row: dict[str, Any],
+    queue_id: str,
+    now: datetime,
+    note: str,
+) -> list[str]:
+    """Move a waiting conversation to another queue the way overflow does (a TRANSFERRED
+    event with ``note``, its fallback steps dropped) and place it there."""
+    _move(store, row, queue_id, now, note)
+    return settle_in_queue(store, config, row, now)
 
 
 def need_of(config: Config, row: Mapping[str, Any]) -> Need:

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from sqlalchemy import (
     Engine,
     and_,
+    case,
     delete,
     func,
     insert,
@@ -34,6 +35,7 @@ from sqlmodel import Session
 
 from services.core.db import in_chunks, is_postgresql, read_session, write_transaction
 from services.core.errors import AlreadyExists, Conflict, NotFound
+from services.outreach import outbox
 from services.routing.domain import AgentStatus
 from services.routing.lifecycle import ConversationEvent, ConversationState, EventKind
 from services.routing.models import (
@@ -614,36 +616,89 @@ class Store:
     def add_events(
         self, conversation_id: str, new_events: Sequence[ConversationEvent], note: str = ""
     ) -> None:
+        """Append lifecycle events. Anything that happens may start, stop or pause an SLA
+        clock, so the SLA watch is asked to look at the conversation again from then on."""
         if not new_events:
             return
         self.session.execute(
-            insert(events),
-            [
-                {
-                    "conversation_id": conversation_id,
-                    "kind": event.kind.value,
-                    "time": event.time,
-                    "agent_id": event.agent_id,
-                    "queue_id": event.queue_id,
-                    "policy_id": event.policy_id,
-                    "to_bot": event.to_bot,
-                    "rating": event.rating,
-                    "note": note,
-                }
-                for event in new_events
-            ],
+            insert(events), [_event_values(conversation_id, event, note) for event in new_events]
         )
         last = max(event.time for event in new_events)
         self.session.execute(
             update(conversations)
             .where(conversations.c.conversation_id == conversation_id)
-            .values(last_event_time=func.coalesce(last, conversations.c.last_event_time))
+            .values(
+                last_event_time=func.coalesce(last, conversations.c.last_event_time),
+                sla_next_check_time=_earlier_check(last),
+            )
         )
+
+    def add_sla_event(self, conversation_id: str, event: ConversationEvent, note: str) -> None:
+        """Record an SLA_WARNING or SLA_BREACHED at the moment the threshold was reached. It
+        moves nothing, so the conversation's latest event time stays; a unique index refuses
+        a second record of the same threshold and cycle."""
+        self.session.execute(insert(events), [_event_values(conversation_id, event, note)])
+
+    def sla_events(self, conversation_id: str) -> list[ConversationEvent]:
+        """The SLA events already recorded on a conversation."""
+        rows = self.session.execute(
+            select(events).where(
+                events.c.conversation_id == conversation_id,
+                events.c.kind.in_([EventKind.SLA_WARNING.value, EventKind.SLA_BREACHED.value]),
+            )
+        ).all()
+        return [_event(row) for row in rows]
+
+    def due_sla_checks(
+        self, now: datetime, after: tuple[datetime, str] | None, limit: int
+    ) -> list[tuple[datetime, str]]:
+        """(check time, conversation id) of conversations the SLA watch must look at by
+        ``now``, in that order, after the position ``after``; read without locks."""
+        check = conversations.c.sla_next_check_time
+        query = select(check, conversations.c.conversation_id).where(check <= now)
+        if after is not None:
+            moment, key = after
+            query = query.where(
+                or_(check > moment, and_(check == moment, conversations.c.conversation_id > key))
+            )
+        query = query.order_by(check, conversations.c.conversation_id).limit(limit)
+        return [(_utc(row[0]), row[1]) for row in self.session.execute(query).all()]
+
+    def lock_sla_check(self, conversation_id: str, now: datetime) -> dict[str, Any] | None:
+        """The conversation, locked, if the SLA watch still has to look at it by ``now``;
+        None when another watcher holds it or has already looked."""
+        query = select(conversations).where(
+            conversations.c.conversation_id == conversation_id,
+            conversations.c.sla_next_check_time <= now,
+        )
+        if self.locking:
+            query = query.with_for_update(skip_locked=True)
+        row = self.session.execute(query).first()
+        return dict(row._mapping) if row else None
+
+    def outreach_endpoint_exists(self, endpoint_id: str) -> bool:
+        return outbox.endpoint_exists(self.session, endpoint_id)
+
+    def enqueue_webhook(self, delivery: outbox.NewDelivery, now: datetime) -> bool:
+        """Queue an outreach webhook in this transaction; False when its idempotency key
+        was queued before."""
+        return outbox.enqueue_deliveries(self.session, [delivery], now) > 0
+
+    def recheck_sla(self, now: datetime, *, column: str = "", value: str = "") -> None:
+        """Ask the SLA watch to look again at open conversations under an SLA policy (those
+        whose ``column`` is ``value``, when given): their targets or calendars changed."""
+        query = update(conversations).where(
+            conversations.c.state.in_(OPEN_STATES), conversations.c.sla_policy_id != ""
+        )
+        if column:
+            query = query.where(conversations.c[column] == value)
+        self.session.execute(query.values(sla_next_check_time=_earlier_check(now)))
 
     def events_of(
         self, conversation_ids: Sequence[str]
     ) -> dict[str, list[tuple[ConversationEvent, str]]]:
-        """Each conversation's events, oldest first, with the note the service left."""
+        """Each conversation's events, oldest first, with the note the service left. SLA
+        events are recorded after the fact, so the order is by time, then by recording."""
         found: dict[str, list[tuple[ConversationEvent, str]]] = {
             key: [] for key in conversation_ids
         }
@@ -651,7 +706,7 @@ class Store:
             rows = self.session.execute(
                 select(events)
                 .where(events.c.conversation_id.in_(chunk))
-                .order_by(events.c.event_id)
+                .order_by(events.c.time, events.c.event_id)
             ).all()
             for row in rows:
                 found[row.conversation_id].append((_event(row), row.note))
@@ -857,7 +912,37 @@ def _event(row: Any) -> ConversationEvent:
         policy_id=row.policy_id,
         to_bot=row.to_bot,
         rating=row.rating,
+        sla_metric=row.sla_metric,
+        sla_cycle=row.sla_cycle,
+        raised_priority=row.raised_priority,
+        moved_to_queue_id=row.moved_to_queue_id,
+        notified_endpoint_id=row.notified_endpoint_id,
     )
+
+
+def _event_values(conversation_id: str, event: ConversationEvent, note: str) -> dict[str, Any]:
+    return {
+        "conversation_id": conversation_id,
+        "kind": event.kind.value,
+        "time": event.time,
+        "agent_id": event.agent_id,
+        "queue_id": event.queue_id,
+        "policy_id": event.policy_id,
+        "to_bot": event.to_bot,
+        "rating": event.rating,
+        "note": note,
+        "sla_metric": event.sla_metric,
+        "sla_cycle": event.sla_cycle,
+        "raised_priority": event.raised_priority,
+        "moved_to_queue_id": event.moved_to_queue_id,
+        "notified_endpoint_id": event.notified_endpoint_id,
+    }
+
+
+def _earlier_check(moment: datetime) -> Any:
+    """The SLA check time brought forward to ``moment`` (kept when it is already earlier)."""
+    check = conversations.c.sla_next_check_time
+    return case((check.is_(None), moment), (check > moment, moment), else_=check)
 
 
 def check_revision(stored: StoredDefinition, expected: int) -> None:

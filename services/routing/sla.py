@@ -36,7 +36,7 @@ Decisions the rules leave open:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -132,6 +132,7 @@ class ClockReport:
     warning_time: datetime | None
     stop_time: datetime | None
     earlier_breaches: int = 0  # next-response cycles before the reported one that breached
+    cycle: int = 0  # which next-response cycle, counting from 1; 0 for the other clocks
 
 
 def sla_report(
@@ -160,6 +161,68 @@ def sla_report(
         if report is not None:
             reports.append(report)
     return reports
+
+
+class Threshold(StrEnum):
+    WARNING = "warning"
+    BREACH = "breach"
+
+
+@dataclass(frozen=True)
+class Alert:
+    """A threshold a clock reached that the SLA watch has not recorded yet."""
+
+    metric: Metric
+    threshold: Threshold
+    cycle: int
+    time: datetime  # when it was reached, not when the watch noticed
+    report: ClockReport
+
+    @property
+    def key(self) -> tuple[Metric, Threshold, int]:
+        return (self.metric, self.threshold, self.cycle)
+
+
+@dataclass(frozen=True)
+class WatchPlan:
+    """What the SLA watch records now, and when it must look at the conversation again
+    (None: not until something happens to it)."""
+
+    due: tuple[Alert, ...]
+    next_check: datetime | None
+
+
+def watch_plan(
+    reports: Sequence[ClockReport],
+    recorded: Collection[tuple[Metric, Threshold, int]],
+    now: datetime,
+) -> WatchPlan:
+    """The thresholds reached by ``now`` and not in ``recorded``, in the order they were
+    reached, and the earliest threshold still ahead of a clock that is counting.
+
+    A stopped clock's thresholds are reported only if they were reached before it stopped
+    (the watch may run after the reply that stopped it); a clock stopped exactly at its
+    target met it. A paused clock has no future threshold: the event that resumes it makes
+    the caller look again. Business-hour clocks project their thresholds on the calendar,
+    so a clock due after a weekend is looked at again on Monday, not before.
+    """
+    due: list[Alert] = []
+    upcoming: list[datetime] = []
+    for report in reports:
+        thresholds = (
+            (Threshold.WARNING, report.warning_time),
+            (Threshold.BREACH, report.due_time),
+        )
+        for threshold, moment in thresholds:
+            if moment is None or (report.metric, threshold, report.cycle) in recorded:
+                continue
+            if moment > now:
+                if report.running and not report.paused:
+                    upcoming.append(moment)
+            elif threshold is Threshold.WARNING or report.status is SlaStatus.BREACHED:
+                due.append(Alert(report.metric, threshold, report.cycle, moment, report))
+    due.sort(key=lambda alert: (alert.time, alert.threshold is Threshold.BREACH))
+    return WatchPlan(tuple(due), min(upcoming, default=None))
 
 
 def first_response_due(policy: SlaPolicy, routed: datetime, to_bot: bool) -> datetime | None:
@@ -212,6 +275,7 @@ class _Clock:
     policy_at_stop: SlaPolicy | None = None
     stretches: list[_Stretch] = field(default_factory=list)
     earlier_breaches: int = 0  # of the next-response cycles before this one
+    cycle: int = 0
 
     def run(self) -> None:
         self.started = self.running = True
@@ -314,7 +378,9 @@ class _Walk:
     def _start_next_response_cycle(self) -> None:
         previous = self.next_response
         earlier_breaches = previous.earlier_breaches + int(previous.breached())
-        self.next_response = _Clock(Metric.NEXT_RESPONSE, earlier_breaches=earlier_breaches)
+        self.next_response = _Clock(
+            Metric.NEXT_RESPONSE, earlier_breaches=earlier_breaches, cycle=previous.cycle + 1
+        )
         self.next_response.run()
 
 
@@ -354,6 +420,7 @@ def _report(
         warning_time=moment_reaching(warning),
         stop_time=clock.stop_time,
         earlier_breaches=clock.earlier_breaches,
+        cycle=clock.cycle,
     )
 
 

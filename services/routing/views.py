@@ -13,7 +13,7 @@ from typing import Any
 
 from services.routing import documents
 from services.routing.config import Config
-from services.routing.domain import Assignment, Channel, Conversation
+from services.routing.domain import Assignment, Channel, Conversation, SlaPolicy
 from services.routing.lifecycle import ConversationEvent, ConversationState, EventKind
 from services.routing.logic import clock_policy
 from services.routing.placement import NO_DUE_TIME
@@ -81,14 +81,27 @@ def sla_reports(
         event.policy_id for history in events.values() for event, _ in history if event.policy_id
     }
     histories = store.policy_histories(sorted(policy_ids))
-    reports: dict[str, tuple[ClockReport, ...]] = {}
-    for row in rows:
-        queue = config.queues.get(row["queue_id"])
-        queue_calendar = queue.calendar_id if queue else ""
-        history = [event for event, _ in events[row["conversation_id"]]]
-        periods = _periods(history, histories, config, queue_calendar)
-        reports[row["conversation_id"]] = tuple(sla_report(history, periods, now))
-    return reports
+    return {
+        row["conversation_id"]: tuple(
+            clock_reports(
+                config, row, [event for event, _ in events[row["conversation_id"]]], histories, now
+            )
+        )
+        for row in rows
+    }
+
+
+def clock_reports(
+    config: Config,
+    row: Mapping[str, Any],
+    history: Sequence[ConversationEvent],
+    histories: Mapping[str, Sequence[Any]],
+    now: datetime,
+) -> list[ClockReport]:
+    """One conversation's SLA clocks, given its history and its policies' revisions."""
+    queue = config.queues.get(row["queue_id"])
+    queue_calendar = queue.calendar_id if queue else ""
+    return sla_report(history, _periods(history, histories, config, queue_calendar), now)
 
 
 def due_time(reports: Sequence[ClockReport], metric: Metric) -> datetime | None:
@@ -106,15 +119,40 @@ def urgency(assignment: Assignment) -> tuple[int, datetime]:
     return (-assignment.priority, due)
 
 
+def policy_in_force(
+    history: Sequence[ConversationEvent], histories: Mapping[str, Sequence[Any]], moment: datetime
+) -> SlaPolicy | None:
+    """The SLA policy, at its revision then, that measured the conversation at ``moment``."""
+    found = None
+    for start, policy in _policy_revisions(history, histories):
+        if start > moment:
+            break
+        found = policy
+    return found
+
+
 def _periods(
     history: Sequence[ConversationEvent],
     histories: Mapping[str, Sequence[Any]],
     config: Config,
     queue_calendar: str,
 ) -> list[PolicyPeriod]:
-    """The SLA policy in force over a conversation's life: the policy it was routed with
-    or changed to, each at the revision current at each moment (edits mid-conversation)."""
-    periods: list[PolicyPeriod] = []
+    """The SLA policy in force over a conversation's life, as the clocks measure it."""
+    return [
+        PolicyPeriod(
+            start,
+            None if policy is None else clock_policy(policy, config.calendars, queue_calendar),
+        )
+        for start, policy in _policy_revisions(history, histories)
+    ]
+
+
+def _policy_revisions(
+    history: Sequence[ConversationEvent], histories: Mapping[str, Sequence[Any]]
+) -> list[tuple[datetime, SlaPolicy | None]]:
+    """The policy it was routed with or changed to, each at the revision current at each
+    moment (edits mid-conversation), from each moment on; None for no policy."""
+    periods: list[tuple[datetime, SlaPolicy | None]] = []
     assigned = [
         (event.time, event.policy_id)
         for event in history
@@ -124,7 +162,7 @@ def _periods(
         end = assigned[index + 1][0] if index + 1 < len(assigned) else None
         revisions = list(histories.get(policy_id, []))
         if not policy_id or not revisions:
-            periods.append(PolicyPeriod(start, None))
+            periods.append((start, None))
             continue
         in_force = [r for r in revisions if r.revise_time <= start] or revisions[:1]
         moments = [(start, in_force[-1])] + [
@@ -133,8 +171,6 @@ def _periods(
             if r.revise_time > start and (end is None or r.revise_time < end)
         ]
         for moment, revision in moments:
-            policy = documents.policy_from(policy_id, revision.document)
-            periods.append(
-                PolicyPeriod(moment, clock_policy(policy, config.calendars, queue_calendar))
-            )
+            policy = documents.policy_from(policy_id, revision.document, revision=revision.revision)
+            periods.append((moment, policy))
     return periods

@@ -280,6 +280,14 @@ class _ConversationEventKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[
     """Recorded by the service: the agent no longer holds it (went offline, transfer)."""
     CONVERSATION_EVENT_KIND_POLICY_CHANGED: _ConversationEventKind.ValueType  # 13
     """Recorded by the service: another SLA policy measures it from now on."""
+    CONVERSATION_EVENT_KIND_SLA_WARNING: _ConversationEventKind.ValueType  # 14
+    """Recorded by the SLA watch: a clock (`sla_metric`) reached its warning threshold, at
+    the event's time; the escalation it applied is in the other fields and `note`.
+    """
+    CONVERSATION_EVENT_KIND_SLA_BREACHED: _ConversationEventKind.ValueType  # 15
+    """Recorded by the SLA watch: a clock (`sla_metric`) breached its target, at the event's
+    time; the escalation it applied is in the other fields and `note`.
+    """
 
 class ConversationEventKind(_ConversationEventKind, metaclass=_ConversationEventKindEnumTypeWrapper):
     """The kind of a conversation event."""
@@ -314,6 +322,14 @@ CONVERSATION_EVENT_KIND_UNASSIGNED: ConversationEventKind.ValueType  # 12
 """Recorded by the service: the agent no longer holds it (went offline, transfer)."""
 CONVERSATION_EVENT_KIND_POLICY_CHANGED: ConversationEventKind.ValueType  # 13
 """Recorded by the service: another SLA policy measures it from now on."""
+CONVERSATION_EVENT_KIND_SLA_WARNING: ConversationEventKind.ValueType  # 14
+"""Recorded by the SLA watch: a clock (`sla_metric`) reached its warning threshold, at
+the event's time; the escalation it applied is in the other fields and `note`.
+"""
+CONVERSATION_EVENT_KIND_SLA_BREACHED: ConversationEventKind.ValueType  # 15
+"""Recorded by the SLA watch: a clock (`sla_metric`) breached its target, at the event's
+time; the escalation it applied is in the other fields and `note`.
+"""
 Global___ConversationEventKind: _TypeAlias = ConversationEventKind  # noqa: Y015
 
 class _SlaMetric:
@@ -546,6 +562,8 @@ class SlaPolicy(_message.Message):
     REVISION_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    ON_WARNING_FIELD_NUMBER: _builtins.int
+    ON_BREACH_FIELD_NUMBER: _builtins.int
     policy_id: _builtins.str
     """Stable identifier: 1-64 lowercase letters, digits, '_' or '-', starting with a letter."""
     display_name: _builtins.str
@@ -584,6 +602,18 @@ class SlaPolicy(_message.Message):
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """Output only. When the policy last changed."""
 
+    @_builtins.property
+    def on_warning(self) -> Global___SlaEscalation:
+        """What the SLA watch does when a clock reaches its warning threshold; unset for nothing
+        beyond recording an SLA_WARNING event on the conversation.
+        """
+
+    @_builtins.property
+    def on_breach(self) -> Global___SlaEscalation:
+        """What the SLA watch does when a clock breaches its target; unset for nothing beyond
+        recording an SLA_BREACHED event on the conversation.
+        """
+
     def __init__(
         self,
         *,
@@ -598,14 +628,57 @@ class SlaPolicy(_message.Message):
         revision: _builtins.int = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        on_warning: Global___SlaEscalation | None = ...,
+        on_breach: Global___SlaEscalation | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "first_response", b"first_response", "next_response", b"next_response", "resolution", b"resolution", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "first_response", b"first_response", "next_response", b"next_response", "on_breach", b"on_breach", "on_warning", b"on_warning", "resolution", b"resolution", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["calendar_id", b"calendar_id", "create_time", b"create_time", "display_name", b"display_name", "first_response", b"first_response", "next_response", b"next_response", "pause_states", b"pause_states", "policy_id", b"policy_id", "resolution", b"resolution", "revision", b"revision", "update_time", b"update_time", "warning_percent", b"warning_percent"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["calendar_id", b"calendar_id", "create_time", b"create_time", "display_name", b"display_name", "first_response", b"first_response", "next_response", b"next_response", "on_breach", b"on_breach", "on_warning", b"on_warning", "pause_states", b"pause_states", "policy_id", b"policy_id", "resolution", b"resolution", "revision", b"revision", "update_time", b"update_time", "warning_percent", b"warning_percent"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SlaPolicy: _TypeAlias = SlaPolicy  # noqa: Y015
+
+@_typing.final
+class SlaEscalation(_message.Message):
+    """What happens to a conversation when one of its SLA clocks reaches a threshold. The SLA
+    watch applies it once per clock and threshold (once per cycle for next response), using
+    the policy revision in force when the threshold was reached.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RAISE_PRIORITY_TO_FIELD_NUMBER: _builtins.int
+    MOVE_TO_OVERFLOW_FIELD_NUMBER: _builtins.int
+    MOVE_TO_QUEUE_ID_FIELD_NUMBER: _builtins.int
+    NOTIFY_ENDPOINT_ID_FIELD_NUMBER: _builtins.int
+    raise_priority_to: _builtins.int
+    """Raise the conversation's priority to this, 1-100; a higher priority is kept. 0 leaves it."""
+    move_to_overflow: _builtins.bool
+    """Move a waiting conversation to its queue's overflow queue, when the queue has one. A
+    conversation an agent holds is not moved.
+    """
+    move_to_queue_id: _builtins.str
+    """Move a waiting conversation to this queue; cannot be combined with move_to_overflow.
+    A conversation an agent holds is not moved.
+    """
+    notify_endpoint_id: _builtins.str
+    """Send an outreach webhook ("sla.warning" or "sla.breached") to this outreach endpoint."""
+    def __init__(
+        self,
+        *,
+        raise_priority_to: _builtins.int = ...,
+        move_to_overflow: _builtins.bool = ...,
+        move_to_queue_id: _builtins.str = ...,
+        notify_endpoint_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["move_to_overflow", b"move_to_overflow", "move_to_queue_id", b"move_to_queue_id", "notify_endpoint_id", b"notify_endpoint_id", "raise_priority_to", b"raise_priority_to"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SlaEscalation: _TypeAlias = SlaEscalation  # noqa: Y015
 
 @_typing.final
 class Overflow(_message.Message):
@@ -1137,6 +1210,10 @@ class ConversationEvent(_message.Message):
     SLA_POLICY_ID_FIELD_NUMBER: _builtins.int
     CSAT_RATING_FIELD_NUMBER: _builtins.int
     NOTE_FIELD_NUMBER: _builtins.int
+    SLA_METRIC_FIELD_NUMBER: _builtins.int
+    RAISED_PRIORITY_FIELD_NUMBER: _builtins.int
+    MOVED_TO_QUEUE_ID_FIELD_NUMBER: _builtins.int
+    NOTIFIED_ENDPOINT_ID_FIELD_NUMBER: _builtins.int
     kind: Global___ConversationEventKind.ValueType
     """What happened."""
     agent_id: _builtins.str
@@ -1149,6 +1226,20 @@ class ConversationEvent(_message.Message):
     """CSAT rating 1-5."""
     note: _builtins.str
     """Why, for events the service records, e.g. "overflow after 15m from 'priority'"."""
+    sla_metric: Global___SlaMetric.ValueType
+    """SLA_WARNING and SLA_BREACHED: the clock concerned."""
+    raised_priority: _builtins.int
+    """SLA_WARNING and SLA_BREACHED: the priority the escalation raised the conversation to;
+    0 when it did not change it.
+    """
+    moved_to_queue_id: _builtins.str
+    """SLA_WARNING and SLA_BREACHED: the queue the escalation moved the conversation to; empty
+    when it stayed.
+    """
+    notified_endpoint_id: _builtins.str
+    """SLA_WARNING and SLA_BREACHED: the outreach endpoint the escalation notified; empty for
+    none.
+    """
     @_builtins.property
     def time(self) -> _timestamp_pb2.Timestamp:
         """When."""
@@ -1163,10 +1254,14 @@ class ConversationEvent(_message.Message):
         sla_policy_id: _builtins.str = ...,
         csat_rating: _builtins.int = ...,
         note: _builtins.str = ...,
+        sla_metric: Global___SlaMetric.ValueType = ...,
+        raised_priority: _builtins.int = ...,
+        moved_to_queue_id: _builtins.str = ...,
+        notified_endpoint_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "csat_rating", b"csat_rating", "kind", b"kind", "note", b"note", "queue_id", b"queue_id", "sla_policy_id", b"sla_policy_id", "time", b"time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "csat_rating", b"csat_rating", "kind", b"kind", "moved_to_queue_id", b"moved_to_queue_id", "note", b"note", "notified_endpoint_id", b"notified_endpoint_id", "queue_id", b"queue_id", "raised_priority", b"raised_priority", "sla_metric", b"sla_metric", "sla_policy_id", b"sla_policy_id", "time", b"time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
