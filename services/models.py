@@ -5,4 +5,5 @@ def import_all_models() -> None:
     import services.outreach.models
     import services.profiles.models
     import services.routing.models
-    import services.segments.models  # noqa: F401
+    import services.segments.models
+    import services.sync.models  # noqa: F401

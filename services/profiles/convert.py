@@ -45,6 +45,10 @@ def customer_to_proto(customer: Customer) -> pb.Customer:
             setattr(message, name, value)
     if customer.attributes:
         message.attributes.update(customer.attributes)
+    for name, origin in customer.field_sources.items():
+        entry = message.field_sources[name]
+        entry.source = origin.source
+        entry.refresh_time.FromDatetime(origin.refresh_time)
     message.create_time.FromDatetime(customer.create_time)
     message.update_time.FromDatetime(customer.update_time)
     return message

@@ -30,7 +30,11 @@ SCALAR_FIELDS: tuple[str, ...] = (
 )
 # Fields a caller may write; ``customer_id`` is fixed at creation.
 WRITABLE_FIELDS: tuple[str, ...] = (*SCALAR_FIELDS, "external_ids", "tags", "attributes")
-OUTPUT_ONLY_FIELDS = frozenset({"customer_id", "traits", "create_time", "update_time", "etag"})
+OUTPUT_ONLY_FIELDS = frozenset(
+    {"customer_id", "traits", "create_time", "update_time", "etag", "field_sources"}
+)
+# The field source of writes made through the profiles API rather than a sync.
+API_SOURCE = "api"
 
 
 class ChangeKind(StrEnum):
@@ -39,6 +43,15 @@ class ChangeKind(StrEnum):
     TAGS_CHANGED = "tags_changed"
     USAGE_RECORDED = "usage_recorded"
     DELETED = "deleted"
+
+
+@dataclass(frozen=True)
+class FieldSource:
+    """Where a field's value came from ("billing", "crm", "api") and when that source last
+    wrote or confirmed it."""
+
+    source: str
+    refresh_time: datetime
 
 
 @dataclass(frozen=True)
@@ -53,6 +66,8 @@ class Customer:
     traits: dict[str, float] = field(default_factory=dict)
     values: dict[str, Any] = field(default_factory=dict)
     """The scalar fields by name (see ``SCALAR_FIELDS``); unset ones are absent."""
+    field_sources: dict[str, FieldSource] = field(default_factory=dict)
+    """By field name (``plan``, ``attributes.account_owner``)."""
 
     @property
     def etag(self) -> str:
@@ -85,3 +100,37 @@ class UsageEvent:
 class ExternalIdKey:
     system: str
     external_id: str
+
+
+@dataclass(frozen=True)
+class SyncRecord:
+    """One row of a sync, mapped: the source's key, the fields it delivered (scalars in
+    ``values``, custom fields in ``attributes``) and other systems' ids it carries."""
+
+    row_number: int
+    key: str
+    values: dict[str, Any]
+    attributes: dict[str, Any]
+    links: dict[str, str]
+
+    @property
+    def delivered(self) -> list[str]:
+        """The delivered fields as field sources name them."""
+        return [*self.values, *(f"attributes.{name}" for name in self.attributes)]
+
+
+@dataclass(frozen=True)
+class SyncRejection:
+    row_number: int
+    key: str
+    reasons: tuple[str, ...]
+
+
+@dataclass
+class SyncChunkResult:
+    """What one chunk did, counted per row."""
+
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    rejections: list[SyncRejection] = field(default_factory=list)

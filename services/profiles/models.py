@@ -90,3 +90,18 @@ class CustomerChangeRow(SQLModel, table=True):
     kind: str = Field(max_length=32)
     changed_fields: list[str] = Field(default_factory=list, sa_column=Column(JsonDocument))
     change_time: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+
+
+class CustomerFieldSourceRow(SQLModel, table=True):
+    """Where a field's value came from ("billing", "crm", "api") and when that source last
+    wrote or confirmed it; one row per customer and field."""
+
+    __tablename__ = "customer_field_sources"
+
+    customer_id: str = Field(
+        primary_key=True, foreign_key="customers.customer_id", ondelete="CASCADE", max_length=64
+    )
+    field: str = Field(primary_key=True, max_length=200)
+    source: str = Field(max_length=32)
+    refresh_time: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+    run_id: str = Field(default="", max_length=64)

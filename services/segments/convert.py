@@ -162,6 +162,14 @@ def customer_record(message: profiles_pb2.Customer) -> dict[str, Any]:
             record[name] = value.ToDatetime(tzinfo=UTC)
         elif isinstance(value, struct_pb2.Struct):
             record[name] = normalize_rule(struct_to_dict(value))
+        elif name == "field_sources":
+            record[name] = {
+                field: {
+                    "source": origin.source,
+                    "refresh_time": origin.refresh_time.ToDatetime(UTC),
+                }
+                for field, origin in value.items()
+            }
         elif descriptor.message_type is not None and descriptor.message_type.GetOptions().map_entry:
             record[name] = dict(value)
         elif descriptor.is_repeated:

@@ -63,6 +63,7 @@ RULE_FIELD_TYPES: dict[str, FieldKind] = {
     "tags": "string_list",
     "attributes": "object",
     "traits": "object",
+    "field_sources": "object",
     "create_time": "timestamp",
     "update_time": "timestamp",
 }
@@ -174,6 +175,18 @@ def rule_attributes(record: Mapping[str, Any]) -> dict[str, Any]:
             value = value.astimezone(UTC).isoformat()
         elif isinstance(value, tuple):
             value = list(value)
+        elif name == "field_sources":
+            # {"plan": {"source": "billing", "refresh_time": "<iso>"}}, so that a rule can
+            # require fresh data: {"field_sources.plan.refresh_time": {"$withinLast": "2d"}}.
+            value = {
+                field: {
+                    **origin,
+                    "refresh_time": origin["refresh_time"].astimezone(UTC).isoformat(),
+                }
+                if isinstance(origin.get("refresh_time"), datetime)
+                else origin
+                for field, origin in value.items()
+            }
         document[name] = value
     return document
 

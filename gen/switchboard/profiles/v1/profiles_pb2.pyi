@@ -136,6 +136,27 @@ class Customer(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class FieldSourcesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        @_builtins.property
+        def value(self) -> Global___FieldSource: ...
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: Global___FieldSource | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     CUSTOMER_ID_FIELD_NUMBER: _builtins.int
     EXTERNAL_IDS_FIELD_NUMBER: _builtins.int
     EMAIL_FIELD_NUMBER: _builtins.int
@@ -162,6 +183,7 @@ class Customer(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
+    FIELD_SOURCES_FIELD_NUMBER: _builtins.int
     customer_id: _builtins.str
     """Stable identifier. Assigned by the server on create unless the caller provides one
     (1-64 characters of letters, digits, '-', '_' and '.').
@@ -238,6 +260,14 @@ class Customer(_message.Message):
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """Output only. When the customer last changed."""
 
+    @_builtins.property
+    def field_sources(self) -> _containers.MessageMap[_builtins.str, Global___FieldSource]:
+        """Output only. Where each field's current value came from and when that source last
+        delivered it, keyed by field name ("plan", "seats", "attributes.account_owner"). A
+        sync refreshes the time of every field it delivers, changed or not, so a segment rule
+        can require fresh data, e.g. {"field_sources.plan.refresh_time": {"$withinLast": "2d"}}.
+        """
+
     def __init__(
         self,
         *,
@@ -267,10 +297,11 @@ class Customer(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         etag: _builtins.str = ...,
+        field_sources: _abc.Mapping[_builtins.str, Global___FieldSource] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_annual_revenue", b"_annual_revenue", "_arr", b"_arr", "_employee_count", b"_employee_count", "_health_score", b"_health_score", "_nps", b"_nps", "_seats", b"_seats", "annual_revenue", b"annual_revenue", "arr", b"arr", "attributes", b"attributes", "create_time", b"create_time", "employee_count", b"employee_count", "health_score", b"health_score", "nps", b"nps", "seats", b"seats", "signup_time", b"signup_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_annual_revenue", b"_annual_revenue", "_arr", b"_arr", "_employee_count", b"_employee_count", "_health_score", b"_health_score", "_nps", b"_nps", "_seats", b"_seats", "annual_revenue", b"annual_revenue", "arr", b"arr", "attributes", b"attributes", "channel_preference", b"channel_preference", "company_name", b"company_name", "country", b"country", "create_time", b"create_time", "customer_id", b"customer_id", "display_name", b"display_name", "email", b"email", "employee_count", b"employee_count", "etag", b"etag", "external_ids", b"external_ids", "health_score", b"health_score", "industry", b"industry", "language", b"language", "lifecycle_stage", b"lifecycle_stage", "nps", b"nps", "plan", b"plan", "region", b"region", "seats", b"seats", "signup_time", b"signup_time", "tags", b"tags", "timezone", b"timezone", "traits", b"traits", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_annual_revenue", b"_annual_revenue", "_arr", b"_arr", "_employee_count", b"_employee_count", "_health_score", b"_health_score", "_nps", b"_nps", "_seats", b"_seats", "annual_revenue", b"annual_revenue", "arr", b"arr", "attributes", b"attributes", "channel_preference", b"channel_preference", "company_name", b"company_name", "country", b"country", "create_time", b"create_time", "customer_id", b"customer_id", "display_name", b"display_name", "email", b"email", "employee_count", b"employee_count", "etag", b"etag", "external_ids", b"external_ids", "field_sources", b"field_sources", "health_score", b"health_score", "industry", b"industry", "language", b"language", "lifecycle_stage", b"lifecycle_stage", "nps", b"nps", "plan", b"plan", "region", b"region", "seats", b"seats", "signup_time", b"signup_time", "tags", b"tags", "timezone", b"timezone", "traits", b"traits", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__annual_revenue: _TypeAlias = _typing.Literal["annual_revenue"]  # noqa: Y015
     _WhichOneofArgType__annual_revenue: _TypeAlias = _typing.Literal["_annual_revenue", b"_annual_revenue"]  # noqa: Y015
@@ -298,6 +329,36 @@ class Customer(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__seats) -> _WhichOneofReturnType__seats | None: ...
 
 Global___Customer: _TypeAlias = Customer  # noqa: Y015
+
+@_typing.final
+class FieldSource(_message.Message):
+    """The source of one customer field's value."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SOURCE_FIELD_NUMBER: _builtins.int
+    REFRESH_TIME_FIELD_NUMBER: _builtins.int
+    source: _builtins.str
+    """The system that last wrote or confirmed the value: a sync source such as "billing" or
+    "crm", or "api" for a write through this service.
+    """
+    @_builtins.property
+    def refresh_time(self) -> _timestamp_pb2.Timestamp:
+        """When that source last wrote or confirmed the value."""
+
+    def __init__(
+        self,
+        *,
+        source: _builtins.str = ...,
+        refresh_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["refresh_time", b"refresh_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["refresh_time", b"refresh_time", "source", b"source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FieldSource: _TypeAlias = FieldSource  # noqa: Y015
 
 @_typing.final
 class CreateCustomerRequest(_message.Message):
