@@ -47,7 +47,7 @@ from switchboard.profiles.v1 import profiles_pb2_grpc  # noqa: E402
 from switchboard.segments.v1 import segments_pb2 as spb  # noqa: E402
 from switchboard.segments.v1 import segments_pb2_grpc  # noqa: E402
 
-from bench.grpc_load import LoadResult, grpc_frame, run_h2load  # noqa: E402
+from bench.grpc_load import LoadResult, _percentile, grpc_frame, run_h2load  # noqa: E402
 from bench.stack import (  # noqa: E402
     DEFAULT_ADMIN_URL,
     Databases,
@@ -171,15 +171,11 @@ def usage_stream_body(customer_ids: Sequence[str], rng: random.Random) -> bytes:
     return grpc_frame(ppb.RecordUsageEventsRequest(events=events))
 
 
-def percentile(values: Sequence[float], percent: float) -> float:
-    index = min(len(values) - 1, max(0, round(percent / 100 * len(values) + 0.5) - 1))
-    return values[index]
-
-
 def describe(name: str, latencies: Sequence[float]) -> str:
+    p50, p99 = (_percentile(latencies, p) * 1000 for p in (50, 99))
     return (
-        f"  {name:<36} probes {len(latencies):>4}   p50 {percentile(latencies, 50) * 1000:>7.0f} ms"
-        f"   p99 {percentile(latencies, 99) * 1000:>7.0f} ms   max {max(latencies) * 1000:>7.0f} ms"
+        f"  {name:<36} probes {len(latencies):>4}   p50 {p50:>7.0f} ms"
+        f"   p99 {p99:>7.0f} ms   max {max(latencies) * 1000:>7.0f} ms"
     )
 
 

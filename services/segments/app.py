@@ -111,9 +111,6 @@ class RecomputeSummary:
     entered: int = 0
     exited: int = 0
     last_sequence: int = 0
-    # Set by run_chunk: the round had ended (the chunk was not run) / this chunk ended it.
-    skipped: bool = False
-    finished_round: bool = False
 
     def add(self, other: RecomputeSummary) -> None:
         self.evaluated += other.evaluated
@@ -422,7 +419,6 @@ class Segments:
         moment = now or self.clock()
         summary = RecomputeSummary(last_sequence=planned.upto_sequence)
         if not self.rounds.is_current(planned.round_id):
-            summary.skipped = True
             return summary
         plan = compile_plan(self.repository.list_all())
         revisions = {item.segment.segment_id: item.segment.revision for item in plan.compiled}
@@ -440,7 +436,6 @@ class Segments:
         )
         if state is not None and state.finished:
             self.rounds.finish(planned.round_id, cursor=planned.cursor, now=moment)
-            summary.finished_round = True
         return summary
 
     def _store(

@@ -121,7 +121,7 @@ def test_a_large_round_is_split_into_chunks_that_every_customer_passes_through_o
         ).results
         assert {r.outcome for r in results} == {ppb.UPSERT_OUTCOME_CREATED}
 
-    with running_worker(env, "--queues", "segments", "--concurrency=2") as worker:
+    with running_worker(env, "--queues", "segments", concurrency=2) as worker:
         create_celery_app(settings_of(env)).send_task("switchboard.segments.reevaluate_changed")
         worker.wait_for_line("re-evaluation round started", timeout=60)
         # Once the last chunk ends the round, the cursor is past every change: an admin's

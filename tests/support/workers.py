@@ -46,9 +46,11 @@ def worker_environment(
 
 
 @contextmanager
-def running_worker(env: Mapping[str, str], *args: str) -> Iterator[RunningCommand]:
+def running_worker(
+    env: Mapping[str, str], *args: str, concurrency: int = 1
+) -> Iterator[RunningCommand]:
     """``switchboard worker`` with ``args``, ready to take tasks; stopped with SIGTERM."""
-    process = RunningCommand(["worker", "--concurrency=1", *args], env)
+    process = RunningCommand(["worker", f"--concurrency={concurrency}", *args], env)
     try:
         process.wait_for_line("ready", timeout=60)
         yield process
