@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from services.core.clock import Clock, utc_now
@@ -27,6 +27,7 @@ from services.profiles.logic import (
 from services.profiles.repository import (
     CustomerFilter,
     CustomerRepository,
+    FieldFreshness,
     UpsertOutcome,
     UpsertRecord,
     UsageRecordResult,
@@ -201,6 +202,22 @@ class Profiles:
         return self.repository.list_changes(
             after_sequence=after_sequence, limit=page_size or DEFAULT_CHANGES_PAGE
         )
+
+    def field_freshness(
+        self, *, stale_before: datetime | None, source: str
+    ) -> list[FieldFreshness]:
+        """How many customers' values each source has not refreshed since ``stale_before``,
+        per field: a segment rule may be relying on out-of-date data."""
+        problems = []
+        if stale_before is None:
+            problems.append(FieldViolation("stale_before", "is required"))
+        if source and not EXTERNAL_SYSTEM_PATTERN.match(source):
+            problems.append(
+                FieldViolation("source", "1-32 lowercase letters, digits, '_' or '-', e.g. billing")
+            )
+        _raise_if(problems)
+        assert stale_before is not None
+        return self.repository.field_freshness(stale_before=stale_before, source=source)
 
     def prune_usage_events(self, *, retention: timedelta) -> int:
         return self.repository.prune_usage_events(older_than=self.clock() - retention)

@@ -113,6 +113,17 @@ class UsageRecordResult:
     duplicates: int
 
 
+@dataclass(frozen=True)
+class FieldFreshness:
+    """How fresh one source's values of one field are."""
+
+    source: str
+    field: str
+    customers: int
+    stale_customers: int
+    oldest_refresh_time: datetime
+
+
 class CustomerRepository:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -368,6 +379,32 @@ class CustomerRepository:
                 delete(usage_events).where(usage_events.c.occur_time < older_than)
             )
         return int(result.rowcount)  # type: ignore[attr-defined]
+
+    def field_freshness(self, *, stale_before: datetime, source: str) -> list[FieldFreshness]:
+        """Per source and field: customers, those refreshed before ``stale_before`` and the
+        oldest refresh, ordered by source then field; only ``source`` when given, else
+        every source but the API's (its values are written, not synced)."""
+        stale = case((field_sources.c.refresh_time < stale_before, 1), else_=0)
+        query = (
+            select(
+                field_sources.c.source,
+                field_sources.c.field,
+                func.count(),
+                func.sum(stale),
+                func.min(field_sources.c.refresh_time),
+            )
+            .where(
+                field_sources.c.source == source if source else field_sources.c.source != API_SOURCE
+            )
+            .group_by(field_sources.c.source, field_sources.c.field)
+            .order_by(field_sources.c.source, field_sources.c.field)
+        )
+        with read_session(self.engine) as session:
+            rows = session.execute(query).all()
+        return [
+            FieldFreshness(origin, field, int(customers), int(stale_count), oldest)
+            for origin, field, customers, stale_count, oldest in rows
+        ]
 
 
 # ---- page tokens ---------------------------------------------------------------------------
@@ -721,7 +758,10 @@ def _refresh_field_sources(
             (source, now, run_id, [c for c, _ in pairs], [f for _, f in pairs]),
         )
         return
-    stamp = field_sources.c.refresh_time.type.bind_processor(connection.dialect)
+    # The dialect's own processor, so the text is the one every other insert stores
+    # ("2025-05-07 02:00:00.000000"): SQLite compares these times as strings.
+    column_type = field_sources.c.refresh_time.type.dialect_impl(connection.dialect)
+    stamp = column_type.bind_processor(connection.dialect)
     refreshed = stamp(now) if stamp else now
     connection.exec_driver_sql(
         "INSERT INTO customer_field_sources (customer_id, field, source, refresh_time, run_id) "

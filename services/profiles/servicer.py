@@ -16,7 +16,12 @@ from services.profiles.convert import (
     values_from_proto,
 )
 from services.profiles.domain import ExternalIdKey
-from services.profiles.repository import CustomerFilter, decode_page_token, encode_page_token
+from services.profiles.repository import (
+    CustomerFilter,
+    FieldFreshness,
+    decode_page_token,
+    encode_page_token,
+)
 
 _OUTCOMES = {
     "created": pb.UPSERT_OUTCOME_CREATED,
@@ -150,3 +155,25 @@ class ProfileServicer(profiles_pb2_grpc.ProfileServiceServicer):
             changes=[change_to_proto(change) for change in found],
             last_sequence=found[-1].sequence if found else request.after_sequence,
         )
+
+    def GetFieldFreshness(
+        self, request: pb.GetFieldFreshnessRequest, context: grpc.ServicerContext
+    ) -> pb.GetFieldFreshnessResponse:
+        stale_before = (
+            timestamp_to_datetime(request.stale_before, "stale_before")
+            if request.HasField("stale_before")
+            else None
+        )
+        found = self.profiles.field_freshness(stale_before=stale_before, source=request.source)
+        return pb.GetFieldFreshnessResponse(fields=[_freshness_to_proto(f) for f in found])
+
+
+def _freshness_to_proto(freshness: FieldFreshness) -> pb.FieldFreshness:
+    message = pb.FieldFreshness(
+        source=freshness.source,
+        field=freshness.field,
+        customers=freshness.customers,
+        stale_customers=freshness.stale_customers,
+    )
+    message.oldest_refresh_time.FromDatetime(freshness.oldest_refresh_time)
+    return message

@@ -72,6 +72,9 @@ RECOMPUTE_BATCH = 1000
 ROUND_LEASE = timedelta(minutes=10)
 # How long RecomputeMemberships waits for the workers' round before answering ABORTED.
 ROUND_WAIT_SECONDS = 3.0
+# Limits of the history reads (GetSegmentSizes, GetRetention): one report's worth.
+MAX_HISTORY_SEGMENTS = 100
+MAX_SIZE_INSTANTS = 400
 
 
 class CustomerSource(Protocol):
@@ -137,6 +140,22 @@ class RoundPlan:
     def cursor(self) -> int | None:
         """Where the change-log cursor moves when the round ends (changed rounds only)."""
         return self.upto_sequence if self.kind is RoundKind.CHANGED else None
+
+
+@dataclass(frozen=True)
+class SegmentRetention:
+    """Members at the start (``base``) and how many of them had not churned by the end."""
+
+    segment_id: str
+    base: int
+    retained: int
+
+
+@dataclass(frozen=True)
+class RetentionReport:
+    segments: list[SegmentRetention]
+    # Over every customer in any of the segments at the start, each counted once.
+    everyone: SegmentRetention
 
 
 @dataclass(frozen=True)
@@ -509,14 +528,7 @@ class Segments:
     def migration_report(
         self, *, family: str, start: datetime | None, end: datetime | None
     ) -> MigrationReport:
-        problems = required("family", family)
-        if start is None:
-            problems.append(FieldViolation("start_time", "is required"))
-        if end is None:
-            problems.append(FieldViolation("end_time", "is required"))
-        elif start is not None and end < start:
-            problems.append(FieldViolation("end_time", "must not be before start_time"))
-        raise_if(problems)
+        raise_if(required("family", family) + time_range_problems(start, end))
         assert start is not None and end is not None
         changes = self.repository.family_changes(family=family, until=end)
         at_start, at_end = winners_at(changes, start, end)
@@ -526,6 +538,49 @@ class Segments:
             if at_start.get(customer_id) == segment_id:
                 unchanged[segment_id] = unchanged.get(segment_id, 0) + 1
         return MigrationReport(moved, unchanged)
+
+    # ---- history -----------------------------------------------------------------------
+
+    def segment_sizes(
+        self, *, segment_ids: Sequence[str], times: Sequence[datetime]
+    ) -> list[list[int]]:
+        """Members of each segment at each instant (inclusive), in request order, replayed
+        from the stored transitions; deleted or unknown segments read as their history
+        (zeros when they have none)."""
+        problems = segment_list_problems(segment_ids)
+        if not 1 <= len(times) <= MAX_SIZE_INSTANTS:
+            problems.append(FieldViolation("times", f"give 1-{MAX_SIZE_INSTANTS} instants"))
+        raise_if(problems)
+        bounds = sorted(set(times))
+        net = self.repository.net_entries(segment_ids=segment_ids, bounds=bounds)
+        return sizes_at(segment_ids, times, bounds, net)
+
+    def retention(
+        self,
+        *,
+        segment_ids: Sequence[str],
+        churn_segment_id: str,
+        start: datetime | None,
+        end: datetime | None,
+    ) -> RetentionReport:
+        """Each segment's members at ``start`` and how many were not in the churn segment
+        at ``end``, and the same over all of them together."""
+        problems = segment_list_problems(segment_ids)
+        if churn_segment_id:
+            problems += validate_segment_id(churn_segment_id, "churn_segment_id")
+        else:
+            problems.append(FieldViolation("churn_segment_id", "is required"))
+        problems += time_range_problems(start, end)
+        raise_if(problems)
+        assert start is not None and end is not None
+        counts, (everyone, churned) = self.repository.retention_counts(
+            segment_ids=segment_ids, churn_segment_id=churn_segment_id, start=start, end=end
+        )
+        by_segment = []
+        for segment_id in segment_ids:
+            base, gone = counts.get(segment_id, (0, 0))
+            by_segment.append(SegmentRetention(segment_id, base, base - gone))
+        return RetentionReport(by_segment, SegmentRetention("", everyone, everyone - churned))
 
 
 class _Matcher:
@@ -548,6 +603,53 @@ class _Matcher:
         return self.repository.matching_customers(
             rule=compile_rule(rule), now=self.now, segment_matches=references
         )
+
+
+# ---- pure helpers of the history reads ---------------------------------------------------------
+
+
+def segment_list_problems(segment_ids: Sequence[str]) -> list[FieldViolation]:
+    """A history read names 1-100 segments, each a well-formed id (it may be deleted)."""
+    if not 1 <= len(segment_ids) <= MAX_HISTORY_SEGMENTS:
+        return [FieldViolation("segment_ids", f"give 1-{MAX_HISTORY_SEGMENTS} segment ids")]
+    return [
+        problem
+        for index, segment_id in enumerate(segment_ids)
+        for problem in validate_segment_id(segment_id, f"segment_ids[{index}]")
+    ]
+
+
+def time_range_problems(start: datetime | None, end: datetime | None) -> list[FieldViolation]:
+    """Both ends given, the end not before the start."""
+    problems = []
+    if start is None:
+        problems.append(FieldViolation("start_time", "is required"))
+    if end is None:
+        problems.append(FieldViolation("end_time", "is required"))
+    elif start is not None and end < start:
+        problems.append(FieldViolation("end_time", "must not be before start_time"))
+    return problems
+
+
+def sizes_at(
+    segment_ids: Sequence[str],
+    times: Sequence[datetime],
+    bounds: Sequence[datetime],
+    net: Mapping[tuple[str, int], int],
+) -> list[list[int]]:
+    """Each segment's size at each of ``times``: the running total of its net entries per
+    span (``net[(segment, k)]`` for the span ending at ``bounds[k]``, the sorted distinct
+    times), read back in the order the times were asked."""
+    position = {moment: index for index, moment in enumerate(bounds)}
+    series = []
+    for segment_id in segment_ids:
+        running = 0
+        totals = []
+        for index in range(len(bounds)):
+            running += net.get((segment_id, index), 0)
+            totals.append(running)
+        series.append([totals[position[moment]] for moment in times])
+    return series
 
 
 __all__ = ["EDITABLE_FIELDS", "CustomerEvaluation", "Preview", "RecomputeSummary", "Segments"]

@@ -84,6 +84,35 @@ def optional_time(message: Any, name: str) -> datetime | None:
     return moment
 
 
+def checked_time(message: Any, name: str) -> datetime | None:
+    """A timestamp field as an aware datetime, None when unset, INVALID_ARGUMENT naming the
+    field for a value no calendar has."""
+    if not message.HasField(name):
+        return None
+    return _to_datetime(getattr(message, name), name)
+
+
+def times_from_proto(timestamps: Sequence[timestamp_pb2.Timestamp], field: str) -> list[datetime]:
+    """Repeated timestamps as datetimes; every impossible one is reported by index."""
+    problems: list[FieldViolation] = []
+    converted: list[datetime] = []
+    for index, message in enumerate(timestamps):
+        try:
+            converted.append(_to_datetime(message, f"{field}[{index}]"))
+        except InvalidArgument as error:
+            problems.extend(error.violations)
+    if problems:
+        raise InvalidArgument(problems)
+    return converted
+
+
+def _to_datetime(message: timestamp_pb2.Timestamp, field: str) -> datetime:
+    try:
+        return message.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError) as error:
+        raise InvalidArgument.field(field, "not a valid timestamp") from error
+
+
 def segment_to_proto(segment: Segment) -> pb.Segment:
     message = pb.Segment(
         segment_id=segment.segment_id,

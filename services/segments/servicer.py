@@ -7,9 +7,10 @@ from switchboard.segments.v1 import segments_pb2 as pb
 from switchboard.segments.v1 import segments_pb2_grpc
 
 from services.core.errors import InvalidArgument
-from services.segments.app import Segments
+from services.segments.app import SegmentRetention, Segments
 from services.segments.convert import (
     change_to_proto,
+    checked_time,
     customer_record,
     definition_from_proto,
     explanation_to_proto,
@@ -20,6 +21,7 @@ from services.segments.convert import (
     revision_to_proto,
     segment_to_proto,
     struct_to_dict,
+    times_from_proto,
 )
 from services.segments.domain import Segment
 from services.segments.logic import normalize_rule
@@ -230,3 +232,37 @@ class SegmentServicer(segments_pb2_grpc.SegmentServiceServicer):
         return pb.LintSegmentsResponse(
             warnings=[lint_warning_to_proto(w) for w in warnings], customer_count=count
         )
+
+    def GetSegmentSizes(
+        self, request: pb.GetSegmentSizesRequest, context: grpc.ServicerContext
+    ) -> pb.GetSegmentSizesResponse:
+        segment_ids = list(request.segment_ids)
+        sizes = self.segments.segment_sizes(
+            segment_ids=segment_ids, times=times_from_proto(request.times, "times")
+        )
+        return pb.GetSegmentSizesResponse(
+            series=[
+                pb.SegmentSizeSeries(segment_id=segment_id, members=members)
+                for segment_id, members in zip(segment_ids, sizes, strict=True)
+            ]
+        )
+
+    def GetRetention(
+        self, request: pb.GetRetentionRequest, context: grpc.ServicerContext
+    ) -> pb.GetRetentionResponse:
+        report = self.segments.retention(
+            segment_ids=list(request.segment_ids),
+            churn_segment_id=request.churn_segment_id,
+            start=checked_time(request, "start_time"),
+            end=checked_time(request, "end_time"),
+        )
+        return pb.GetRetentionResponse(
+            segments=[_retention_to_proto(r) for r in report.segments],
+            all=_retention_to_proto(report.everyone),
+        )
+
+
+def _retention_to_proto(retention: SegmentRetention) -> pb.SegmentRetention:
+    return pb.SegmentRetention(
+        segment_id=retention.segment_id, base=retention.base, retained=retention.retained
+    )

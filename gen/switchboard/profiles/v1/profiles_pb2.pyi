@@ -1118,3 +1118,97 @@ class ListCustomerChangesResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListCustomerChangesResponse: _TypeAlias = ListCustomerChangesResponse  # noqa: Y015
+
+@_typing.final
+class GetFieldFreshnessRequest(_message.Message):
+    """Request for GetFieldFreshness."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STALE_BEFORE_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    source: _builtins.str
+    """Only this source, e.g. "billing"; empty means every source but "api" (values written
+    through this service are not synced, so they cannot go stale).
+    """
+    @_builtins.property
+    def stale_before(self) -> _timestamp_pb2.Timestamp:
+        """Values last refreshed before this instant are stale. Required."""
+
+    def __init__(
+        self,
+        *,
+        stale_before: _timestamp_pb2.Timestamp | None = ...,
+        source: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["stale_before", b"stale_before"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["source", b"source", "stale_before", b"stale_before"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetFieldFreshnessRequest: _TypeAlias = GetFieldFreshnessRequest  # noqa: Y015
+
+@_typing.final
+class FieldFreshness(_message.Message):
+    """How fresh one source's values of one field are."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SOURCE_FIELD_NUMBER: _builtins.int
+    FIELD_FIELD_NUMBER: _builtins.int
+    CUSTOMERS_FIELD_NUMBER: _builtins.int
+    STALE_CUSTOMERS_FIELD_NUMBER: _builtins.int
+    OLDEST_REFRESH_TIME_FIELD_NUMBER: _builtins.int
+    source: _builtins.str
+    """The source, e.g. "billing"."""
+    field: _builtins.str
+    """The field, e.g. "plan"."""
+    customers: _builtins.int
+    """Customers whose value of the field this source holds."""
+    stale_customers: _builtins.int
+    """Of those, the ones last refreshed before `stale_before`."""
+    @_builtins.property
+    def oldest_refresh_time(self) -> _timestamp_pb2.Timestamp:
+        """The oldest refresh time among all of them."""
+
+    def __init__(
+        self,
+        *,
+        source: _builtins.str = ...,
+        field: _builtins.str = ...,
+        customers: _builtins.int = ...,
+        stale_customers: _builtins.int = ...,
+        oldest_refresh_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["oldest_refresh_time", b"oldest_refresh_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customers", b"customers", "field", b"field", "oldest_refresh_time", b"oldest_refresh_time", "source", b"source", "stale_customers", b"stale_customers"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FieldFreshness: _TypeAlias = FieldFreshness  # noqa: Y015
+
+@_typing.final
+class GetFieldFreshnessResponse(_message.Message):
+    """Response for GetFieldFreshness."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FIELDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def fields(self) -> _containers.RepeatedCompositeFieldContainer[Global___FieldFreshness]:
+        """One entry per source and field, ordered by source then field."""
+
+    def __init__(
+        self,
+        *,
+        fields: _abc.Iterable[Global___FieldFreshness] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fields", b"fields"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetFieldFreshnessResponse: _TypeAlias = GetFieldFreshnessResponse  # noqa: Y015

@@ -91,6 +91,11 @@ class ProfileServiceStub:
                 request_serializer=switchboard_dot_profiles_dot_v1_dot_profiles__pb2.ListCustomerChangesRequest.SerializeToString,
                 response_deserializer=switchboard_dot_profiles_dot_v1_dot_profiles__pb2.ListCustomerChangesResponse.FromString,
                 _registered_method=True)
+        self.GetFieldFreshness = channel.unary_unary(
+                '/switchboard.profiles.v1.ProfileService/GetFieldFreshness',
+                request_serializer=switchboard_dot_profiles_dot_v1_dot_profiles__pb2.GetFieldFreshnessRequest.SerializeToString,
+                response_deserializer=switchboard_dot_profiles_dot_v1_dot_profiles__pb2.GetFieldFreshnessResponse.FromString,
+                _registered_method=True)
 
 
 class ProfileServiceServicer:
@@ -180,6 +185,14 @@ class ProfileServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetFieldFreshness(self, request, context):
+        """For each source and field it owns, how many customers' values it has not refreshed
+        since a given instant: data a segment rule relies on may be out of date.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ProfileServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -237,6 +250,11 @@ def add_ProfileServiceServicer_to_server(servicer, server):
                     servicer.ListCustomerChanges,
                     request_deserializer=switchboard_dot_profiles_dot_v1_dot_profiles__pb2.ListCustomerChangesRequest.FromString,
                     response_serializer=switchboard_dot_profiles_dot_v1_dot_profiles__pb2.ListCustomerChangesResponse.SerializeToString,
+            ),
+            'GetFieldFreshness': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetFieldFreshness,
+                    request_deserializer=switchboard_dot_profiles_dot_v1_dot_profiles__pb2.GetFieldFreshnessRequest.FromString,
+                    response_serializer=switchboard_dot_profiles_dot_v1_dot_profiles__pb2.GetFieldFreshnessResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -538,6 +556,33 @@ class ProfileService:
             '/switchboard.profiles.v1.ProfileService/ListCustomerChanges',
             switchboard_dot_profiles_dot_v1_dot_profiles__pb2.ListCustomerChangesRequest.SerializeToString,
             switchboard_dot_profiles_dot_v1_dot_profiles__pb2.ListCustomerChangesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetFieldFreshness(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.profiles.v1.ProfileService/GetFieldFreshness',
+            switchboard_dot_profiles_dot_v1_dot_profiles__pb2.GetFieldFreshnessRequest.SerializeToString,
+            switchboard_dot_profiles_dot_v1_dot_profiles__pb2.GetFieldFreshnessResponse.FromString,
             options,
             channel_credentials,
             insecure,

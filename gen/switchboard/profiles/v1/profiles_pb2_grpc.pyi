@@ -66,6 +66,10 @@ class ProfileServiceStub:
     """Reads the change log after a sequence number, oldest first, so consumers can
     re-evaluate exactly the customers that changed.
     """
+    GetFieldFreshness: _grpc.UnaryUnaryMultiCallable[_profiles_pb2.GetFieldFreshnessRequest, _profiles_pb2.GetFieldFreshnessResponse]
+    """For each source and field it owns, how many customers' values it has not refreshed
+    since a given instant: data a segment rule relies on may be out of date.
+    """
 
 @_typing.type_check_only
 class ProfileServiceAsyncStub(ProfileServiceStub):
@@ -104,6 +108,10 @@ class ProfileServiceAsyncStub(ProfileServiceStub):
     ListCustomerChanges: _aio.UnaryUnaryMultiCallable[_profiles_pb2.ListCustomerChangesRequest, _profiles_pb2.ListCustomerChangesResponse]  # type: ignore[assignment]
     """Reads the change log after a sequence number, oldest first, so consumers can
     re-evaluate exactly the customers that changed.
+    """
+    GetFieldFreshness: _aio.UnaryUnaryMultiCallable[_profiles_pb2.GetFieldFreshnessRequest, _profiles_pb2.GetFieldFreshnessResponse]  # type: ignore[assignment]
+    """For each source and field it owns, how many customers' values it has not refreshed
+    since a given instant: data a segment rule relies on may be out of date.
     """
 
 class ProfileServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -206,6 +214,16 @@ class ProfileServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_profiles_pb2.ListCustomerChangesResponse, _abc.Awaitable[_profiles_pb2.ListCustomerChangesResponse]]:
         """Reads the change log after a sequence number, oldest first, so consumers can
         re-evaluate exactly the customers that changed.
+        """
+
+    @_abc_1.abstractmethod
+    def GetFieldFreshness(
+        self,
+        request: _profiles_pb2.GetFieldFreshnessRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_profiles_pb2.GetFieldFreshnessResponse, _abc.Awaitable[_profiles_pb2.GetFieldFreshnessResponse]]:
+        """For each source and field it owns, how many customers' values it has not refreshed
+        since a given instant: data a segment rule relies on may be out of date.
         """
 
 def add_ProfileServiceServicer_to_server(servicer: ProfileServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

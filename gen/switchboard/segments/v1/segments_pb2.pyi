@@ -1501,3 +1501,185 @@ class LintSegmentsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___LintSegmentsResponse: _TypeAlias = LintSegmentsResponse  # noqa: Y015
+
+@_typing.final
+class GetSegmentSizesRequest(_message.Message):
+    """Request for GetSegmentSizes."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEGMENT_IDS_FIELD_NUMBER: _builtins.int
+    TIMES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def segment_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The segments, 1-100."""
+
+    @_builtins.property
+    def times(self) -> _containers.RepeatedCompositeFieldContainer[_timestamp_pb2.Timestamp]:
+        """The instants, 1-400, each inclusive (transitions at that instant count)."""
+
+    def __init__(
+        self,
+        *,
+        segment_ids: _abc.Iterable[_builtins.str] | None = ...,
+        times: _abc.Iterable[_timestamp_pb2.Timestamp] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["segment_ids", b"segment_ids", "times", b"times"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSegmentSizesRequest: _TypeAlias = GetSegmentSizesRequest  # noqa: Y015
+
+@_typing.final
+class SegmentSizeSeries(_message.Message):
+    """One segment's sizes."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEGMENT_ID_FIELD_NUMBER: _builtins.int
+    MEMBERS_FIELD_NUMBER: _builtins.int
+    segment_id: _builtins.str
+    """The segment."""
+    @_builtins.property
+    def members(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Members at each of the request's `times`, in the same order."""
+
+    def __init__(
+        self,
+        *,
+        segment_id: _builtins.str = ...,
+        members: _abc.Iterable[_builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["members", b"members", "segment_id", b"segment_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SegmentSizeSeries: _TypeAlias = SegmentSizeSeries  # noqa: Y015
+
+@_typing.final
+class GetSegmentSizesResponse(_message.Message):
+    """Response for GetSegmentSizes."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERIES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def series(self) -> _containers.RepeatedCompositeFieldContainer[Global___SegmentSizeSeries]:
+        """One series per requested segment, in request order."""
+
+    def __init__(
+        self,
+        *,
+        series: _abc.Iterable[Global___SegmentSizeSeries] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["series", b"series"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSegmentSizesResponse: _TypeAlias = GetSegmentSizesResponse  # noqa: Y015
+
+@_typing.final
+class GetRetentionRequest(_message.Message):
+    """Request for GetRetention."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEGMENT_IDS_FIELD_NUMBER: _builtins.int
+    CHURN_SEGMENT_ID_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    churn_segment_id: _builtins.str
+    """The segment whose members count as churned, e.g. "lifecycle_churned". Required."""
+    @_builtins.property
+    def segment_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The segments, 1-100."""
+
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """Members at this instant (inclusive) form each segment's base. Required."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """Who is in the churn segment at this instant (inclusive) has churned. Required."""
+
+    def __init__(
+        self,
+        *,
+        segment_ids: _abc.Iterable[_builtins.str] | None = ...,
+        churn_segment_id: _builtins.str = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["churn_segment_id", b"churn_segment_id", "end_time", b"end_time", "segment_ids", b"segment_ids", "start_time", b"start_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetRetentionRequest: _TypeAlias = GetRetentionRequest  # noqa: Y015
+
+@_typing.final
+class SegmentRetention(_message.Message):
+    """One segment's retention."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEGMENT_ID_FIELD_NUMBER: _builtins.int
+    BASE_FIELD_NUMBER: _builtins.int
+    RETAINED_FIELD_NUMBER: _builtins.int
+    segment_id: _builtins.str
+    """The segment."""
+    base: _builtins.int
+    """Members at `start_time`."""
+    retained: _builtins.int
+    """Of those, the ones not in the churn segment at `end_time`."""
+    def __init__(
+        self,
+        *,
+        segment_id: _builtins.str = ...,
+        base: _builtins.int = ...,
+        retained: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base", b"base", "retained", b"retained", "segment_id", b"segment_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SegmentRetention: _TypeAlias = SegmentRetention  # noqa: Y015
+
+@_typing.final
+class GetRetentionResponse(_message.Message):
+    """Response for GetRetention."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEGMENTS_FIELD_NUMBER: _builtins.int
+    ALL_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def segments(self) -> _containers.RepeatedCompositeFieldContainer[Global___SegmentRetention]:
+        """One entry per requested segment, in request order."""
+
+    @_builtins.property
+    def all(self) -> Global___SegmentRetention:
+        """The same over every customer in any of the segments at `start_time`, each counted once."""
+
+    def __init__(
+        self,
+        *,
+        segments: _abc.Iterable[Global___SegmentRetention] | None = ...,
+        all: Global___SegmentRetention | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["all", b"all"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["all", b"all", "segments", b"segments"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetRetentionResponse: _TypeAlias = GetRetentionResponse  # noqa: Y015

@@ -113,6 +113,16 @@ class SegmentServiceStub:
                 request_serializer=switchboard_dot_segments_dot_v1_dot_segments__pb2.LintSegmentsRequest.SerializeToString,
                 response_deserializer=switchboard_dot_segments_dot_v1_dot_segments__pb2.LintSegmentsResponse.FromString,
                 _registered_method=True)
+        self.GetSegmentSizes = channel.unary_unary(
+                '/switchboard.segments.v1.SegmentService/GetSegmentSizes',
+                request_serializer=switchboard_dot_segments_dot_v1_dot_segments__pb2.GetSegmentSizesRequest.SerializeToString,
+                response_deserializer=switchboard_dot_segments_dot_v1_dot_segments__pb2.GetSegmentSizesResponse.FromString,
+                _registered_method=True)
+        self.GetRetention = channel.unary_unary(
+                '/switchboard.segments.v1.SegmentService/GetRetention',
+                request_serializer=switchboard_dot_segments_dot_v1_dot_segments__pb2.GetRetentionRequest.SerializeToString,
+                response_deserializer=switchboard_dot_segments_dot_v1_dot_segments__pb2.GetRetentionResponse.FromString,
+                _registered_method=True)
 
 
 class SegmentServiceServicer:
@@ -238,6 +248,22 @@ class SegmentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetSegmentSizes(self, request, context):
+        """How many members each segment had at each of a list of instants, replayed from the
+        stored transitions (segment sizes over time).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetRetention(self, request, context):
+        """For each segment, its members at one instant and how many of them were not in the
+        churn segment at a later instant (retention).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SegmentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -315,6 +341,16 @@ def add_SegmentServiceServicer_to_server(servicer, server):
                     servicer.LintSegments,
                     request_deserializer=switchboard_dot_segments_dot_v1_dot_segments__pb2.LintSegmentsRequest.FromString,
                     response_serializer=switchboard_dot_segments_dot_v1_dot_segments__pb2.LintSegmentsResponse.SerializeToString,
+            ),
+            'GetSegmentSizes': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSegmentSizes,
+                    request_deserializer=switchboard_dot_segments_dot_v1_dot_segments__pb2.GetSegmentSizesRequest.FromString,
+                    response_serializer=switchboard_dot_segments_dot_v1_dot_segments__pb2.GetSegmentSizesResponse.SerializeToString,
+            ),
+            'GetRetention': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRetention,
+                    request_deserializer=switchboard_dot_segments_dot_v1_dot_segments__pb2.GetRetentionRequest.FromString,
+                    response_serializer=switchboard_dot_segments_dot_v1_dot_segments__pb2.GetRetentionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -726,6 +762,60 @@ class SegmentService:
             '/switchboard.segments.v1.SegmentService/LintSegments',
             switchboard_dot_segments_dot_v1_dot_segments__pb2.LintSegmentsRequest.SerializeToString,
             switchboard_dot_segments_dot_v1_dot_segments__pb2.LintSegmentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSegmentSizes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.segments.v1.SegmentService/GetSegmentSizes',
+            switchboard_dot_segments_dot_v1_dot_segments__pb2.GetSegmentSizesRequest.SerializeToString,
+            switchboard_dot_segments_dot_v1_dot_segments__pb2.GetSegmentSizesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRetention(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.segments.v1.SegmentService/GetRetention',
+            switchboard_dot_segments_dot_v1_dot_segments__pb2.GetRetentionRequest.SerializeToString,
+            switchboard_dot_segments_dot_v1_dot_segments__pb2.GetRetentionResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -86,6 +86,14 @@ class SegmentServiceStub:
     can never win their family, segments matching nobody, overlays matching the same
     customers. Runs over the stored customers.
     """
+    GetSegmentSizes: _grpc.UnaryUnaryMultiCallable[_segments_pb2.GetSegmentSizesRequest, _segments_pb2.GetSegmentSizesResponse]
+    """How many members each segment had at each of a list of instants, replayed from the
+    stored transitions (segment sizes over time).
+    """
+    GetRetention: _grpc.UnaryUnaryMultiCallable[_segments_pb2.GetRetentionRequest, _segments_pb2.GetRetentionResponse]
+    """For each segment, its members at one instant and how many of them were not in the
+    churn segment at a later instant (retention).
+    """
 
 @_typing.type_check_only
 class SegmentServiceAsyncStub(SegmentServiceStub):
@@ -144,6 +152,14 @@ class SegmentServiceAsyncStub(SegmentServiceStub):
     """Warns about segment definitions that mislead: too many enabled segments, segments that
     can never win their family, segments matching nobody, overlays matching the same
     customers. Runs over the stored customers.
+    """
+    GetSegmentSizes: _aio.UnaryUnaryMultiCallable[_segments_pb2.GetSegmentSizesRequest, _segments_pb2.GetSegmentSizesResponse]  # type: ignore[assignment]
+    """How many members each segment had at each of a list of instants, replayed from the
+    stored transitions (segment sizes over time).
+    """
+    GetRetention: _aio.UnaryUnaryMultiCallable[_segments_pb2.GetRetentionRequest, _segments_pb2.GetRetentionResponse]  # type: ignore[assignment]
+    """For each segment, its members at one instant and how many of them were not in the
+    churn segment at a later instant (retention).
     """
 
 class SegmentServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -290,6 +306,26 @@ class SegmentServiceServicer(metaclass=_abc_1.ABCMeta):
         """Warns about segment definitions that mislead: too many enabled segments, segments that
         can never win their family, segments matching nobody, overlays matching the same
         customers. Runs over the stored customers.
+        """
+
+    @_abc_1.abstractmethod
+    def GetSegmentSizes(
+        self,
+        request: _segments_pb2.GetSegmentSizesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_segments_pb2.GetSegmentSizesResponse, _abc.Awaitable[_segments_pb2.GetSegmentSizesResponse]]:
+        """How many members each segment had at each of a list of instants, replayed from the
+        stored transitions (segment sizes over time).
+        """
+
+    @_abc_1.abstractmethod
+    def GetRetention(
+        self,
+        request: _segments_pb2.GetRetentionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_segments_pb2.GetRetentionResponse, _abc.Awaitable[_segments_pb2.GetRetentionResponse]]:
+        """For each segment, its members at one instant and how many of them were not in the
+        churn segment at a later instant (retention).
         """
 
 def add_SegmentServiceServicer_to_server(servicer: SegmentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
