@@ -105,6 +105,34 @@ class Settings(BaseSettings):
         description="Rows of a sync file written per transaction; a killed sync resumes "
         "after the last committed chunk.",
     )
+    dashboard_host: str = Field(
+        default="127.0.0.1", description="Interface the read-only reports dashboard listens on."
+    )
+    dashboard_port: int = Field(
+        default=8150, ge=0, le=65535, description="HTTP port of the reports dashboard."
+    )
+    report_hourly_cost: float = Field(
+        default=40.0,
+        gt=0,
+        description="What an hour of agent time costs, for reports' support cost per customer.",
+    )
+    report_gap_margin: float = Field(
+        default=0.1,
+        gt=0,
+        le=10,
+        description="How much worse than the blended figure (as a fraction of it) a "
+        "segment's figure must be for the scorecard to flag it.",
+    )
+    report_churn_segment: str = Field(
+        default="lifecycle_churned",
+        description="The segment whose members count as churned, for reports' retention.",
+    )
+    report_stale_after_seconds: float = Field(
+        default=172800.0,
+        gt=0,
+        description="A synced field is stale in reports once its source has not refreshed "
+        "it for this long (two days).",
+    )
     usage_retention_days: int = Field(
         default=90, ge=15, description="Raw usage events older than this are pruned."
     )

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import asdict, replace
 from datetime import datetime
 from typing import Any
 
@@ -42,6 +42,7 @@ from services.routing.domain import (
     RulesRevision,
     SlaPolicy,
 )
+from services.routing.facts import conversation_facts
 from services.routing.lifecycle import (
     ConversationEvent,
     ConversationState,
@@ -110,6 +111,7 @@ class Routing:
         # Wakes consoles watching in this process as soon as an assignment changes; other
         # processes' changes reach them by polling.
         self._assignments_changed = threading.Condition()
+        repository.before_commit.append(self._record_facts)
 
     # ---- configuration ----------------------------------------------------------------------
 
@@ -446,6 +448,9 @@ class Routing:
             with self.repository.write() as store:
                 config = self.config(store)
                 decision = self._decide(store, config, request, attributes, segment_ids, now)
+                store.record_conversation_segments(
+                    request.conversation_id, decision.segment_ids, now
+                )
         except IntegrityError:
             # Routed concurrently by another call: that decision stands.
             with self.repository.read() as store:
@@ -564,6 +569,29 @@ class Routing:
         if policy is None:
             return None
         return clock_policy(policy, config.calendars, queue_calendar_id)
+
+    def _record_facts(self, store: Store) -> None:
+        """Refold the report facts of every conversation this transaction added events
+        to, so reports agree with the history the moment it commits."""
+        if not store.touched:
+            return
+        conversation_ids = sorted(store.touched)
+        store.touched.clear()
+        rows = store.conversations_by_id(conversation_ids)
+        events = store.events_of(conversation_ids)
+        clocks = views.sla_reports(store, self.config(store), rows, events, now=None)
+        facts = []
+        for row in rows:
+            history = [event for event, _ in events[row["conversation_id"]]]
+            folded = conversation_facts(history, clocks[row["conversation_id"]])
+            facts.append(
+                {
+                    "conversation_id": row["conversation_id"],
+                    "customer_id": row["customer_id"],
+                    **asdict(folded),
+                }
+            )
+        store.save_facts(facts)
 
     # ---- timers: fallback steps and overflow --------------------------------------------------
 

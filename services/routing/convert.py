@@ -181,17 +181,17 @@ def optional_timestamp(moment: datetime | None) -> timestamp_pb2.Timestamp | Non
     return None if moment is None else timestamp(moment)
 
 
-def _duration(delta: timedelta) -> duration_pb2.Duration:
+def duration_message(delta: timedelta) -> duration_pb2.Duration:
     message = duration_pb2.Duration()
     message.FromTimedelta(delta)
     return message
 
 
 def _optional_duration(delta: timedelta | None) -> duration_pb2.Duration | None:
-    return None if delta is None else _duration(delta)
+    return None if delta is None else duration_message(delta)
 
 
-def _read_duration(message: Any, name: str) -> timedelta | None:
+def read_duration(message: Any, name: str) -> timedelta | None:
     if not message.HasField(name):
         return None
     delta: timedelta = getattr(message, name).ToTimedelta()
@@ -263,13 +263,15 @@ def calendar_from_proto(message: pb.Calendar) -> Calendar:
 def _target_to_proto(target: SlaTarget | None) -> pb.SlaTarget | None:
     if target is None:
         return None
-    return pb.SlaTarget(duration=_duration(target.duration), clock=_TARGET_CLOCKS[target.clock])
+    return pb.SlaTarget(
+        duration=duration_message(target.duration), clock=_TARGET_CLOCKS[target.clock]
+    )
 
 
 def _target_from_proto(message: pb.SlaPolicy, name: str, problems: _Problems) -> SlaTarget | None:
     # A target without a duration is no target, the same as leaving the field out.
     target: pb.SlaTarget = getattr(message, name)
-    duration = _read_duration(target, "duration")
+    duration = read_duration(target, "duration")
     if duration is None:
         return None
     clock = _TARGET_CLOCKS_FROM_PROTO.get(target.clock)
@@ -386,7 +388,7 @@ def queue_from_proto(message: pb.Queue) -> Queue:
     if message.HasField("overflow"):
         overflow = Overflow(
             queue_id=message.overflow.queue_id,
-            after=_read_duration(message.overflow, "after"),
+            after=read_duration(message.overflow, "after"),
             when_no_agent_online=message.overflow.when_no_agent_online,
         )
     return Queue(
@@ -470,7 +472,7 @@ def agent_status_from_proto(status: pb.AgentStatus.ValueType) -> AgentStatus | N
 
 
 def _step_to_proto(step: RouteStep) -> pb.RouteStep:
-    message = pb.RouteStep(timeout=_duration(step.timeout))
+    message = pb.RouteStep(timeout=duration_message(step.timeout))
     # Only one target may be written: assigning any member of a oneof selects it.
     if step.agent_id:
         message.agent_id = step.agent_id
@@ -485,7 +487,7 @@ def _step_from_proto(message: pb.RouteStep) -> RouteStep:
     # The members of the oneof not chosen read as "", so a step without a target has all
     # three empty; a missing timeout reads as zero. The app reports both.
     return RouteStep(
-        timeout=_read_duration(message, "timeout") or timedelta(0),
+        timeout=read_duration(message, "timeout") or timedelta(0),
         agent_id=message.agent_id,
         owner_attribute=message.owner_attribute,
         queue_id=message.queue_id,
@@ -627,8 +629,8 @@ def _clock_to_proto(clock: ClockReport) -> pb.SlaClock:
     return pb.SlaClock(
         metric=_METRICS[clock.metric],
         status=_SLA_STATUSES[clock.status],
-        target=_duration(clock.target),
-        elapsed=_duration(clock.elapsed),
+        target=duration_message(clock.target),
+        elapsed=duration_message(clock.elapsed),
         running=clock.running,
         paused=clock.paused,
         due_time=optional_timestamp(clock.due_time),

@@ -162,3 +162,39 @@ class ConversationEventRow(SQLModel, table=True):
     raised_priority: int = 0
     moved_to_queue_id: str = Field(default="", max_length=64)
     notified_endpoint_id: str = Field(default="", max_length=64)
+
+
+class ConversationFactsRow(SQLModel, table=True):
+    """What the reports need of one conversation, kept current by every write that adds
+    events to it, so a scorecard over a million conversations is one aggregate query."""
+
+    __tablename__ = "routing_conversation_facts"
+    __table_args__ = (Index("ix_routing_conversation_facts_route_time", "route_time"),)
+
+    conversation_id: str = Field(primary_key=True, max_length=128)
+    customer_id: str = Field(default="", max_length=64)
+    route_time: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+    bot_first: bool = False
+    # Calendar seconds until the first human reply, and until the last resolution; None
+    # while there is none (or the conversation was reopened since).
+    first_response_seconds: float | None = None
+    resolution_seconds: float | None = None
+    # The SLA verdicts: None while a clock runs on track, or when there is no target.
+    first_response_met: bool | None = None
+    resolution_met: bool | None = None
+    csat_rating: int = 0
+    human_involved: bool = False
+    escalated: bool = False
+    reopened: bool = False
+    handling_seconds: float = 0.0
+
+
+class ConversationSegmentRow(SQLModel, table=True):
+    """The segments a conversation's customer was in when it was routed: reports group by
+    them, never by today's memberships."""
+
+    __tablename__ = "routing_conversation_segments"
+
+    segment_id: str = Field(primary_key=True, max_length=64)
+    route_time: datetime = Field(sa_column=Column(UTCDateTime, primary_key=True))
+    conversation_id: str = Field(primary_key=True, max_length=128)

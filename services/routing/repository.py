@@ -42,7 +42,9 @@ from services.routing.models import (
     AgentPresenceRow,
     ConfigVersionRow,
     ConversationEventRow,
+    ConversationFactsRow,
     ConversationRow,
+    ConversationSegmentRow,
     DefinitionRevisionRow,
     DefinitionRow,
     QueueCursorRow,
@@ -55,6 +57,8 @@ presence = AgentPresenceRow.__table__  # type: ignore[attr-defined]
 queue_cursors = QueueCursorRow.__table__  # type: ignore[attr-defined]
 conversations = ConversationRow.__table__  # type: ignore[attr-defined]
 events = ConversationEventRow.__table__  # type: ignore[attr-defined]
+conversation_facts = ConversationFactsRow.__table__  # type: ignore[attr-defined]
+conversation_segments = ConversationSegmentRow.__table__  # type: ignore[attr-defined]
 
 OPEN_STATES = tuple(s.value for s in ConversationState if s != ConversationState.RESOLVED)
 # Conversations an agent holds: everything open that names them.
@@ -273,6 +277,9 @@ class Store:
         # PostgreSQL needs row locks; SQLite's single writer already serializes.
         self.locking = locking
         self.config_changed = False
+        # Conversations whose history this transaction extended: their report facts are
+        # refreshed before it commits.
+        self.touched: set[str] = set()
 
     # ---- definitions ------------------------------------------------------------------------
 
@@ -620,6 +627,7 @@ class Store:
         clock, so the SLA watch is asked to look at the conversation again from then on."""
         if not new_events:
             return
+        self.touched.add(conversation_id)
         self.session.execute(
             insert(events), [_event_values(conversation_id, event, note) for event in new_events]
         )
@@ -637,6 +645,7 @@ class Store:
         """Record an SLA_WARNING or SLA_BREACHED at the moment the threshold was reached. It
         moves nothing, so the conversation's latest event time stays; a unique index refuses
         a second record of the same threshold and cycle."""
+        self.touched.add(conversation_id)
         self.session.execute(insert(events), [_event_values(conversation_id, event, note)])
 
     def sla_events(self, conversation_id: str) -> list[ConversationEvent]:
@@ -711,6 +720,42 @@ class Store:
             for row in rows:
                 found[row.conversation_id].append((_event(row), row.note))
         return found
+
+    def conversations_by_id(self, conversation_ids: Sequence[str]) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = []
+        for chunk in in_chunks(list(conversation_ids)):
+            found = self.session.execute(
+                select(conversations).where(conversations.c.conversation_id.in_(chunk))
+            ).all()
+            rows += [dict(row._mapping) for row in found]
+        return rows
+
+    def record_conversation_segments(
+        self, conversation_id: str, segment_ids: Sequence[str], route_time: datetime
+    ) -> None:
+        """Remember the segments a conversation was routed in, for reports."""
+        if segment_ids:
+            self.session.execute(
+                insert(conversation_segments),
+                [
+                    {
+                        "segment_id": segment_id,
+                        "route_time": route_time,
+                        "conversation_id": conversation_id,
+                    }
+                    for segment_id in segment_ids
+                ],
+            )
+
+    def save_facts(self, facts: Sequence[Mapping[str, Any]]) -> None:
+        """Replace the report facts of these conversations."""
+        ids = [row["conversation_id"] for row in facts]
+        for chunk in in_chunks(ids):
+            self.session.execute(
+                delete(conversation_facts).where(conversation_facts.c.conversation_id.in_(chunk))
+            )
+        if facts:
+            self.session.execute(insert(conversation_facts), [dict(row) for row in facts])
 
     def held_by(self, agent_id: str) -> list[dict[str, Any]]:
         rows = self.session.execute(
@@ -854,6 +899,8 @@ class RoutingRepository:
         self.locking = is_postgresql(engine)
         self._desk = _DeskReader(engine)
         self.config_listeners: list[Callable[[], None]] = []
+        # Run inside every write transaction just before it commits (the report facts).
+        self.before_commit: list[Callable[[Store], None]] = []
 
     def desk(self) -> Desk:
         """The desk as one consistent snapshot, without locks or a transaction."""
@@ -861,11 +908,14 @@ class RoutingRepository:
 
     @contextmanager
     def write(self) -> Iterator[Store]:
-        """A transaction; after a commit that changed the configuration, every
-        ``config_listeners`` callable runs (the widget cache moves its version there)."""
+        """A transaction; ``before_commit`` hooks run at its end, and after a commit that
+        changed the configuration every ``config_listeners`` callable runs (the widget cache
+        moves its version there)."""
         with write_transaction(self.engine) as session:
             store = Store(session, self.locking)
             yield store
+            for hook in self.before_commit:
+                hook(store)
         if store.config_changed:
             for listener in self.config_listeners:
                 listener()

@@ -11,6 +11,7 @@ from services.core.channels import open_channel
 from services.core.clock import Clock, utc_now
 from services.core.server import ServiceSpec
 from services.core.settings import Settings
+from services.reports.server import reports_spec
 from services.routing.app import Routing
 from services.routing.customers import CustomerDirectory, SegmentsClient
 from services.routing.repository import RoutingRepository
@@ -50,7 +51,8 @@ def widgets_app(routing: Routing, settings: Settings) -> Widgets:
 
 
 def routing_specs(engine: Engine, settings: Settings, clock: Clock = utc_now) -> list[ServiceSpec]:
-    """The routing service over ``routing_app``, and the widget service over the same core."""
+    """The routing service over ``routing_app``, the widget service over the same core, and
+    the reports, which read routing's store."""
     routing = routing_app(engine, settings, clock)
     widgets = widgets_app(routing, settings)
     routing_servicer = RoutingServicer(routing)
@@ -65,4 +67,5 @@ def routing_specs(engine: Engine, settings: Settings, clock: Clock = utc_now) ->
     return [
         ServiceSpec(SERVICE_NAME, register_routing),
         ServiceSpec(WIDGET_SERVICE_NAME, register_widgets, (widgets.metrics.lookups,)),
+        reports_spec(engine, settings, clock),
     ]

@@ -74,21 +74,21 @@ def sla_reports(
     config: Config,
     rows: Sequence[Mapping[str, Any]],
     events: Mapping[str, list[tuple[ConversationEvent, str]]],
-    now: datetime,
+    now: datetime | None,
 ) -> dict[str, tuple[ClockReport, ...]]:
-    """The SLA clocks of each conversation by id, reading every policy's history once."""
+    """The SLA clocks of each conversation by id, reading every policy's history once; as
+    they stand at ``now``, or with None at each conversation's latest event."""
     policy_ids = {
         event.policy_id for history in events.values() for event, _ in history if event.policy_id
     }
     histories = store.policy_histories(sorted(policy_ids))
-    return {
-        row["conversation_id"]: tuple(
-            clock_reports(
-                config, row, [event for event, _ in events[row["conversation_id"]]], histories, now
-            )
-        )
-        for row in rows
-    }
+    reports = {}
+    for row in rows:
+        history = [event for event, _ in events[row["conversation_id"]]]
+        moment = now or max((event.time for event in history), default=None)
+        found = clock_reports(config, row, history, histories, moment) if moment else []
+        reports[row["conversation_id"]] = tuple(found)
+    return reports
 
 
 def clock_reports(

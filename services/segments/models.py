@@ -69,7 +69,8 @@ class MembershipChangeRow(SQLModel, table=True):
     __tablename__ = "segment_membership_changes"
     __table_args__ = (
         Index("ix_segment_membership_changes_customer", "customer_id", "change_time"),
-        Index("ix_segment_membership_changes_segment", "segment_id", "change_time"),
+        # With the kind, sizes over time sum entries and exits from the index alone.
+        Index("ix_segment_membership_changes_segment", "segment_id", "change_time", "kind"),
         Index("ix_segment_membership_changes_family", "family", "change_time"),
     )
 

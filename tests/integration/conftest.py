@@ -7,6 +7,7 @@ import grpc
 import pytest
 from sqlalchemy import Engine
 from switchboard.profiles.v1 import profiles_pb2_grpc
+from switchboard.reports.v1 import reports_pb2_grpc
 from switchboard.routing.v1 import routing_pb2_grpc, widgets_pb2_grpc
 from switchboard.segments.v1 import segments_pb2_grpc
 
@@ -101,6 +102,12 @@ def routing_server(
 def routing(routing_server: RunningServer) -> Iterator[routing_pb2_grpc.RoutingServiceStub]:
     with grpc.insecure_channel(f"127.0.0.1:{routing_server.port}") as channel:
         yield routing_pb2_grpc.RoutingServiceStub(channel)
+
+
+@pytest.fixture
+def reports(routing_server: RunningServer) -> Iterator[reports_pb2_grpc.ReportServiceStub]:
+    with grpc.insecure_channel(f"127.0.0.1:{routing_server.port}") as channel:
+        yield reports_pb2_grpc.ReportServiceStub(channel)
 
 
 @pytest.fixture
