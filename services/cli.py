@@ -18,6 +18,7 @@ from services.core.db import create_db_engine, upgrade_database
 from services.core.logs import configure_logging
 from services.core.server import create_server, serve_until_stopped
 from services.core.settings import Settings
+from services.dashboard.cli import dashboard
 from services.outreach.cli import outreach
 from services.registry import SERVICES
 from services.sync.cli import sync
@@ -124,7 +125,12 @@ def health(service: tuple[str, ...], timeout: float) -> None:
 
 
 @main.command()
-def demo() -> None:
+@click.option(
+    "--month",
+    is_flag=True,
+    help="Also play out a month of conversations, so the reports and dashboard show figures.",
+)
+def demo(month: bool) -> None:
     """Load a small demo data set through the running services."""
     from services.demo import load_demo, load_routing_demo, load_segment_demo, load_widgets_demo
 
@@ -133,12 +139,16 @@ def demo() -> None:
     click.echo(load_segment_demo(settings))
     click.echo(load_routing_demo(settings))
     click.echo(load_widgets_demo(settings))
+    if month:
+        from services.demo_month import load_conversation_month
+
+        click.echo(load_conversation_month(settings))
 
 
 @main.command()
 @click.option("--ready-timeout", default=60.0, show_default=True)
 def up(ready_timeout: float) -> None:
-    """Run the whole stack: three services, workers and beat, until Ctrl-C."""
+    """Run the whole stack: three services, workers, beat and the dashboard, until Ctrl-C."""
     settings = Settings()
     configure_logging("up", settings.log_level)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -158,6 +168,7 @@ def up(ready_timeout: float) -> None:
             [*command, "worker", "--queues", "sync", "--concurrency", "1"]
         ),
         "beat": subprocess.Popen([*command, "beat"]),
+        "dashboard": subprocess.Popen([*command, "dashboard"]),
     }
     stopping = False
 
@@ -204,6 +215,7 @@ def _describe_addresses(settings: Settings) -> str:
             f"  {name:<9} grpc {entry.address(settings):<22} "
             f"metrics http://{settings.metrics_host}:{entry.metrics_port(settings)}/metrics"
         )
+    lines.append(f"  dashboard http://{settings.dashboard_host}:{settings.dashboard_port}/")
     lines.append("  workers (sync, and everything else) and beat running. Ctrl-C stops everything.")
     return "\n".join(lines)
 
@@ -250,6 +262,7 @@ def _redacted(url: str) -> str:
 
 main.add_command(sync)
 main.add_command(outreach)
+main.add_command(dashboard)
 
 
 if __name__ == "__main__":

@@ -79,3 +79,17 @@ import sys, psycopg
 psycopg.connect(sys.argv[1], connect_timeout=3).close()
 PY
 }
+
+# The dashboard's browser test drives Debian's headless Chromium through its chromedriver.
+# Most runs find both already there, so the package lists are refreshed only when a plain
+# install fails (a fresh image whose lists are missing or stale).
+sb_ensure_chromium() {
+  if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then return; fi
+  sb_say "installing chromium and chromium-driver from Debian's packages"
+  if ! sb_as_root env DEBIAN_FRONTEND=noninteractive \
+      apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1; then
+    sb_as_root apt-get update -qq
+    sb_as_root env DEBIAN_FRONTEND=noninteractive \
+      apt-get install -y -qq chromium chromium-driver >/dev/null
+  fi
+}

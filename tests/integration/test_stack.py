@@ -3,11 +3,13 @@ and the production shape's worker on a real Redis."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -36,6 +38,7 @@ def stack_env(data_dir: Path, database_url: str) -> dict[str, str]:
     for service in ("profiles", "segments", "routing"):
         env[f"SWITCHBOARD_{service.upper()}_ADDRESS"] = f"127.0.0.1:{free_port()}"
         env[f"SWITCHBOARD_{service.upper()}_METRICS_PORT"] = str(free_port())
+    env["SWITCHBOARD_DASHBOARD_PORT"] = str(free_port())
     if backend_under_test() == "postgresql":
         env["SWITCHBOARD_DATABASE_URL"] = database_url
     return env
@@ -76,6 +79,19 @@ def test_up_serves_everything_loads_the_demo_and_stops_on_ctrl_c(
             )
         assert globex.plan == "enterprise"
         assert globex.traits["logins_wow_change"] < -0.5
+
+        # The dashboard is up beside the services, and reads the reports of the demo.
+        dashboard = f"http://127.0.0.1:{env['SWITCHBOARD_DASHBOARD_PORT']}/"
+        stack.wait_for_line(dashboard, timeout=5)
+        with urllib.request.urlopen(dashboard, timeout=10) as page:
+            assert "<table" in page.read().decode()
+        with urllib.request.urlopen(f"{dashboard}api/scorecard?family=tier", timeout=30) as api:
+            rows = json.load(api)["segments"]
+        assert [row["segment_id"] for row in rows] == [
+            "tier_enterprise",
+            "tier_growth",
+            "tier_starter",
+        ]
     finally:
         code = stack.stop(signal.SIGINT)
     assert code == 0, "".join(stack.output)
