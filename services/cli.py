@@ -21,6 +21,7 @@ from services.core.settings import Settings
 from services.dashboard.cli import dashboard
 from services.outreach.cli import outreach
 from services.registry import SERVICES
+from services.reports.cli import report
 from services.sync.cli import sync
 
 log = logging.getLogger("switchboard.cli")
@@ -262,6 +263,7 @@ def _redacted(url: str) -> str:
 
 main.add_command(sync)
 main.add_command(outreach)
+main.add_command(report)
 main.add_command(dashboard)
 
 

@@ -46,7 +46,8 @@ def _service() -> Iterator[outreach_pb2_grpc.OutreachServiceStub]:
         channel.close()
 
 
-def _call(call: Callable[[], T]) -> T:
+def call_rpc(call: Callable[[], T]) -> T:
+    """Run a gRPC call for a command; a refusal becomes a clean click error."""
     try:
         return call()
     except grpc.RpcError as error:
@@ -67,7 +68,7 @@ def deliveries(status: str | None, customer: str, endpoint: str, limit: int) -> 
         page_size=limit,
     )
     with _service() as service:
-        found = _call(lambda: service.ListDeliveries(request)).deliveries
+        found = call_rpc(lambda: service.ListDeliveries(request)).deliveries
     if not found:
         click.echo("no deliveries")
         return
@@ -94,7 +95,7 @@ def _describe(delivery: pb.Delivery) -> str:
 def replay(delivery_id: str) -> None:
     """Send a dead or delivered webhook again, with the same idempotency key."""
     with _service() as service:
-        replayed = _call(
+        replayed = call_rpc(
             lambda: service.ReplayDelivery(pb.ReplayDeliveryRequest(delivery_id=delivery_id))
         ).delivery
     click.echo(f"replaying {replayed.delivery_id}: pending, sent within seconds")

@@ -72,6 +72,7 @@ from ._limits import (
     MAX_TOTAL_LIST_ITEMS,
     REGEX_TIMEOUT_SECONDS,
 )
+from ._time import parse_duration, parse_timestamp
 from ._validate import FieldKind, RuleViolation, validate_rule
 
 __all__ = [
@@ -93,6 +94,8 @@ __all__ = [
     "compile_rule",
     "explain",
     "find_segment_cycle",
+    "parse_duration",
+    "parse_timestamp",
     "referenced_segments",
     "segment_evaluation_order",
     "validate_rule",
