@@ -111,6 +111,12 @@ class Settings(BaseSettings):
     dashboard_port: int = Field(
         default=8150, ge=0, le=65535, description="HTTP port of the reports dashboard."
     )
+    report_deadline_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="Deadline of report calls from the CLI and the dashboard: a scorecard "
+        "over a million conversations takes seconds.",
+    )
     report_hourly_cost: float = Field(
         default=40.0,
         gt=0,

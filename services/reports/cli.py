@@ -120,7 +120,7 @@ def _range(
 def _reports() -> Iterator[reports_pb2_grpc.ReportServiceStub]:
     settings = Settings()
     channel = open_channel(
-        settings.routing_address, deadline_seconds=settings.call_deadline_seconds
+        settings.routing_address, deadline_seconds=settings.report_deadline_seconds
     )
     try:
         yield reports_pb2_grpc.ReportServiceStub(channel)
