@@ -4,22 +4,19 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, TypeVar
+from typing import Any
 
 import click
-import grpc
 from switchboard.segments.v1 import outreach_pb2 as pb
 from switchboard.segments.v1 import outreach_pb2_grpc
 
-from services.core.channels import open_channel
+from services.cli_support import call_rpc, connected
 from services.core.clock import utc_now
 from services.core.settings import Settings
 from services.outreach.signing import DEFAULT_TOLERANCE, SIGNATURE_HEADER, verify
-
-T = TypeVar("T")
 
 _STATUS_CHOICES = {
     "pending": pb.DELIVERY_STATUS_PENDING,
@@ -34,24 +31,13 @@ def outreach() -> None:
     """Outreach webhooks."""
 
 
-@contextmanager
-def _service() -> Iterator[outreach_pb2_grpc.OutreachServiceStub]:
+def _service() -> AbstractContextManager[outreach_pb2_grpc.OutreachServiceStub]:
     settings = Settings()
-    channel = open_channel(
-        settings.segments_address, deadline_seconds=settings.call_deadline_seconds
+    return connected(
+        outreach_pb2_grpc.OutreachServiceStub,
+        settings.segments_address,
+        settings.call_deadline_seconds,
     )
-    try:
-        yield outreach_pb2_grpc.OutreachServiceStub(channel)
-    finally:
-        channel.close()
-
-
-def call_rpc(call: Callable[[], T]) -> T:
-    """Run a gRPC call for a command; a refusal becomes a clean click error."""
-    try:
-        return call()
-    except grpc.RpcError as error:
-        raise click.ClickException(f"{error.code().name}: {error.details()}") from error
 
 
 @outreach.command()

@@ -18,6 +18,7 @@ from services.profiles.domain import (
     CustomerChange,
     UsageEvent,
 )
+from services.profiles.repository import FieldFreshness
 
 _WRITABLE = frozenset(WRITABLE_FIELDS)
 _OPTIONAL_NUMBERS = ("seats", "arr", "employee_count", "annual_revenue", "health_score", "nps")
@@ -193,3 +194,14 @@ __all__ = [
     "usage_events_from_proto",
     "values_from_proto",
 ]
+
+
+def freshness_to_proto(freshness: FieldFreshness) -> pb.FieldFreshness:
+    message = pb.FieldFreshness(
+        source=freshness.source,
+        field=freshness.field,
+        customers=freshness.customers,
+        stale_customers=freshness.stale_customers,
+    )
+    message.oldest_refresh_time.FromDatetime(freshness.oldest_refresh_time)
+    return message

@@ -10,6 +10,7 @@ from services.profiles.app import Profiles, UpsertInput
 from services.profiles.convert import (
     change_to_proto,
     customer_to_proto,
+    freshness_to_proto,
     parse_update_mask,
     timestamp_to_datetime,
     usage_events_from_proto,
@@ -18,7 +19,6 @@ from services.profiles.convert import (
 from services.profiles.domain import ExternalIdKey
 from services.profiles.repository import (
     CustomerFilter,
-    FieldFreshness,
     decode_page_token,
     encode_page_token,
 )
@@ -165,15 +165,4 @@ class ProfileServicer(profiles_pb2_grpc.ProfileServiceServicer):
             else None
         )
         found = self.profiles.field_freshness(stale_before=stale_before, source=request.source)
-        return pb.GetFieldFreshnessResponse(fields=[_freshness_to_proto(f) for f in found])
-
-
-def _freshness_to_proto(freshness: FieldFreshness) -> pb.FieldFreshness:
-    message = pb.FieldFreshness(
-        source=freshness.source,
-        field=freshness.field,
-        customers=freshness.customers,
-        stale_customers=freshness.stale_customers,
-    )
-    message.oldest_refresh_time.FromDatetime(freshness.oldest_refresh_time)
-    return message
+        return pb.GetFieldFreshnessResponse(fields=[freshness_to_proto(f) for f in found])

@@ -127,7 +127,7 @@ class Reports:
         self, *, family: str, start: datetime | None, end: datetime | None
     ) -> MigrationMatrix:
         problems = required("family", family)
-        options = self._options(start, end, 1.0, 0.0, "", problems)
+        options = self._options(start, end, 0.0, 0.0, "", problems)
         order = [s.segment_id for s in self._chosen(family, ())]
         moves, stayed = self.segments.migration(family, options.start, options.end)
         rows, cells = logic.migration_cells(order, moves, stayed)
@@ -151,10 +151,12 @@ class Reports:
                 problems.append(FieldViolation("time_zone", "not an IANA time zone name"))
         if stale_after is not None and stale_after <= timedelta(0):
             problems.append(FieldViolation("stale_after", "must be a positive duration"))
-        options = self._options(start, end, 1.0, 0.0, "", problems)
+        options = self._options(start, end, 0.0, 0.0, "", problems)
         if options.end - options.start > timedelta(days=logic.MAX_DAYS):
             raise_if([FieldViolation("end_time", f"at most {logic.MAX_DAYS} days after start")])
-        chosen = self._chosen(family, segment_ids) if family or segment_ids else self._all()
+        chosen = (
+            self._chosen(family, segment_ids) if family or segment_ids else self.segments.segments()
+        )
         ends = logic.day_ends(options.start, options.end, time_zone)
         sizes = self.segments.sizes([s.segment_id for s in chosen], ends) if chosen else {}
         threshold = stale_after or self.defaults.stale_after
@@ -206,9 +208,6 @@ class Reports:
             return found
         known = {s.segment_id: s for s in self.segments.segments()}
         return [known.get(i) or SegmentInfo(i, i, "", 0) for i in segment_ids]
-
-    def _all(self) -> list[SegmentInfo]:
-        return self.segments.segments()
 
 
 def _selection_problems(

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import csv
 import sys
-from collections.abc import Callable, Collection, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Collection, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -24,9 +24,8 @@ from switchboard.reports.v1 import reports_pb2 as pb
 from switchboard.reports.v1 import reports_pb2_grpc
 from switchboard.segments.v1 import segments_pb2 as spb
 
-from services.core.channels import open_channel
+from services.cli_support import call_rpc, connected
 from services.core.settings import Settings
-from services.outreach.cli import call_rpc
 from services.segments.rules import parse_duration, parse_timestamp
 
 FORMATS = ("table", "csv", "json")
@@ -116,16 +115,13 @@ def _range(
     return _Range(start, end)
 
 
-@contextmanager
-def _reports() -> Iterator[reports_pb2_grpc.ReportServiceStub]:
+def _reports() -> AbstractContextManager[reports_pb2_grpc.ReportServiceStub]:
     settings = Settings()
-    channel = open_channel(
-        settings.routing_address, deadline_seconds=settings.report_deadline_seconds
+    return connected(
+        reports_pb2_grpc.ReportServiceStub,
+        settings.routing_address,
+        settings.report_deadline_seconds,
     )
-    try:
-        yield reports_pb2_grpc.ReportServiceStub(channel)
-    finally:
-        channel.close()
 
 
 @click.group()
