@@ -14,10 +14,16 @@ import click
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.access.cli import audit, keys
+from services.access.domain import Role
+from services.access.gate import AccessControl
+from services.access.keys import KeyStore
+from services.core.channels import open_channel
 from services.core.db import create_db_engine, upgrade_database
 from services.core.logs import configure_logging
 from services.core.server import create_server, serve_until_stopped
 from services.core.settings import Settings
+from services.core.tls import server_credentials
 from services.dashboard.cli import dashboard
 from services.outreach.cli import outreach
 from services.registry import SERVICES
@@ -43,7 +49,9 @@ def serve(service: str) -> None:
     running = create_server(
         entry.build(engine, settings),
         address=entry.address(settings),
+        gate=AccessControl.of(engine, refresh_seconds=settings.access_refresh_seconds),
         max_workers=settings.grpc_max_workers,
+        tls=server_credentials(settings.tls_cert_file) if settings.tls_cert_file else None,
     )
     metrics_port = running.metrics.serve(settings.metrics_host, entry.metrics_port(settings))
     log.info(
@@ -119,7 +127,11 @@ def health(service: tuple[str, ...], timeout: float) -> None:
     """Exit 0 when every named service (default: all) answers SERVING."""
     settings = Settings()
     names = service or tuple(SERVICES)
-    failing = [name for name in names if not _is_serving(SERVICES[name].address(settings), timeout)]
+    failing = [
+        name
+        for name in names
+        if not _is_serving(SERVICES[name].address(settings), settings, timeout)
+    ]
     for name in names:
         click.echo(f"{name}: {'NOT SERVING' if name in failing else 'SERVING'}")
     sys.exit(1 if failing else 0)
@@ -155,6 +167,7 @@ def up(ready_timeout: float) -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     click.echo(_describe_backends(settings))
     upgrade_database(settings.effective_database_url)
+    _ensure_admin_key(settings)
 
     from workers.app import QUEUES
 
@@ -184,7 +197,9 @@ def up(ready_timeout: float) -> None:
         pending = set(SERVICES)
         while pending and not stopping and time.monotonic() < deadline:
             _exit_if_any_died(children)
-            pending = {n for n in pending if not _is_serving(SERVICES[n].address(settings), 0.5)}
+            pending = {
+                n for n in pending if not _is_serving(SERVICES[n].address(settings), settings, 0.5)
+            }
             time.sleep(0.2 if pending else 0)
         if pending and not stopping:
             raise click.ClickException(f"not ready after {ready_timeout:.0f}s: {sorted(pending)}")
@@ -196,6 +211,25 @@ def up(ready_timeout: float) -> None:
     finally:
         _stop_children(children, settings.grpc_shutdown_grace_seconds + 5)
     click.echo("Switchboard stopped.")
+
+
+def _ensure_admin_key(settings: Settings) -> None:
+    """On first start, make an admin key, print it and keep it (owner-only) in the data
+    directory, where the services, workers and commands of this machine find it: the stack
+    never runs open. Later starts need a key, from that file or SWITCHBOARD_API_KEY."""
+    store = KeyStore(create_db_engine(settings.effective_database_url))
+    if not store.has_admin():
+        _key, token = store.create("first admin (switchboard up)", Role.ADMIN)
+        settings.admin_key_file.touch(mode=0o600)
+        settings.admin_key_file.write_text(token + "\n")
+        click.echo(
+            f"Admin API key (saved to {settings.admin_key_file}, not shown again):\n  {token}"
+        )
+    elif not settings.client_api_key:
+        raise click.ClickException(
+            "the store has API keys but none was given: set SWITCHBOARD_API_KEY to an admin "
+            "key (the services call each other with it)"
+        )
 
 
 def _describe_backends(settings: Settings) -> str:
@@ -221,8 +255,8 @@ def _describe_addresses(settings: Settings) -> str:
     return "\n".join(lines)
 
 
-def _is_serving(address: str, timeout: float) -> bool:
-    with grpc.insecure_channel(address) as channel:
+def _is_serving(address: str, settings: Settings, timeout: float) -> bool:
+    with open_channel(address, settings, deadline_seconds=timeout) as channel:
         try:
             response = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=""), timeout=timeout
@@ -262,6 +296,8 @@ def _redacted(url: str) -> str:
 
 
 main.add_command(sync)
+main.add_command(keys)
+main.add_command(audit)
 main.add_command(outreach)
 main.add_command(report)
 main.add_command(dashboard)

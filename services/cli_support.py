@@ -11,6 +11,7 @@ import click
 import grpc
 
 from services.core.channels import open_channel
+from services.core.settings import Settings
 
 T = TypeVar("T")
 Stub = TypeVar("Stub")
@@ -18,10 +19,10 @@ Stub = TypeVar("Stub")
 
 @contextmanager
 def connected(
-    stub_class: Callable[[grpc.Channel], Stub], address: str, deadline: float
+    stub_class: Callable[[grpc.Channel], Stub], address: str, settings: Settings, deadline: float
 ) -> Iterator[Stub]:
     """A stub for the service at ``address``, every call under ``deadline`` seconds."""
-    channel = open_channel(address, deadline_seconds=deadline)
+    channel = open_channel(address, settings, deadline_seconds=deadline)
     try:
         yield stub_class(channel)
     finally:

@@ -234,7 +234,9 @@ def demo_usage(now: datetime, ids: dict[str, str]) -> list[pb.UsageEvent]:
 
 def load_demo(settings: Settings) -> str:
     now = utc_now().astimezone(UTC)
-    with grpc.insecure_channel(settings.profiles_address) as channel:
+    with open_channel(
+        settings.profiles_address, settings, deadline_seconds=settings.call_deadline_seconds
+    ) as channel:
         profiles = profiles_pb2_grpc.ProfileServiceStub(channel)
         response = profiles.UpsertCustomers(
             pb.UpsertCustomersRequest(external_id_system="billing", customers=demo_customers(now)),
@@ -301,7 +303,7 @@ def load_segment_demo(settings: Settings) -> str:
     memberships, and describe the result. Every customer, not the changed ones: with workers
     running, their rounds may already have read the customers' changes before these
     segments existed."""
-    channel = open_channel(settings.segments_address, deadline_seconds=60)
+    channel = open_channel(settings.segments_address, settings, deadline_seconds=60)
     stub = segments_pb2_grpc.SegmentServiceStub(channel)
     created = 0
     for segment_id, display_name, family, priority, rule in DEMO_SEGMENTS:
@@ -472,7 +474,7 @@ def load_routing_demo(settings: Settings) -> str:
     """Create the first team's routing (skipping what exists), put two agents online and
     describe it."""
     calendars, policies, queues, agents, rules = routing_demo_configuration()
-    channel = open_channel(settings.routing_address, deadline_seconds=30)
+    channel = open_channel(settings.routing_address, settings, deadline_seconds=30)
     stub = routing_pb2_grpc.RoutingServiceStub(channel)
     creations: list[tuple[Any, Any]] = [
         *((stub.CreateCalendar, rpb.CreateCalendarRequest(calendar=c)) for c in calendars),
@@ -627,7 +629,7 @@ def load_widgets_demo(settings: Settings) -> str:
     """Create the widget personas, escalation policies and their assignment (skipping what
     exists) and describe them."""
     email_policy, personas, escalations, policies = widgets_demo_configuration()
-    channel = open_channel(settings.routing_address, deadline_seconds=30)
+    channel = open_channel(settings.routing_address, settings, deadline_seconds=30)
     routing = routing_pb2_grpc.RoutingServiceStub(channel)
     widgets = widgets_pb2_grpc.WidgetServiceStub(channel)
     creations: list[tuple[Any, Any]] = [

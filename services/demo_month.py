@@ -52,10 +52,10 @@ def load_conversation_month(settings: Settings, *, days: int = 30, seed: int = 7
     hour ago; conversations already there are left as they are (their ids are fixed)."""
     deadline = settings.call_deadline_seconds * 6
     profiles = profiles_pb2_grpc.ProfileServiceStub(
-        open_channel(settings.profiles_address, deadline_seconds=deadline)
+        open_channel(settings.profiles_address, settings, deadline_seconds=deadline)
     )
     routing = routing_pb2_grpc.RoutingServiceStub(
-        open_channel(settings.routing_address, deadline_seconds=deadline)
+        open_channel(settings.routing_address, settings, deadline_seconds=deadline)
     )
     customer_ids = _customer_ids(profiles)
     randomness = random.Random(seed)

@@ -2,6 +2,7 @@
 
 
 def import_all_models() -> None:
+    import services.access.models
     import services.outreach.models
     import services.profiles.models
     import services.routing.models

@@ -14,6 +14,10 @@ import grpc
 
 from services.core.interceptors import REQUEST_ID_HEADER
 from services.core.logs import request_id_var
+from services.core.settings import Settings
+from services.core.tls import channel_credentials
+
+AUTHORIZATION_HEADER = "authorization"
 
 
 class _ClientCallDetails(grpc.ClientCallDetails):
@@ -35,11 +39,14 @@ class _ClientCallDetails(grpc.ClientCallDetails):
 
 
 class _PropagatingInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
-    def __init__(self, deadline_seconds: float) -> None:
+    def __init__(self, deadline_seconds: float | None, api_key: str) -> None:
         self.deadline_seconds = deadline_seconds
+        self.authorization = ((AUTHORIZATION_HEADER, f"Bearer {api_key}"),) if api_key else ()
 
     def _details(self, details: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
         metadata = tuple(details.metadata or ())
+        if not any(key == AUTHORIZATION_HEADER for key, _ in metadata):
+            metadata += self.authorization
         request_id = request_id_var.get()
         if request_id and not any(key == REQUEST_ID_HEADER for key, _ in metadata):
             metadata += ((REQUEST_ID_HEADER, request_id),)
@@ -70,8 +77,17 @@ class _PropagatingInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStream
         return continuation(self._details(client_call_details), request)
 
 
-def open_channel(address: str, *, deadline_seconds: float) -> grpc.Channel:
-    """An insecure channel to a sibling service with request-id propagation and a default
-    deadline on every call (a call may pass a shorter ``timeout`` of its own)."""
-    channel = grpc.insecure_channel(address)
-    return grpc.intercept_channel(channel, _PropagatingInterceptor(deadline_seconds))
+def open_channel(
+    address: str, settings: Settings, *, deadline_seconds: float | None
+) -> grpc.Channel:
+    """A channel to a Switchboard service: TLS when configured, the settings' API key,
+    request-id propagation and a default deadline on every call (a call may pass a shorter
+    ``timeout`` of its own; None sets none, for long-lived streams)."""
+    channel = (
+        grpc.secure_channel(address, channel_credentials(settings.tls_cert_file))
+        if settings.tls_cert_file
+        else grpc.insecure_channel(address)
+    )
+    return grpc.intercept_channel(
+        channel, _PropagatingInterceptor(deadline_seconds, settings.client_api_key)
+    )

@@ -6,8 +6,8 @@ import collections
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Protocol
 
 import grpc
 from sqlalchemy.exc import InterfaceError, OperationalError
@@ -26,6 +26,16 @@ REQUEST_ID_HEADER = "x-request-id"
 log = logging.getLogger("switchboard.rpc")
 
 
+class Gatekeeper(Protocol):
+    """Decides whether a call may run (services.access implements it)."""
+
+    def admit(
+        self, method: str, metadata: Mapping[str, str], peer: str, request_id: str
+    ) -> Callable[[str], None]:
+        """Raise a SwitchboardError to refuse; else return what to call with the final code."""
+        ...
+
+
 class _Malformed:
     """Stands in for a request whose bytes could not be parsed."""
 
@@ -41,8 +51,9 @@ class ServerInterceptor(grpc.ServerInterceptor):
     becomes INTERNAL with an id that appears in the log next to the traceback.
     """
 
-    def __init__(self, metrics: RpcMetrics) -> None:
+    def __init__(self, metrics: RpcMetrics, gate: Gatekeeper | None = None) -> None:
         self.metrics = metrics
+        self.gate = gate
 
     def intercept_service(
         self,
@@ -70,16 +81,16 @@ class ServerInterceptor(grpc.ServerInterceptor):
 
     def _unary(self, method: str, behaviour: Callable[..., Any]) -> Callable[..., Any]:
         def handle(request: Any, context: grpc.ServicerContext) -> Any:
-            with _CallScope(self.metrics, method, context) as scope:
-                scope.reject_if_malformed(request)
+            with _CallScope(self.metrics, method, context, self.gate) as scope:
+                scope.admit(request)
                 return behaviour(request, context)
 
         return handle
 
     def _streaming(self, method: str, behaviour: Callable[..., Any]) -> Callable[..., Any]:
         def handle(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-            with _CallScope(self.metrics, method, context) as scope:
-                scope.reject_if_malformed(request)
+            with _CallScope(self.metrics, method, context, self.gate) as scope:
+                scope.admit(request)
                 yield from behaviour(request, context)
 
         return handle
@@ -93,22 +104,41 @@ class _StatusWithMetadata(
 
 
 class _CallScope:
-    """Context for one call: binds the request id and turns exceptions into statuses."""
+    """Context for one call: binds the request id, admits the caller and turns exceptions
+    into statuses."""
 
-    def __init__(self, metrics: RpcMetrics, method: str, context: grpc.ServicerContext) -> None:
+    def __init__(
+        self,
+        metrics: RpcMetrics,
+        method: str,
+        context: grpc.ServicerContext,
+        gate: Gatekeeper | None,
+    ) -> None:
         self.metrics = metrics
         self.method = method
         self.context = context
+        self.gate = gate
+        self.finish: Callable[[str], None] | None = None
 
     def __enter__(self) -> _CallScope:
-        metadata = dict(self.context.invocation_metadata())
-        self.request_id = str(metadata.get(REQUEST_ID_HEADER) or uuid.uuid4().hex)
+        self.metadata = {
+            key: value
+            for key, value in self.context.invocation_metadata()
+            if isinstance(value, str)
+        }
+        self.request_id = str(self.metadata.get(REQUEST_ID_HEADER) or uuid.uuid4().hex)
         self.token = request_id_var.set(self.request_id)
         self.context.set_trailing_metadata(((REQUEST_ID_HEADER, self.request_id),))
         self.started = time.perf_counter()
         return self
 
-    def reject_if_malformed(self, request: Any) -> None:
+    def admit(self, request: Any) -> None:
+        """Admit the caller first (a stranger learns nothing, not even that its request was
+        malformed), then refuse a request whose bytes did not parse."""
+        if self.gate is not None:
+            self.finish = self.gate.admit(
+                self.method, self.metadata, self.context.peer(), self.request_id
+            )
         if request is _MALFORMED:
             raise InvalidArgument.field("request", "the request bytes are not a valid message")
 
@@ -136,6 +166,8 @@ class _CallScope:
         code = status.code if status is not None else (_code_of(self.context) or grpc.StatusCode.OK)
         code_name = code.name if isinstance(code, grpc.StatusCode) else str(code)
         self.metrics.observe(self.method, code_name, time.perf_counter() - self.started)
+        if self.finish is not None:
+            self.finish(code_name)
         request_id_var.reset(self.token)
         if status is not None:
             # abort replaces trailing metadata, so the request id travels inside the status;

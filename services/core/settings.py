@@ -8,10 +8,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SUPPORTED_DATABASE_SCHEMES = ("sqlite", "postgresql")
+# Where ``switchboard up`` keeps the admin key it made on first start (readable by its owner
+# only); commands on the same machine use it when SWITCHBOARD_API_KEY is not set.
+ADMIN_KEY_FILE = "admin.key"
 
 
 class Settings(BaseSettings):
@@ -139,6 +142,22 @@ class Settings(BaseSettings):
         description="A synced field is stale in reports once its source has not refreshed "
         "it for this long (two days).",
     )
+    api_key: SecretStr = Field(
+        default=SecretStr(""),
+        description="The API key this process presents when it calls a Switchboard service "
+        "(services calling each other, workers, the CLI); empty means DATA_DIR/admin.key.",
+    )
+    tls_cert_file: Path | None = Field(
+        default=None,
+        description="PEM file with a private key and its certificate chain: when set, every "
+        "gRPC port serves TLS only, and clients trust the certificates in it.",
+    )
+    access_refresh_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        description="How soon a key revoked or rotated elsewhere stops working in a running "
+        "service: it re-reads the active keys at most this often.",
+    )
     usage_retention_days: int = Field(
         default=90, ge=15, description="Raw usage events older than this are pruned."
     )
@@ -155,6 +174,18 @@ class Settings(BaseSettings):
     def effective_database_url(self) -> str:
         """The store actually used: the configured URL, or the embedded SQLite file."""
         return self.database_url or f"sqlite:///{self.data_dir / 'switchboard.db'}"
+
+    @property
+    def admin_key_file(self) -> Path:
+        return self.data_dir / ADMIN_KEY_FILE
+
+    @property
+    def client_api_key(self) -> str:
+        """The key to present: SWITCHBOARD_API_KEY, else the one ``up`` saved, else none."""
+        configured = self.api_key.get_secret_value()
+        if configured or not self.admin_key_file.exists():
+            return configured
+        return self.admin_key_file.read_text().strip()
 
     @property
     def broker_url(self) -> str:

@@ -22,7 +22,7 @@ def dashboard() -> None:
     configure_logging("dashboard", settings.log_level)
     # The reports are served by the routing server.
     channel = open_channel(
-        settings.routing_address, deadline_seconds=settings.report_deadline_seconds
+        settings.routing_address, settings, deadline_seconds=settings.report_deadline_seconds
     )
     running = create_dashboard(
         reports_pb2_grpc.ReportServiceStub(channel),

@@ -36,6 +36,7 @@ def _service() -> AbstractContextManager[outreach_pb2_grpc.OutreachServiceStub]:
     return connected(
         outreach_pb2_grpc.OutreachServiceStub,
         settings.segments_address,
+        settings,
         settings.call_deadline_seconds,
     )
 

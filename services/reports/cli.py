@@ -120,6 +120,7 @@ def _reports() -> AbstractContextManager[reports_pb2_grpc.ReportServiceStub]:
     return connected(
         reports_pb2_grpc.ReportServiceStub,
         settings.routing_address,
+        settings,
         settings.report_deadline_seconds,
     )
 

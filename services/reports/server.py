@@ -26,8 +26,12 @@ def reports_spec(engine: Engine, settings: Settings, clock: Clock = utc_now) -> 
     deadline = settings.call_deadline_seconds
     reports = Reports(
         ReportRepository(engine),
-        SegmentsSource(open_channel(settings.segments_address, deadline_seconds=deadline)),
-        ProfilesSource(open_channel(settings.profiles_address, deadline_seconds=deadline)),
+        SegmentsSource(
+            open_channel(settings.segments_address, settings, deadline_seconds=deadline)
+        ),
+        ProfilesSource(
+            open_channel(settings.profiles_address, settings, deadline_seconds=deadline)
+        ),
         ReportDefaults(
             hourly_cost=settings.report_hourly_cost,
             gap_margin=settings.report_gap_margin,

@@ -31,8 +31,12 @@ def routing_app(engine: Engine, settings: Settings, clock: Clock = utc_now) -> R
     every call."""
     deadline = settings.call_deadline_seconds
     customers = CustomerDirectory(
-        ProfilesClient(open_channel(settings.profiles_address, deadline_seconds=deadline)),
-        SegmentsClient(open_channel(settings.segments_address, deadline_seconds=deadline)),
+        ProfilesClient(
+            open_channel(settings.profiles_address, settings, deadline_seconds=deadline)
+        ),
+        SegmentsClient(
+            open_channel(settings.segments_address, settings, deadline_seconds=deadline)
+        ),
         refresh_seconds=settings.segment_refresh_seconds,
         customer_refresh_seconds=settings.customer_refresh_seconds,
     )

@@ -30,13 +30,17 @@ class ProfilesClient:
 
     def get(self, customer_id: str) -> dict[str, Any]:
         """One customer's record; NotFound when the ProfileService has none."""
+        return customer_record(self.fetch(customer_id))
+
+    def fetch(self, customer_id: str) -> pb.Customer:
+        """One customer as the ProfileService sends it; NotFound when it has none."""
         try:
             response = self.stub.GetCustomer(pb.GetCustomerRequest(customer_id=customer_id))
         except grpc.RpcError as error:
             if error.code() == grpc.StatusCode.NOT_FOUND:
                 raise NotFound("customer", customer_id) from error
             raise _unavailable(error) from error
-        return customer_record(response.customer)
+        return response.customer
 
     def find_by_external_id(self, system: str, external_id: str) -> dict[str, Any] | None:
         """The customer carrying ``system:external_id``; None when nobody does."""

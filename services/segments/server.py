@@ -31,7 +31,7 @@ def segments_spec(engine: Engine, settings: Settings, clock: Clock = utc_now) ->
     """The segments service, reading customers from ``settings.profiles_address`` with
     ``settings.call_deadline_seconds`` on every call."""
     channel = open_channel(
-        settings.profiles_address, deadline_seconds=settings.call_deadline_seconds
+        settings.profiles_address, settings, deadline_seconds=settings.call_deadline_seconds
     )
     segments = Segments(SegmentRepository(engine), ProfilesClient(channel), clock)
     servicer = SegmentServicer(segments)

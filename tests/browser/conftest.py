@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-import grpc
 import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
@@ -21,6 +20,7 @@ from switchboard.reports.v1 import reports_pb2_grpc
 from services.core.server import RunningServer
 from services.dashboard.server import RunningDashboard, create_dashboard
 from tests.integration import conftest as integration
+from tests.support.access import keyed_channel
 
 # The real servers the dashboard reads from, as the integration tests start them.
 profiles_server = integration.profiles_server
@@ -31,6 +31,7 @@ segments_server = integration.segments_server
 segments = integration.segments
 routing_server = integration.routing_server
 routing = integration.routing
+admin_key = integration.admin_key
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -67,9 +68,11 @@ def browser() -> Iterator[webdriver.Chrome]:
 
 
 @pytest.fixture
-def reports(routing_server: RunningServer) -> Iterator[reports_pb2_grpc.ReportServiceStub]:
+def reports(
+    routing_server: RunningServer, admin_key: str
+) -> Iterator[reports_pb2_grpc.ReportServiceStub]:
     """The ReportService, served by the routing server."""
-    with grpc.insecure_channel(f"127.0.0.1:{routing_server.port}") as channel:
+    with keyed_channel(f"127.0.0.1:{routing_server.port}", admin_key) as channel:
         yield reports_pb2_grpc.ReportServiceStub(channel)
 
 

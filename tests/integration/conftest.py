@@ -16,18 +16,27 @@ from services.core.settings import Settings
 from services.profiles.server import profiles_spec
 from services.routing.server import routing_specs
 from services.segments.server import segments_spec
+from tests.support.access import gate, keyed_channel, new_key
+
+
+@pytest.fixture
+def admin_key(engine: Engine) -> str:
+    """The key the test's clients and the services calling each other present."""
+    return new_key(engine)
 
 
 @pytest.fixture
 def profiles_server(engine: Engine) -> Iterator[RunningServer]:
-    running = create_server([profiles_spec(engine)], address="127.0.0.1:0", max_workers=8)
+    running = create_server(
+        [profiles_spec(engine)], address="127.0.0.1:0", gate=gate(engine), max_workers=8
+    )
     yield running
     running.stop(grace=1)
 
 
 @pytest.fixture
-def profiles_channel(profiles_server: RunningServer) -> Iterator[grpc.Channel]:
-    with grpc.insecure_channel(f"127.0.0.1:{profiles_server.port}") as channel:
+def profiles_channel(profiles_server: RunningServer, admin_key: str) -> Iterator[grpc.Channel]:
+    with keyed_channel(f"127.0.0.1:{profiles_server.port}", admin_key) as channel:
         yield channel
 
 
@@ -56,22 +65,29 @@ def segments_clock() -> ManualClock:
 
 @pytest.fixture
 def segments_server(
-    engine: Engine, profiles_server: RunningServer, segments_clock: ManualClock
+    engine: Engine, profiles_server: RunningServer, segments_clock: ManualClock, admin_key: str
 ) -> Iterator[RunningServer]:
     """A segments server reading customers from the real profiles server over gRPC."""
     settings = Settings(
-        profiles_address=f"127.0.0.1:{profiles_server.port}", call_deadline_seconds=5
+        profiles_address=f"127.0.0.1:{profiles_server.port}",
+        call_deadline_seconds=5,
+        api_key=admin_key,
     )
     running = create_server(
-        [segments_spec(engine, settings, segments_clock)], address="127.0.0.1:0", max_workers=8
+        [segments_spec(engine, settings, segments_clock)],
+        address="127.0.0.1:0",
+        gate=gate(engine),
+        max_workers=8,
     )
     yield running
     running.stop(grace=1)
 
 
 @pytest.fixture
-def segments(segments_server: RunningServer) -> Iterator[segments_pb2_grpc.SegmentServiceStub]:
-    with grpc.insecure_channel(f"127.0.0.1:{segments_server.port}") as channel:
+def segments(
+    segments_server: RunningServer, admin_key: str
+) -> Iterator[segments_pb2_grpc.SegmentServiceStub]:
+    with keyed_channel(f"127.0.0.1:{segments_server.port}", admin_key) as channel:
         yield segments_pb2_grpc.SegmentServiceStub(channel)
 
 
@@ -81,6 +97,7 @@ def routing_server(
     profiles_server: RunningServer,
     segments_server: RunningServer,
     segments_clock: ManualClock,
+    admin_key: str,
 ) -> Iterator[RunningServer]:
     """A routing server reading customers and segment definitions from the real profiles
     and segments servers over gRPC, on the segments clock, with no segment cache."""
@@ -90,28 +107,38 @@ def routing_server(
         call_deadline_seconds=5,
         segment_refresh_seconds=0,
         customer_refresh_seconds=0,
+        api_key=admin_key,
     )
     running = create_server(
-        routing_specs(engine, settings, segments_clock), address="127.0.0.1:0", max_workers=16
+        routing_specs(engine, settings, segments_clock),
+        address="127.0.0.1:0",
+        gate=gate(engine),
+        max_workers=16,
     )
     yield running
     running.stop(grace=1)
 
 
 @pytest.fixture
-def routing(routing_server: RunningServer) -> Iterator[routing_pb2_grpc.RoutingServiceStub]:
-    with grpc.insecure_channel(f"127.0.0.1:{routing_server.port}") as channel:
+def routing(
+    routing_server: RunningServer, admin_key: str
+) -> Iterator[routing_pb2_grpc.RoutingServiceStub]:
+    with keyed_channel(f"127.0.0.1:{routing_server.port}", admin_key) as channel:
         yield routing_pb2_grpc.RoutingServiceStub(channel)
 
 
 @pytest.fixture
-def reports(routing_server: RunningServer) -> Iterator[reports_pb2_grpc.ReportServiceStub]:
-    with grpc.insecure_channel(f"127.0.0.1:{routing_server.port}") as channel:
+def reports(
+    routing_server: RunningServer, admin_key: str
+) -> Iterator[reports_pb2_grpc.ReportServiceStub]:
+    with keyed_channel(f"127.0.0.1:{routing_server.port}", admin_key) as channel:
         yield reports_pb2_grpc.ReportServiceStub(channel)
 
 
 @pytest.fixture
-def widgets(routing_server: RunningServer) -> Iterator[widgets_pb2_grpc.WidgetServiceStub]:
+def widgets(
+    routing_server: RunningServer, admin_key: str
+) -> Iterator[widgets_pb2_grpc.WidgetServiceStub]:
     """The widget service, served by the routing server (in-process cache: no Redis)."""
-    with grpc.insecure_channel(f"127.0.0.1:{routing_server.port}") as channel:
+    with keyed_channel(f"127.0.0.1:{routing_server.port}", admin_key) as channel:
         yield widgets_pb2_grpc.WidgetServiceStub(channel)

@@ -14,6 +14,7 @@ from switchboard.profiles.v1 import profiles_pb2_grpc
 from services.core.channels import open_channel
 from services.core.logs import request_id_var
 from services.core.server import RunningServer, ServiceSpec, create_server
+from services.core.settings import Settings
 from tests.support.rpc import call_error
 
 
@@ -36,7 +37,7 @@ def recorder() -> Iterator[tuple[Recorder, RunningServer]]:
         "switchboard.profiles.v1.ProfileService",
         lambda server: profiles_pb2_grpc.add_ProfileServiceServicer_to_server(servicer, server),
     )
-    running = create_server([spec], address="127.0.0.1:0", max_workers=4)
+    running = create_server([spec], address="127.0.0.1:0", gate=None, max_workers=4)
     yield servicer, running
     servicer.release.set()
     running.stop(grace=1)
@@ -48,7 +49,7 @@ def test_the_request_id_of_the_current_call_crosses_to_the_next_service(
     servicer, running = recorder
     token = request_id_var.set("req-from-widget")
     try:
-        with open_channel(f"127.0.0.1:{running.port}", deadline_seconds=5) as channel:
+        with open_channel(f"127.0.0.1:{running.port}", Settings(), deadline_seconds=5) as channel:
             profiles_pb2_grpc.ProfileServiceStub(channel).GetCustomer(
                 pb.GetCustomerRequest(customer_id="c1")
             )
@@ -61,7 +62,7 @@ def test_a_slow_service_costs_its_caller_the_deadline_not_a_hang(
     recorder: tuple[Recorder, RunningServer],
 ) -> None:
     _servicer, running = recorder
-    with open_channel(f"127.0.0.1:{running.port}", deadline_seconds=0.3) as channel:
+    with open_channel(f"127.0.0.1:{running.port}", Settings(), deadline_seconds=0.3) as channel:
         stub = profiles_pb2_grpc.ProfileServiceStub(channel)
         started = time.monotonic()
         error = call_error(lambda: stub.GetCustomer(pb.GetCustomerRequest(customer_id="slow")))

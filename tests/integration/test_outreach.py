@@ -38,6 +38,7 @@ from services.outreach.outbox import NewDelivery, endpoint_exists, enqueue_deliv
 from services.outreach.repository import OutreachRepository
 from services.outreach.signing import verify
 from services.segments.server import segments_specs
+from tests.support.access import gate, keyed_channel
 from tests.support.processes import RunningCommand
 from tests.support.rpc import call_error, error_info, field_violations, misses
 from tests.support.stores import free_port
@@ -55,7 +56,6 @@ Segments = segments_pb2_grpc.SegmentServiceStub
 Profiles = profiles_pb2_grpc.ProfileServiceStub
 
 CS_SECRET = "whsec_customer-success-0123456789"
-
 
 # ---- a webhook receiver in the test process --------------------------------------------------
 
@@ -120,20 +120,26 @@ def receiver() -> Iterator[Receiver]:
 
 
 @pytest.fixture
-def segments_server(engine: Engine, profiles_server: RunningServer) -> Iterator[RunningServer]:
+def segments_server(
+    engine: Engine, profiles_server: RunningServer, admin_key: str
+) -> Iterator[RunningServer]:
     """The segments server as `switchboard serve segments` builds it: SegmentService and
     OutreachService side by side, on the wall clock the worker also uses."""
     settings = Settings(
-        profiles_address=f"127.0.0.1:{profiles_server.port}", call_deadline_seconds=5
+        profiles_address=f"127.0.0.1:{profiles_server.port}",
+        call_deadline_seconds=5,
+        api_key=admin_key,
     )
-    running = create_server(segments_specs(engine, settings), address="127.0.0.1:0", max_workers=8)
+    running = create_server(
+        segments_specs(engine, settings), address="127.0.0.1:0", gate=gate(engine), max_workers=8
+    )
     yield running
     running.stop(grace=1)
 
 
 @pytest.fixture
-def outreach(segments_server: RunningServer) -> Iterator[Outreach]:
-    with grpc.insecure_channel(f"127.0.0.1:{segments_server.port}") as channel:
+def outreach(segments_server: RunningServer, admin_key: str) -> Iterator[Outreach]:
+    with keyed_channel(f"127.0.0.1:{segments_server.port}", admin_key) as channel:
         yield Outreach(channel)
 
 
@@ -325,6 +331,7 @@ def test_a_receiver_always_failing_leaves_the_delivery_dead_and_a_replay_deliver
     receiver: Receiver,
     worker: Settings,
     segments_server: RunningServer,
+    admin_key: str,
 ) -> None:
     receiver.fallback = 500
     set_up_alert(segments, outreach, receiver.url)
@@ -338,7 +345,12 @@ def test_a_receiver_always_failing_leaves_the_delivery_dead_and_a_replay_deliver
 
     # The on-call engineer fixes the receiver and replays from the command line.
     receiver.fallback = 200
-    cli = CliRunner(env={"SWITCHBOARD_SEGMENTS_ADDRESS": f"127.0.0.1:{segments_server.port}"})
+    cli = CliRunner(
+        env={
+            "SWITCHBOARD_SEGMENTS_ADDRESS": f"127.0.0.1:{segments_server.port}",
+            "SWITCHBOARD_API_KEY": admin_key,
+        }
+    )
     listed = cli.invoke(outreach_cli, ["deliveries", "--status", "dead"])
     assert listed.exit_code == 0, listed.output
     assert dead.delivery_id in listed.output and "attempts=3" in listed.output

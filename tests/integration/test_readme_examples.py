@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
-from services.core.server import RunningServer, create_server
+from services.core.server import RunningServer
 from services.core.settings import Settings
 from services.demo import load_demo, load_routing_demo, load_segment_demo, load_widgets_demo
-from services.registry import SERVICES
+from tests.support.access import new_key, serve_all
 
 README = Path(__file__).parents[2] / "README.md"
 BUF = Path(sys.executable).parent / "buf"
@@ -35,17 +35,14 @@ def readme_examples() -> list[str]:
 
 @pytest.fixture
 def servers(engine: Engine, tmp_path: Path) -> Iterator[dict[str, RunningServer]]:
-    """Profiles first, so that the others are wired to it and not to a default address."""
-    running: dict[str, RunningServer] = {}
-    settings = Settings(data_dir=tmp_path)
-    for name, entry in SERVICES.items():
-        running[name] = create_server(
-            entry.build(engine, settings), address="127.0.0.1:0", max_workers=4
-        )
-        # Each service is wired to the ones started before it.
-        settings = settings.model_copy(
-            update={f"{name}_address": f"127.0.0.1:{running[name].port}"}
-        )
+    """Profiles first, so that the others are wired to it and not to a default address.
+
+    As after ``switchboard up``, an admin key waits in ``var/admin.key`` under the working
+    directory, and every client (the demo loaders, buf curl) presents it."""
+    data_dir = tmp_path / "var"
+    data_dir.mkdir()
+    (data_dir / "admin.key").write_text(new_key(engine) + "\n")
+    running = serve_all(engine, Settings(data_dir=data_dir, api_key=""))
     yield running
     for server in running.values():
         server.stop(grace=1)
@@ -64,7 +61,7 @@ def test_readme_buf_curl_examples_work_as_printed(
         profiles_address=f"127.0.0.1:{ports['50051']}",
         segments_address=f"127.0.0.1:{ports['50052']}",
         routing_address=f"127.0.0.1:{ports['50053']}",
-        data_dir=tmp_path,
+        data_dir=tmp_path / "var",
     )
     load_demo(settings)  # what `switchboard demo` does, as the README asks first
     load_segment_demo(settings)
@@ -78,7 +75,13 @@ def test_readme_buf_curl_examples_work_as_printed(
             r"127\.0\.0\.1:(5005[123])", lambda m: f"127.0.0.1:{ports[m.group(1)]}", example
         ).replace(".venv/bin/buf", str(BUF), 1)
         result = subprocess.run(
-            command, shell=True, capture_output=True, text=True, timeout=30, check=False
+            command,
+            shell=True,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+            cwd=tmp_path,
         )
         if "not-an-email" in example or "lots" in example:
             assert result.returncode != 0 and "invalid_argument" in result.stderr + result.stdout

@@ -46,10 +46,11 @@ def env(
     fresh_redis: str,
     profiles_server: RunningServer,
     segments_server: RunningServer,
+    admin_key: str,
 ) -> dict[str, str]:
     ports = {"profiles": profiles_server.port, "segments": segments_server.port}
     return {
-        **worker_environment(tmp_path / "var", database_url, fresh_redis, ports),
+        **worker_environment(tmp_path / "var", database_url, fresh_redis, ports, admin_key),
         "SWITCHBOARD_REEVALUATE_SECONDS": "0.5",
     }
 

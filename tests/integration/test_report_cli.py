@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-import grpc
 import pytest
 from click.testing import CliRunner, Result
 from google.protobuf import json_format
@@ -40,6 +39,7 @@ from tests.integration.routing_setup import (
     sla_policy,
     timestamp,
 )
+from tests.support.access import keyed_channel
 
 START = MONDAY - timedelta(hours=1)
 END = MONDAY + timedelta(days=3)
@@ -86,15 +86,18 @@ def served(desk: Desk, segments: Segments, profiles: Profiles) -> None:
 
 
 @pytest.fixture
-def reports(routing_server: RunningServer) -> Iterator[reports_pb2_grpc.ReportServiceStub]:
-    with grpc.insecure_channel(f"127.0.0.1:{routing_server.port}") as channel:
+def reports(
+    routing_server: RunningServer, admin_key: str
+) -> Iterator[reports_pb2_grpc.ReportServiceStub]:
+    with keyed_channel(f"127.0.0.1:{routing_server.port}", admin_key) as channel:
         yield reports_pb2_grpc.ReportServiceStub(channel)
 
 
 @pytest.fixture
-def cli(routing_server: RunningServer) -> CliRunner:
+def cli(routing_server: RunningServer, admin_key: str) -> CliRunner:
     return CliRunner(
         env={
+            "SWITCHBOARD_API_KEY": admin_key,
             "SWITCHBOARD_ROUTING_ADDRESS": f"127.0.0.1:{routing_server.port}",
             "SWITCHBOARD_CALL_DEADLINE_SECONDS": "10",
         }

@@ -28,8 +28,10 @@ def test_demo_month_scorecard_shows_the_starter_gap_and_migration_matches_histor
     segments: Segments,
     profiles: Profiles,
     segments_clock: ManualClock,
+    admin_key: str,
 ) -> None:
     settings = Settings(
+        api_key=admin_key,
         profiles_address=f"127.0.0.1:{profiles_server.port}",
         segments_address=f"127.0.0.1:{segments_server.port}",
         routing_address=f"127.0.0.1:{routing_server.port}",

@@ -5,28 +5,27 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import grpc
 import pytest
 from google.protobuf import field_mask_pb2
 from switchboard.profiles.v1 import profiles_pb2 as ppb
 
-from services.core.channels import open_channel
 from services.core.errors import NotFound
 from services.core.server import RunningServer
 from services.routing.customers import CustomerDirectory, SegmentsClient
 from services.segments.profiles_client import ProfilesClient
 from tests.integration.routing_setup import MONDAY, Profiles, create_customer
+from tests.support.access import keyed_channel
 
 GET_CUSTOMER = "/switchboard.profiles.v1.ProfileService/GetCustomer"
 
 
 @pytest.fixture
 def directory(
-    profiles_server: RunningServer, segments_server: RunningServer
+    profiles_server: RunningServer, segments_server: RunningServer, admin_key: str
 ) -> Iterator[CustomerDirectory]:
     with (
-        open_channel(f"127.0.0.1:{profiles_server.port}", deadline_seconds=5) as profiles,
-        open_channel(f"127.0.0.1:{segments_server.port}", deadline_seconds=5) as segments,
+        keyed_channel(f"127.0.0.1:{profiles_server.port}", admin_key) as profiles,
+        keyed_channel(f"127.0.0.1:{segments_server.port}", admin_key) as segments,
     ):
         yield CustomerDirectory(
             ProfilesClient(profiles),
@@ -91,12 +90,13 @@ def test_the_kept_records_stay_within_the_cache_size(
     profiles_server: RunningServer,
     segments_server: RunningServer,
     profiles: Profiles,
+    admin_key: str,
 ) -> None:
     for customer_id in ("a1", "a2", "a3"):
         create_customer(profiles, customer_id, seats=1)
     with (
-        grpc.insecure_channel(f"127.0.0.1:{profiles_server.port}") as profiles_channel,
-        grpc.insecure_channel(f"127.0.0.1:{segments_server.port}") as segments_channel,
+        keyed_channel(f"127.0.0.1:{profiles_server.port}", admin_key) as profiles_channel,
+        keyed_channel(f"127.0.0.1:{segments_server.port}", admin_key) as segments_channel,
     ):
         small = CustomerDirectory(
             ProfilesClient(profiles_channel),

@@ -23,6 +23,7 @@ from services.core.logs import JsonFormatter
 from services.core.server import RunningServer, ServiceSpec, create_server
 from services.core.settings import Settings
 from services.registry import SERVICES
+from tests.support.access import gate
 from tests.support.rpc import call_error, error_info
 
 GET_CUSTOMER = "/switchboard.profiles.v1.ProfileService/GetCustomer"
@@ -31,7 +32,8 @@ GET_CUSTOMER = "/switchboard.profiles.v1.ProfileService/GetCustomer"
 @pytest.fixture
 def all_services(engine: Engine) -> Iterator[RunningServer]:
     specs = [spec for entry in SERVICES.values() for spec in entry.build(engine, Settings())]
-    running = create_server(specs, address="127.0.0.1:0", max_workers=4)
+    # Credentials are checked, yet health and reflection answer without a key.
+    running = create_server(specs, address="127.0.0.1:0", gate=gate(engine), max_workers=4)
     yield running
     running.stop(grace=1)
 
@@ -50,7 +52,10 @@ def test_each_service_reports_serving_by_name(all_services: RunningServer) -> No
 
 def test_health_turns_not_serving_when_the_server_stops(engine: Engine) -> None:
     running = create_server(
-        SERVICES["profiles"].build(engine, Settings()), address="127.0.0.1:0", max_workers=2
+        SERVICES["profiles"].build(engine, Settings()),
+        address="127.0.0.1:0",
+        gate=gate(engine),
+        max_workers=2,
     )
     running.health.enter_graceful_shutdown()
     with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
@@ -91,7 +96,7 @@ def test_unexpected_failures_are_internal_with_an_id_found_in_the_log(
         "switchboard.profiles.v1.ProfileService",
         lambda server: profiles_pb2_grpc.add_ProfileServiceServicer_to_server(Broken(), server),
     )
-    running = create_server([spec], address="127.0.0.1:0", max_workers=2)
+    running = create_server([spec], address="127.0.0.1:0", gate=None, max_workers=2)
     try:
         with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
             stub = profiles_pb2_grpc.ProfileServiceStub(channel)

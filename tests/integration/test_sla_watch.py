@@ -56,9 +56,11 @@ def watcher(
     profiles_server: RunningServer,
     segments_server: RunningServer,
     segments_clock: ManualClock,
+    admin_key: str,
 ) -> Routing:
     """The routing core the worker task calls, on the desk's clock and database."""
     settings = Settings(
+        api_key=admin_key,
         profiles_address=f"127.0.0.1:{profiles_server.port}",
         segments_address=f"127.0.0.1:{segments_server.port}",
     )

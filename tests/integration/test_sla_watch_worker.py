@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
-import grpc
 import pytest
 from sqlalchemy import Engine
 from switchboard.routing.v1 import routing_pb2 as pb
@@ -27,6 +26,7 @@ from tests.integration.routing_setup import (
     sla_policy,
     timestamp,
 )
+from tests.support.access import gate, keyed_channel
 from tests.support.workers import (
     fresh_redis_database,
     running_worker,
@@ -39,18 +39,22 @@ from workers.app import create_celery_app
 
 @pytest.fixture
 def wall_clock_routing(
-    engine: Engine, profiles_server: RunningServer, segments_server: RunningServer
+    engine: Engine, profiles_server: RunningServer, segments_server: RunningServer, admin_key: str
 ) -> Iterator[Routing]:
     # The worker watches on the wall clock, so the server reads on it too.
     settings = Settings(
         profiles_address=f"127.0.0.1:{profiles_server.port}",
         segments_address=f"127.0.0.1:{segments_server.port}",
+        api_key=admin_key,
     )
     running = create_server(
-        routing_specs(engine, settings, utc_now), address="127.0.0.1:0", max_workers=8
+        routing_specs(engine, settings, utc_now),
+        address="127.0.0.1:0",
+        gate=gate(engine),
+        max_workers=8,
     )
     try:
-        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+        with keyed_channel(f"127.0.0.1:{running.port}", admin_key) as channel:
             yield routing_pb2_grpc.RoutingServiceStub(channel)
     finally:
         running.stop(grace=1)
@@ -63,10 +67,11 @@ def sla_worker(
     redis_url: str,
     profiles_server: RunningServer,
     segments_server: RunningServer,
+    admin_key: str,
 ) -> Iterator[Settings]:
     ports = {"profiles": profiles_server.port, "segments": segments_server.port}
     for redis_database in fresh_redis_database(redis_url, 5):
-        env = worker_environment(tmp_path / "var", database_url, redis_database, ports)
+        env = worker_environment(tmp_path / "var", database_url, redis_database, ports, admin_key)
         with running_worker(env, "--queues", "sla"):
             yield settings_of(env)
 

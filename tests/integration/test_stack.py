@@ -28,7 +28,9 @@ from services.profiles.domain import UsageEvent
 from services.profiles.models import UsageEventRow
 from services.profiles.repository import CustomerRepository
 from services.routing.models import ConversationRow
+from tests.support.access import keyed_channel
 from tests.support.processes import RunningCommand
+from tests.support.rpc import call_error
 from tests.support.stores import backend_under_test, free_port
 from workers.app import create_celery_app
 
@@ -51,6 +53,12 @@ def test_up_serves_everything_loads_the_demo_and_stops_on_ctrl_c(
     stack = RunningCommand(["up"], env)
     try:
         stack.wait_for_line("Celery broker:", timeout=30)
+        # It never runs open: the first start makes an admin key and says where it is.
+        stack.wait_for_line("Admin API key", timeout=30)
+        admin_key = stack.wait_for_line("sb_", timeout=5).strip()
+        key_file = tmp_path / "var" / "admin.key"
+        assert key_file.read_text().strip() == admin_key
+        assert key_file.stat().st_mode & 0o077 == 0, "only its owner may read the key"
         stack.wait_for_line("Switchboard is up", timeout=90)
         for service in ("profiles", "segments", "routing"):
             stack.wait_for_line(env[f"SWITCHBOARD_{service.upper()}_ADDRESS"], timeout=5)
@@ -67,6 +75,12 @@ def test_up_serves_everything_loads_the_demo_and_stops_on_ctrl_c(
         assert "routing:" in demo.stdout and "rules at revision 1" in demo.stdout
 
         with grpc.insecure_channel(env["SWITCHBOARD_PROFILES_ADDRESS"]) as channel:
+            stub = profiles_pb2_grpc.ProfileServiceStub(channel)
+            anonymous = call_error(
+                lambda: stub.GetCustomer(pb.GetCustomerRequest(customer_id="x"), timeout=5)
+            )
+            assert anonymous.code() == grpc.StatusCode.UNAUTHENTICATED
+        with keyed_channel(env["SWITCHBOARD_PROFILES_ADDRESS"], admin_key) as channel:
             globex = (
                 profiles_pb2_grpc.ProfileServiceStub(channel)
                 .GetCustomer(

@@ -20,7 +20,9 @@ def test_calls_fail_with_unavailable_while_the_store_is_unreachable() -> None:
     else:
         # create_db_engine would create the directory; a plain engine cannot open the file.
         engine = create_engine("sqlite:////nonexistent-dir/cannot/open.db")
-    running = create_server([profiles_spec(engine)], address="127.0.0.1:0", max_workers=2)
+    running = create_server(
+        [profiles_spec(engine)], address="127.0.0.1:0", gate=None, max_workers=2
+    )
     try:
         with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
             stub = profiles_pb2_grpc.ProfileServiceStub(channel)

@@ -11,7 +11,6 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import grpc
 from switchboard.profiles.v1 import profiles_pb2 as ppb
 from switchboard.profiles.v1 import profiles_pb2_grpc
 from switchboard.segments.v1 import outreach_pb2 as opb
@@ -19,6 +18,7 @@ from switchboard.segments.v1 import outreach_pb2_grpc, segments_pb2_grpc
 from switchboard.segments.v1 import segments_pb2 as spb
 
 from tests.integration.test_stack import stack_env
+from tests.support.access import keyed_channel
 from tests.support.processes import RunningCommand
 from tests.support.stores import free_port
 from tests.support.workers import wait_for
@@ -54,9 +54,11 @@ def test_syncs_move_customers_and_a_usage_drop_alerts_customer_success(
         demo = switchboard(env, "demo")
         assert demo.returncode == 0, demo.stderr
 
+        # The admin key the first `up` made and kept for this machine's clients.
+        admin_key = (tmp_path / "var" / "admin.key").read_text().strip()
         with (
-            grpc.insecure_channel(env["SWITCHBOARD_PROFILES_ADDRESS"]) as profiles_channel,
-            grpc.insecure_channel(env["SWITCHBOARD_SEGMENTS_ADDRESS"]) as segments_channel,
+            keyed_channel(env["SWITCHBOARD_PROFILES_ADDRESS"], admin_key) as profiles_channel,
+            keyed_channel(env["SWITCHBOARD_SEGMENTS_ADDRESS"], admin_key) as segments_channel,
         ):
             profiles = profiles_pb2_grpc.ProfileServiceStub(profiles_channel)
             segments = segments_pb2_grpc.SegmentServiceStub(segments_channel)

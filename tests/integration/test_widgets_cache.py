@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
 import redis
 from sqlalchemy import Engine
@@ -26,6 +25,7 @@ from services.widgets.precompute import REFRESHED_KEY
 from tests.integration.conftest import ManualClock
 from tests.integration.routing_setup import Profiles, Segments
 from tests.integration.widgets_setup import Widgets, config_of, set_up_team
+from tests.support.access import gate, keyed_channel
 from tests.support.stores import redis_server
 from tests.support.workers import (
     fresh_redis_database,
@@ -43,6 +43,7 @@ def serve_routing(
     segments_server: RunningServer,
     clock: ManualClock,
     redis_url: str,
+    api_key: str,
 ) -> RunningServer:
     settings = Settings(
         profiles_address=f"127.0.0.1:{profiles_server.port}",
@@ -50,9 +51,13 @@ def serve_routing(
         redis_url=redis_url,
         segment_refresh_seconds=0,
         customer_refresh_seconds=0,
+        api_key=api_key,
     )
     return create_server(
-        routing_specs(engine, settings, clock), address="127.0.0.1:0", max_workers=8
+        routing_specs(engine, settings, clock),
+        address="127.0.0.1:0",
+        gate=gate(engine),
+        max_workers=8,
     )
 
 
@@ -70,12 +75,15 @@ def widgets_on_redis(
     fresh_redis: str,
     profiles: Profiles,
     segments: Segments,
+    admin_key: str,
 ) -> Iterator[Widgets]:
     # The worker computes on the wall clock, so the servers use it too.
     segments_clock.now = utc_now()
-    running = serve_routing(engine, profiles_server, segments_server, segments_clock, fresh_redis)
+    running = serve_routing(
+        engine, profiles_server, segments_server, segments_clock, fresh_redis, admin_key
+    )
     try:
-        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+        with keyed_channel(f"127.0.0.1:{running.port}", admin_key) as channel:
             widgets = widgets_pb2_grpc.WidgetServiceStub(channel)
             set_up_team(routing_pb2_grpc.RoutingServiceStub(channel), segments, profiles, widgets)
             yield widgets
@@ -90,9 +98,10 @@ def worker(
     fresh_redis: str,
     profiles_server: RunningServer,
     segments_server: RunningServer,
+    admin_key: str,
 ) -> Iterator[Settings]:
     ports = {"profiles": profiles_server.port, "segments": segments_server.port}
-    env = worker_environment(tmp_path / "var", database_url, fresh_redis, ports)
+    env = worker_environment(tmp_path / "var", database_url, fresh_redis, ports, admin_key)
     with running_worker(env):
         yield settings_of(env)
 
@@ -179,13 +188,14 @@ def test_with_redis_gone_widgets_are_still_answered_and_the_metric_says_so(
     segments_clock: ManualClock,
     profiles: Profiles,
     segments: Segments,
+    admin_key: str,
 ) -> None:
     segments_clock.now = utc_now()
     with redis_server() as doomed_redis:
         running = serve_routing(
-            engine, profiles_server, segments_server, segments_clock, doomed_redis
+            engine, profiles_server, segments_server, segments_clock, doomed_redis, admin_key
         )
-        channel = grpc.insecure_channel(f"127.0.0.1:{running.port}")
+        channel = keyed_channel(f"127.0.0.1:{running.port}", admin_key)
         widgets = widgets_pb2_grpc.WidgetServiceStub(channel)
         set_up_team(routing_pb2_grpc.RoutingServiceStub(channel), segments, profiles, widgets)
         config_of(widgets, customer_id="acme")

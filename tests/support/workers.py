@@ -31,14 +31,20 @@ def fresh_redis_database(redis_url: str, database: int) -> Iterator[str]:
 
 
 def worker_environment(
-    data_dir: Path, database_url: str, redis_url: str, addresses: Mapping[str, int] = {}
+    data_dir: Path,
+    database_url: str,
+    redis_url: str,
+    addresses: Mapping[str, int] = {},
+    api_key: str = "",
 ) -> dict[str, str]:
     """Environment for ``switchboard worker``/``beat``: ``addresses`` maps a service name
-    (profiles, segments, routing) to the port its test server listens on."""
+    (profiles, segments, routing) to the port its test server listens on, and ``api_key``
+    is what the worker presents to them."""
     env = {
         "SWITCHBOARD_DATA_DIR": str(data_dir),
         "SWITCHBOARD_DATABASE_URL": database_url,
         "SWITCHBOARD_REDIS_URL": redis_url,
+        "SWITCHBOARD_API_KEY": api_key,
     }
     for service, port in addresses.items():
         env[f"SWITCHBOARD_{service.upper()}_ADDRESS"] = f"127.0.0.1:{port}"

@@ -54,7 +54,7 @@ def register(app: Celery) -> None:
     def segments() -> Segments:
         settings = settings_of(app)
         channel = open_channel(
-            settings.profiles_address, deadline_seconds=settings.call_deadline_seconds
+            settings.profiles_address, settings, deadline_seconds=settings.call_deadline_seconds
         )
         return Segments(SegmentRepository(engine_of(app)), ProfilesClient(channel))
 

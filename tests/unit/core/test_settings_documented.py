@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from pydantic import SecretStr
+
 from services.core.settings import Settings
 
 README = Path(__file__).resolve().parents[3] / "README.md"
@@ -24,6 +26,8 @@ def test_documented_defaults_are_the_real_ones() -> None:
     table = documented()
     for name, field in Settings.model_fields.items():
         default = field.default
+        if isinstance(default, SecretStr):
+            default = default.get_secret_value()
         shown = table[name]
         if default in ("", None):
             assert shown == "*(empty)*", name
