@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
+from switchboard.profiles.v1 import profiles_pb2
 
 from services.core.clock import Clock, utc_now
 from services.core.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
@@ -655,6 +656,21 @@ class Routing:
 
     # ---- conversations --------------------------------------------------------------------
 
+    def conversation_holder(self, *, conversation_id: str) -> str | None:
+        """The agent holding the conversation ("" when nobody does); None when it does not
+        exist."""
+        raise_if(conversation_id_problems(conversation_id))
+        with self.repository.read() as store:
+            row = store.find_conversation(conversation_id)
+            return None if row is None else str(row["agent_id"] or "")
+
+    def conversation_customer(self, *, conversation_id: str) -> profiles_pb2.Customer:
+        """The conversation's customer as the ProfileService has it now."""
+        customer_id = self.get_conversation(conversation_id=conversation_id).customer_id
+        if not customer_id:
+            raise NotFound("customer of conversation", conversation_id)
+        return self.customers.profiles.fetch(customer_id)
+
     def get_conversation(self, *, conversation_id: str) -> Conversation:
         raise_if(conversation_id_problems(conversation_id))
         self.advance_timers()
@@ -1052,6 +1068,9 @@ class Routing:
                     raise NotFound(what, str(revision))
                 return None
             wanted = revision or current.revision
+            # None is newer than the one in force (and wanted + 1 must fit a BIGINT).
+            if wanted > current.revision:
+                raise NotFound(what, str(revision))
             found = [
                 r
                 for r in store.revisions(kind, key, before_revision=wanted + 1, limit=1)

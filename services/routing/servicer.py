@@ -9,6 +9,7 @@ from switchboard.routing.v1 import routing_pb2 as pb
 from switchboard.routing.v1 import routing_pb2_grpc
 
 from services.routing.app import Routing
+from services.routing.console import console_agent, require_held, require_own_agent
 from services.routing.convert import (
     agent_from_proto,
     agent_status_from_proto,
@@ -35,6 +36,11 @@ from services.segments.convert import optional_time
 class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
     def __init__(self, routing: Routing) -> None:
         self.routing = routing
+
+    def _require_held(self, conversation_id: str) -> None:
+        """A console key reaches only conversations its agent holds."""
+        if console_agent() is not None:
+            require_held(self.routing.conversation_holder(conversation_id=conversation_id))
 
     # ---- calendars ---------------------------------------------------------------------------
 
@@ -191,6 +197,7 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
     def GetAgent(
         self, request: pb.GetAgentRequest, context: grpc.ServicerContext
     ) -> pb.GetAgentResponse:
+        require_own_agent(request.agent_id)
         found = self.routing.get_agent(agent_id=request.agent_id)
         return pb.GetAgentResponse(agent=agent_to_proto(found))
 
@@ -213,6 +220,7 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
     def SetAgentStatus(
         self, request: pb.SetAgentStatusRequest, context: grpc.ServicerContext
     ) -> pb.SetAgentStatusResponse:
+        require_own_agent(request.agent_id)
         agent, returned = self.routing.set_agent_status(
             agent_id=request.agent_id, status=agent_status_from_proto(request.status)
         )
@@ -231,12 +239,21 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
     def GetConversation(
         self, request: pb.GetConversationRequest, context: grpc.ServicerContext
     ) -> pb.GetConversationResponse:
+        self._require_held(request.conversation_id)
         found = self.routing.get_conversation(conversation_id=request.conversation_id)
         return pb.GetConversationResponse(conversation=conversation_to_proto(found))
+
+    def GetConversationCustomer(
+        self, request: pb.GetConversationCustomerRequest, context: grpc.ServicerContext
+    ) -> pb.GetConversationCustomerResponse:
+        self._require_held(request.conversation_id)
+        customer = self.routing.conversation_customer(conversation_id=request.conversation_id)
+        return pb.GetConversationCustomerResponse(customer=customer)
 
     def RecordConversationEvent(
         self, request: pb.RecordConversationEventRequest, context: grpc.ServicerContext
     ) -> pb.RecordConversationEventResponse:
+        self._require_held(request.conversation_id)
         conversation = self.routing.record_event(
             conversation_id=request.conversation_id,
             kind=event_kind_from_proto(request.kind),
@@ -253,12 +270,14 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
     def GetAgentAssignments(
         self, request: pb.GetAgentAssignmentsRequest, context: grpc.ServicerContext
     ) -> pb.GetAgentAssignmentsResponse:
+        require_own_agent(request.agent_id)
         held = self.routing.agent_assignments(agent_id=request.agent_id)
         return pb.GetAgentAssignmentsResponse(assignments=[assignment_to_proto(a) for a in held])
 
     def AssignNext(
         self, request: pb.AssignNextRequest, context: grpc.ServicerContext
     ) -> pb.AssignNextResponse:
+        require_own_agent(request.agent_id)
         taken = self.routing.assign_next(agent_id=request.agent_id, queue_id=request.queue_id)
         return pb.AssignNextResponse(
             assignment=None if taken is None else assignment_to_proto(taken)
@@ -267,6 +286,7 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
     def WatchAssignments(
         self, request: pb.WatchAssignmentsRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.WatchAssignmentsResponse]:
+        require_own_agent(request.agent_id)
         # context.is_active turns False when the console hangs up, which ends the watch.
         changes = self.routing.watch_assignments(
             agent_id=request.agent_id, active=context.is_active

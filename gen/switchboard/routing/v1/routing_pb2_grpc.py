@@ -178,6 +178,11 @@ class RoutingServiceStub:
                 request_serializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.RecordConversationEventRequest.SerializeToString,
                 response_deserializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.RecordConversationEventResponse.FromString,
                 _registered_method=True)
+        self.GetConversationCustomer = channel.unary_unary(
+                '/switchboard.routing.v1.RoutingService/GetConversationCustomer',
+                request_serializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.GetConversationCustomerRequest.SerializeToString,
+                response_deserializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.GetConversationCustomerResponse.FromString,
+                _registered_method=True)
         self.GetAgentAssignments = channel.unary_unary(
                 '/switchboard.routing.v1.RoutingService/GetAgentAssignments',
                 request_serializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.GetAgentAssignmentsRequest.SerializeToString,
@@ -411,6 +416,15 @@ class RoutingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetConversationCustomer(self, request, context):
+        """The customer record of a conversation: how an agent console reads the customer it is
+        talking to (a console key may read no other customer). NOT_FOUND for an anonymous
+        visitor.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetAgentAssignments(self, request, context):
         """What an agent holds now, each with its SLA due times.
         """
@@ -578,6 +592,11 @@ def add_RoutingServiceServicer_to_server(servicer, server):
                     servicer.RecordConversationEvent,
                     request_deserializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.RecordConversationEventRequest.FromString,
                     response_serializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.RecordConversationEventResponse.SerializeToString,
+            ),
+            'GetConversationCustomer': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetConversationCustomer,
+                    request_deserializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.GetConversationCustomerRequest.FromString,
+                    response_serializer=switchboard_dot_routing_dot_v1_dot_routing__pb2.GetConversationCustomerResponse.SerializeToString,
             ),
             'GetAgentAssignments': grpc.unary_unary_rpc_method_handler(
                     servicer.GetAgentAssignments,
@@ -1338,6 +1357,33 @@ class RoutingService:
             '/switchboard.routing.v1.RoutingService/RecordConversationEvent',
             switchboard_dot_routing_dot_v1_dot_routing__pb2.RecordConversationEventRequest.SerializeToString,
             switchboard_dot_routing_dot_v1_dot_routing__pb2.RecordConversationEventResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetConversationCustomer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.routing.v1.RoutingService/GetConversationCustomer',
+            switchboard_dot_routing_dot_v1_dot_routing__pb2.GetConversationCustomerRequest.SerializeToString,
+            switchboard_dot_routing_dot_v1_dot_routing__pb2.GetConversationCustomerResponse.FromString,
             options,
             channel_credentials,
             insecure,

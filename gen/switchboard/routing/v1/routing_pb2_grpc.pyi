@@ -115,6 +115,11 @@ class RoutingServiceStub:
     """Records what happened in a conversation: replies, waiting on the customer, transfer,
     escalation from bot to human, resolution, reopening, a CSAT rating.
     """
+    GetConversationCustomer: _grpc.UnaryUnaryMultiCallable[_routing_pb2.GetConversationCustomerRequest, _routing_pb2.GetConversationCustomerResponse]
+    """The customer record of a conversation: how an agent console reads the customer it is
+    talking to (a console key may read no other customer). NOT_FOUND for an anonymous
+    visitor.
+    """
     GetAgentAssignments: _grpc.UnaryUnaryMultiCallable[_routing_pb2.GetAgentAssignmentsRequest, _routing_pb2.GetAgentAssignmentsResponse]
     """What an agent holds now, each with its SLA due times."""
     AssignNext: _grpc.UnaryUnaryMultiCallable[_routing_pb2.AssignNextRequest, _routing_pb2.AssignNextResponse]
@@ -213,6 +218,11 @@ class RoutingServiceAsyncStub(RoutingServiceStub):
     RecordConversationEvent: _aio.UnaryUnaryMultiCallable[_routing_pb2.RecordConversationEventRequest, _routing_pb2.RecordConversationEventResponse]  # type: ignore[assignment]
     """Records what happened in a conversation: replies, waiting on the customer, transfer,
     escalation from bot to human, resolution, reopening, a CSAT rating.
+    """
+    GetConversationCustomer: _aio.UnaryUnaryMultiCallable[_routing_pb2.GetConversationCustomerRequest, _routing_pb2.GetConversationCustomerResponse]  # type: ignore[assignment]
+    """The customer record of a conversation: how an agent console reads the customer it is
+    talking to (a console key may read no other customer). NOT_FOUND for an anonymous
+    visitor.
     """
     GetAgentAssignments: _aio.UnaryUnaryMultiCallable[_routing_pb2.GetAgentAssignmentsRequest, _routing_pb2.GetAgentAssignmentsResponse]  # type: ignore[assignment]
     """What an agent holds now, each with its SLA due times."""
@@ -471,6 +481,17 @@ class RoutingServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_routing_pb2.RecordConversationEventResponse, _abc.Awaitable[_routing_pb2.RecordConversationEventResponse]]:
         """Records what happened in a conversation: replies, waiting on the customer, transfer,
         escalation from bot to human, resolution, reopening, a CSAT rating.
+        """
+
+    @_abc_1.abstractmethod
+    def GetConversationCustomer(
+        self,
+        request: _routing_pb2.GetConversationCustomerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_routing_pb2.GetConversationCustomerResponse, _abc.Awaitable[_routing_pb2.GetConversationCustomerResponse]]:
+        """The customer record of a conversation: how an agent console reads the customer it is
+        talking to (a console key may read no other customer). NOT_FOUND for an anonymous
+        visitor.
         """
 
     @_abc_1.abstractmethod
