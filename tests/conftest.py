@@ -4,10 +4,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 from sqlalchemy import Engine
 
 from services.core.db import create_db_engine
 from tests.support.stores import DatabaseFactory, backend_under_test, redis_server
+
+
+# Speed is measured by bench/, never by tests: on a shared two-core machine hypothesis's
+# 200 ms deadline per example fails correct code that merely waited for a core.
+settings.register_profile("switchboard", deadline=None)
+settings.load_profile("switchboard")
 
 
 def pytest_report_header() -> str:
