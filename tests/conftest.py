@@ -10,7 +10,6 @@ from sqlalchemy import Engine
 from services.core.db import create_db_engine
 from tests.support.stores import DatabaseFactory, backend_under_test, redis_server
 
-
 # Speed is measured by bench/, never by tests: on a shared two-core machine hypothesis's
 # 200 ms deadline per example fails correct code that merely waited for a core.
 settings.register_profile("switchboard", deadline=None)

@@ -29,6 +29,13 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 ERROR_DOMAIN = "switchboard"
+# A status travels in trailing metadata, which clients refuse past 16 KiB and may refuse past
+# 8 KiB (gRPC's defaults): a refusal that grew past that would reach the caller as
+# RESOURCE_EXHAUSTED with no details. So the violations sent stop at MAX_DETAILS_BYTES (the
+# trailer carries them in base64, a third larger), and every text that may echo a caller's
+# input is cut at MAX_ECHO_CHARACTERS.
+MAX_DETAILS_BYTES = 3072
+MAX_ECHO_CHARACTERS = 200
 
 
 @dataclass(frozen=True)
@@ -68,7 +75,7 @@ class InvalidArgument(SwitchboardError):
 
     def __init__(self, violations: Iterable[FieldViolation], *, reason: str | None = None) -> None:
         self.violations = list(violations)
-        summary = "; ".join(f"{v.field}: {v.description}" for v in self.violations[:5])
+        summary = "; ".join(f"{_cut(v.field)}: {_cut(v.description)}" for v in self.violations[:5])
         if len(self.violations) > 5:
             summary += f"; and {len(self.violations) - 5} more"
         super().__init__(f"invalid request: {summary}", reason=reason)
@@ -78,14 +85,19 @@ class InvalidArgument(SwitchboardError):
         return cls([FieldViolation(field, description)])
 
     def details(self) -> list[any_pb2.Any]:
-        bad_request = error_details_pb2.BadRequest(
-            field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(
-                    field=v.field, description=v.description
+        bad_request = error_details_pb2.BadRequest()
+        for index, violation in enumerate(self.violations):
+            bad_request.field_violations.add(
+                field=_cut(violation.field), description=_cut(violation.description)
+            )
+            if bad_request.ByteSize() > MAX_DETAILS_BYTES:
+                del bad_request.field_violations[-1]
+                bad_request.field_violations.add(
+                    field="request",
+                    description=f"and {len(self.violations) - index} more problems, not"
+                    f" listed: an error lists at most {MAX_DETAILS_BYTES} bytes of them",
                 )
-                for v in self.violations
-            ]
-        )
+                break
         return [_pack(bad_request), *super().details()]
 
 
@@ -144,6 +156,12 @@ class Unavailable(SwitchboardError):
 class ResourceExhausted(SwitchboardError):
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
     default_reason = "LIMIT_EXCEEDED"
+
+
+def _cut(text: str) -> str:
+    if len(text) <= MAX_ECHO_CHARACTERS:
+        return text
+    return f"{text[:MAX_ECHO_CHARACTERS]}... ({len(text)} characters)"
 
 
 def internal_status(error_id: str) -> grpc.Status:

@@ -20,6 +20,7 @@ from services.core.errors import (
 )
 from services.core.logs import request_id_var
 from services.core.metrics import RpcMetrics
+from services.core.validation import nul_problems, raise_if
 
 REQUEST_ID_HEADER = "x-request-id"
 
@@ -36,11 +37,23 @@ class Gatekeeper(Protocol):
         ...
 
 
+# How deep upb, protobuf's parser, lets messages nest; past it a request does not parse.
+PROTOBUF_MAX_DEPTH = 100
+
+
 class _Malformed:
-    """Stands in for a request whose bytes could not be parsed."""
+    """Stands in for a request whose bytes could not be parsed, saying why."""
+
+    def __init__(self, description: str) -> None:
+        self.description = description
 
 
-_MALFORMED = _Malformed()
+_MALFORMED = _Malformed("the request bytes are not a valid message")
+# A rule of 10,000 nested conditions is valid protobuf that no parser reads: say so, with
+# the limit, rather than call it garbage.
+_TOO_DEEP = _Malformed(
+    f"the request nests messages deeper than protobuf's limit of {PROTOBUF_MAX_DEPTH} levels"
+)
 
 
 class ServerInterceptor(grpc.ServerInterceptor):
@@ -134,13 +147,15 @@ class _CallScope:
 
     def admit(self, request: Any) -> None:
         """Admit the caller first (a stranger learns nothing, not even that its request was
-        malformed), then refuse a request whose bytes did not parse."""
+        malformed), then refuse a request whose bytes did not parse or that holds a string
+        no store of ours can keep."""
         if self.gate is not None:
             self.finish = self.gate.admit(
                 self.method, self.metadata, self.context.peer(), self.request_id
             )
-        if request is _MALFORMED:
-            raise InvalidArgument.field("request", "the request bytes are not a valid message")
+        if isinstance(request, _Malformed):
+            raise InvalidArgument.field("request", request.description)
+        raise_if(nul_problems(request))
 
     def __exit__(self, exc_type: Any, error: BaseException | None, _tb: Any) -> None:
         status: grpc.Status | None = None
@@ -199,7 +214,7 @@ def _lenient(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], An
     def parse(data: bytes) -> Any:
         try:
             return deserialize(data)
-        except Exception:
-            return _MALFORMED
+        except Exception as error:
+            return _TOO_DEEP if "MaxDepth" in str(error) else _MALFORMED
 
     return parse

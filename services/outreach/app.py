@@ -22,6 +22,7 @@ from services.outreach.logic import (
     url_problems,
 )
 from services.outreach.repository import DeliveryFilter, OutreachRepository
+from services.segments.logic import token_position, token_text
 from services.segments.repository import decode_token, encode_token
 
 
@@ -60,8 +61,8 @@ class Outreach:
         return self.repository.get_endpoint(endpoint_id)
 
     def list_endpoints(self, *, page_token: str, page_size: int) -> tuple[list[Endpoint], str]:
-        after = decode_token(page_token) or ""
-        found, more = self.repository.list_endpoints(after=str(after), limit=page_limit(page_size))
+        after = token_text(decode_token(page_token))
+        found, more = self.repository.list_endpoints(after=after, limit=page_limit(page_size))
         return found, (encode_token(found[-1].endpoint_id) if more else "")
 
     def update_endpoint(
@@ -122,11 +123,11 @@ class Outreach:
     def list_subscriptions(
         self, *, segment_id: str, endpoint_id: str, page_token: str, page_size: int
     ) -> tuple[list[Subscription], str]:
-        after = decode_token(page_token) or ""
+        after = token_text(decode_token(page_token))
         found, more = self.repository.list_subscriptions(
             segment_id=segment_id,
             endpoint_id=endpoint_id,
-            after=str(after),
+            after=after,
             limit=page_limit(page_size),
         )
         return found, (encode_token(found[-1].subscription_id) if more else "")
@@ -157,10 +158,11 @@ class Outreach:
 
 
 def _delivery_position(token: Any) -> tuple[datetime, str] | None:
-    if token is None:
+    position = token_position(token, str, str)
+    if position is None:
         return None
+    moment, delivery_id = position
     try:
-        moment, delivery_id = token
-        return datetime.fromisoformat(moment), str(delivery_id)
-    except (TypeError, ValueError) as error:
+        return datetime.fromisoformat(moment), delivery_id
+    except ValueError as error:
         raise InvalidArgument.field("page_token", "not a token from a previous page") from error

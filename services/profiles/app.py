@@ -37,6 +37,8 @@ MAX_BATCH_GET = 1000
 MAX_UPSERT_BATCH = 1000
 MAX_USAGE_BATCH = 5000
 MAX_CHANGES_PAGE = 10_000
+# Systems a customer is known by (billing, CRM, help desk...): each is a stored row.
+MAX_EXTERNAL_IDS = 20
 DEFAULT_CHANGES_PAGE = 1000
 # Events dated further ahead than this are a client clock or unit bug, not usage.
 MAX_EVENT_CLOCK_SKEW = timedelta(minutes=5)
@@ -57,7 +59,7 @@ class Profiles:
 
     def create(self, *, customer_id: str, values: Mapping[str, Any]) -> Customer:
         problems = validate_customer_id(customer_id, "customer.customer_id") if customer_id else []
-        problems += validate_values(values, "customer.")
+        problems += _record_problems(values, "customer.")
         _raise_if(problems)
         return self.repository.create(
             customer_id=customer_id, values=normalize_values(values), now=self.clock()
@@ -106,7 +108,7 @@ class Profiles:
         expected_etag: str,
     ) -> Customer:
         problems = _required_id(customer_id, "customer.customer_id")
-        problems += validate_values(values, "customer.")
+        problems += _record_problems(values, "customer.")
         _raise_if(problems)
         return self.repository.update(
             customer_id=customer_id,
@@ -148,7 +150,7 @@ class Profiles:
         rejected: dict[int, UpsertOutcome] = {}
         accepted: list[UpsertRecord] = []
         for index, record in enumerate(records):
-            problems = validate_values(record.values)
+            problems = _record_problems(record.values)
             if record.customer_id:
                 problems += validate_customer_id(record.customer_id)
             if not record.values.get("external_ids", {}).get(system):
@@ -166,10 +168,7 @@ class Profiles:
         return [by_index[index] for index in range(len(records))]
 
     def record_usage(self, *, events: Sequence[UsageEvent]) -> UsageRecordResult:
-        if len(events) > MAX_USAGE_BATCH:
-            raise InvalidArgument.field(
-                "events", f"at most {MAX_USAGE_BATCH} events per call, got {len(events)}"
-            )
+        _raise_if(usage_batch_problems(len(events)))
         now = self.clock()
         problems: list[FieldViolation] = []
         for index, event in enumerate(events):
@@ -221,6 +220,26 @@ class Profiles:
 
     def prune_usage_events(self, *, retention: timedelta) -> int:
         return self.repository.prune_usage_events(older_than=self.clock() - retention)
+
+
+def usage_batch_problems(count: int) -> list[FieldViolation]:
+    """A usage batch over the limit, checked before its events are read one by one."""
+    if count > MAX_USAGE_BATCH:
+        return [FieldViolation("events", f"at most {MAX_USAGE_BATCH} events per call, got {count}")]
+    return []
+
+
+def _record_problems(values: Mapping[str, Any], prefix: str = "") -> list[FieldViolation]:
+    # The count first: a record naming 100,000 systems is refused without checking each.
+    external_ids = values.get("external_ids", {})
+    if len(external_ids) > MAX_EXTERNAL_IDS:
+        return [
+            FieldViolation(
+                prefix + "external_ids",
+                f"at most {MAX_EXTERNAL_IDS} systems per customer, got {len(external_ids)}",
+            )
+        ]
+    return validate_values(values, prefix)
 
 
 def _required_id(customer_id: str, field: str) -> list[FieldViolation]:

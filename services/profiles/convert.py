@@ -10,6 +10,7 @@ from google.protobuf import struct_pb2, timestamp_pb2
 from switchboard.profiles.v1 import profiles_pb2 as pb
 
 from services.core.errors import FieldViolation, InvalidArgument
+from services.profiles.app import usage_batch_problems
 from services.profiles.domain import (
     OUTPUT_ONLY_FIELDS,
     WRITABLE_FIELDS,
@@ -21,6 +22,8 @@ from services.profiles.domain import (
 from services.profiles.repository import FieldFreshness
 
 _WRITABLE = frozenset(WRITABLE_FIELDS)
+# Paths in one update mask: every field plus one per custom field 16 KiB of attributes hold.
+MAX_MASK_PATHS = 1000
 _OPTIONAL_NUMBERS = ("seats", "arr", "employee_count", "annual_revenue", "health_score", "nps")
 _CHANGE_KINDS = {
     ChangeKind.CREATED: pb.CHANGE_KIND_CREATED,
@@ -109,8 +112,11 @@ def timestamp_to_datetime(timestamp: timestamp_pb2.Timestamp, field: str) -> dat
 
 
 def usage_events_from_proto(events: Sequence[pb.UsageEvent]) -> list[UsageEvent]:
-    """Domain events; a missing or impossible time is reported for every event at once."""
-    problems: list[FieldViolation] = []
+    """Domain events; a missing or impossible time is reported for every event at once
+    (for a batch within the limit: a larger one is refused before any event is read)."""
+    problems = usage_batch_problems(len(events))
+    if problems:
+        raise InvalidArgument(problems)
     converted: list[UsageEvent] = []
     for index, event in enumerate(events):
         field = f"events[{index}].time"
@@ -153,6 +159,10 @@ def _plain(value: struct_pb2.Value) -> Any:
 
 def parse_update_mask(paths: Sequence[str]) -> tuple[list[str], list[str]]:
     """Split mask paths into whole fields and single custom fields (``attributes.KEY``)."""
+    if len(paths) > MAX_MASK_PATHS:
+        raise InvalidArgument.field(
+            "update_mask.paths", f"at most {MAX_MASK_PATHS} paths, got {len(paths)}"
+        )
     fields: list[str] = []
     attribute_keys: list[str] = []
     problems: list[FieldViolation] = []

@@ -141,7 +141,8 @@ def _is_time_zone(name: str) -> bool:
         return False
     try:
         ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    # zoneinfo signals a bad key in several ways: unknown, malformed, too long, a directory.
+    except (ZoneInfoNotFoundError, ValueError, OSError):
         return False
     return True
 

@@ -37,6 +37,8 @@ MAX_SEGMENTS = 100
 # Entrants are matched by id in one query; beyond this the comparison is refused rather
 # than sent as a statement the database may reject.
 MAX_COHORT_CUSTOMERS = 20_000
+# A staleness threshold beyond ten years means "never stale"; longer ones overflow dates.
+MAX_STALE_AFTER = timedelta(days=3650)
 
 
 @dataclass(frozen=True)
@@ -147,10 +149,15 @@ class Reports:
         if time_zone:
             try:
                 ZoneInfo(time_zone)
-            except (ZoneInfoNotFoundError, ValueError):
+            # zoneinfo signals a bad key in several ways: unknown, malformed, too long, ...
+            except (ZoneInfoNotFoundError, ValueError, OSError):
                 problems.append(FieldViolation("time_zone", "not an IANA time zone name"))
-        if stale_after is not None and stale_after <= timedelta(0):
-            problems.append(FieldViolation("stale_after", "must be a positive duration"))
+        if stale_after is not None and not timedelta(0) < stale_after <= MAX_STALE_AFTER:
+            problems.append(
+                FieldViolation(
+                    "stale_after", f"must be positive, at most {MAX_STALE_AFTER.days} days"
+                )
+            )
         options = self._options(start, end, 0.0, 0.0, "", problems)
         if options.end - options.start > timedelta(days=logic.MAX_DAYS):
             raise_if([FieldViolation("end_time", f"at most {logic.MAX_DAYS} days after start")])

@@ -14,7 +14,7 @@ from services.reports.convert import (
     scorecard_to_proto,
 )
 from services.routing.convert import read_duration
-from services.segments.convert import checked_time
+from services.segments.convert import optional_time
 
 
 class ReportServicer(reports_pb2_grpc.ReportServiceServicer):
@@ -27,8 +27,8 @@ class ReportServicer(reports_pb2_grpc.ReportServiceServicer):
         scorecard = self.reports.scorecard(
             family=request.family,
             segment_ids=list(request.segment_ids),
-            start=checked_time(request, "start_time"),
-            end=checked_time(request, "end_time"),
+            start=optional_time(request, "start_time"),
+            end=optional_time(request, "end_time"),
             hourly_cost=request.hourly_cost,
             gap_margin=request.gap_margin,
             churn_segment_id=request.churn_segment_id,
@@ -40,8 +40,8 @@ class ReportServicer(reports_pb2_grpc.ReportServiceServicer):
     ) -> pb.CompareCohortResponse:
         comparison = self.reports.compare_cohort(
             segment_id=request.segment_id,
-            start=checked_time(request, "start_time"),
-            end=checked_time(request, "end_time"),
+            start=optional_time(request, "start_time"),
+            end=optional_time(request, "end_time"),
             hourly_cost=request.hourly_cost,
         )
         return cohort_to_proto(comparison)
@@ -51,8 +51,8 @@ class ReportServicer(reports_pb2_grpc.ReportServiceServicer):
     ) -> pb.GetMigrationMatrixResponse:
         matrix = self.reports.migration_matrix(
             family=request.family,
-            start=checked_time(request, "start_time"),
-            end=checked_time(request, "end_time"),
+            start=optional_time(request, "start_time"),
+            end=optional_time(request, "end_time"),
         )
         return migration_to_proto(matrix)
 
@@ -62,8 +62,8 @@ class ReportServicer(reports_pb2_grpc.ReportServiceServicer):
         health = self.reports.segment_health(
             family=request.family,
             segment_ids=list(request.segment_ids),
-            start=checked_time(request, "start_time"),
-            end=checked_time(request, "end_time"),
+            start=optional_time(request, "start_time"),
+            end=optional_time(request, "end_time"),
             time_zone=request.time_zone,
             stale_after=read_duration(request, "stale_after"),
         )

@@ -80,7 +80,9 @@ from services.routing.repository import (
 )
 from services.routing.sla import Alert, Metric, PolicyPeriod, first_response_due, sla_report
 from services.routing.sla import SlaPolicy as ClockPolicy
+from services.segments.logic import token_position, token_text
 from services.segments.repository import decode_token, encode_token
+from services.segments.rules import documents_within
 
 RECORDABLE = frozenset(
     {
@@ -95,6 +97,9 @@ RECORDABLE = frozenset(
         EventKind.CSAT_RATED,
     }
 )
+# JSON bytes of the rules documents on one page of revisions: a page ends early past it,
+# so that a client receiving gRPC's default 4 MiB can always read one.
+MAX_PAGE_RULES_BYTES = 524_288
 _WATCH_POLL_SECONDS = 0.5
 _TIMER_BATCH = 200
 _SLA_BATCH = 200
@@ -358,6 +363,7 @@ class Routing:
         before = _token_number(page_token)
         with self.repository.read() as store:
             found = store.revisions("rules", "rules", before_revision=before, limit=size + 1)
+        size = min(size, documents_within([r.document for r in found[:size]], MAX_PAGE_RULES_BYTES))
         revisions = [
             RulesRevision(
                 rules=documents.rules_from(r.document, r.revision, r.revise_time, r.actor),
@@ -1084,7 +1090,7 @@ class Routing:
         self, kind: str, page_size: int, page_token: str
     ) -> tuple[list[StoredDefinition], str]:
         size = page_limit(page_size)
-        after = _token_text(page_token)
+        after = token_text(decode_token(page_token))
         with self.repository.read() as store:
             found = store.definition_page(kind, after, size + 1)
         token = found[size - 1].key if len(found) > size else ""
@@ -1201,31 +1207,20 @@ def _encode_position(position: Any) -> str:
 
 
 def _decode_position(token: str) -> tuple[int, datetime, datetime, str] | None:
-    value = decode_token(token)
-    if value is None:
+    position = token_position(decode_token(token), int, str, str, str)
+    if position is None:
         return None
+    priority, due, enqueued, key = position
     try:
-        priority, due, enqueued, key = value
-        return (
-            int(priority),
-            datetime.fromisoformat(due),
-            datetime.fromisoformat(enqueued),
-            str(key),
-        )
-    except (TypeError, ValueError) as error:
+        return priority, datetime.fromisoformat(due), datetime.fromisoformat(enqueued), key
+    except ValueError as error:
         raise InvalidArgument.field("page_token", "not a token from a previous page") from error
-
-
-def _token_text(token: str) -> str:
-    value = decode_token(token)
-    if value is not None and not isinstance(value, str):
-        raise InvalidArgument.field("page_token", "not a token from a previous page")
-    return value or ""
 
 
 def _token_number(token: str) -> int:
     if not token:
         return 0
-    if not token.isdigit():
+    # Tokens are revision numbers: ASCII digits (isdigit alone admits "²") within a BIGINT.
+    if not (token.isascii() and token.isdigit()) or int(token) >= 2**63:
         raise InvalidArgument.field("page_token", "not a token from a previous page")
     return int(token)

@@ -49,12 +49,30 @@ from services.routing.domain import (
     TargetClock,
 )
 from services.routing.lifecycle import ConversationEvent, ConversationState, EventKind
+from services.routing.logic import MAX_RULES
 from services.routing.sla import ClockReport, Metric, SlaStatus
 from services.segments.convert import dict_to_struct, optional_time, struct_to_dict, timestamp
 from services.segments.logic import normalize_rule
+from services.segments.rules import MAX_DOCUMENT_BYTES, document_bytes
 
 _Domain = TypeVar("_Domain")
 _Proto = TypeVar("_Proto", bound=int)
+
+# Sizes of repeated fields, checked before anything in them is read: a million entries
+# (which fit in one 8 MiB request) are refused at once, not read, checked and listed one
+# by one. The app's own limits on what it stores are stricter where it has them.
+MAX_WEEKLY_INTERVALS = 70
+MAX_HOLIDAYS = 1000
+MAX_FALLBACK_STEPS = 10
+# JSON bytes of all routing rule conditions together: the rules are one document, read
+# back whole by GetRoutingRules and by every revision of ListRoutingRuleRevisions.
+MAX_RULES_CONDITION_BYTES = 1_048_576
+
+
+def too_many(field: str, count: int, limit: int, noun: str) -> None:
+    """Refuse a repeated field holding more than ``limit`` entries, naming both numbers."""
+    if count > limit:
+        raise InvalidArgument.field(field, f"at most {limit} {noun}, got {count}")
 
 
 def inverse(mapping: Mapping[_Domain, _Proto]) -> dict[_Proto, _Domain]:
@@ -191,10 +209,15 @@ def _optional_duration(delta: timedelta | None) -> duration_pb2.Duration | None:
     return None if delta is None else duration_message(delta)
 
 
-def read_duration(message: Any, name: str) -> timedelta | None:
+def read_duration(message: Any, name: str, field: str = "") -> timedelta | None:
+    """A duration field as a timedelta, None when unset, INVALID_ARGUMENT naming the field
+    (``field``, its path in the request, else ``name``) for one beyond what a timedelta holds."""
     if not message.HasField(name):
         return None
-    delta: timedelta = getattr(message, name).ToTimedelta()
+    try:
+        delta: timedelta = getattr(message, name).ToTimedelta()
+    except (ValueError, OverflowError) as error:
+        raise InvalidArgument.field(field or name, "not a valid duration") from error
     return delta
 
 
@@ -226,6 +249,9 @@ def calendar_to_proto(calendar: Calendar) -> pb.Calendar:
 def calendar_from_proto(message: pb.Calendar) -> Calendar:
     """The calendar of a request's ``calendar`` field; InvalidArgument names every weekday,
     time and holiday that cannot be read."""
+    # Overlaps are found by comparing intervals pairwise: the count must be small first.
+    too_many("calendar.weekly_hours", len(message.weekly_hours), MAX_WEEKLY_INTERVALS, "intervals")
+    too_many("calendar.holidays", len(message.holidays), MAX_HOLIDAYS, "holidays")
     problems = _Problems()
     weekly_hours = []
     for index, interval in enumerate(message.weekly_hours):
@@ -252,8 +278,8 @@ def calendar_from_proto(message: pb.Calendar) -> Calendar:
             holidays=frozenset(day for day in holidays if day is not None),
         ),
         revision=message.revision,
-        create_time=optional_time(message, "create_time"),
-        update_time=optional_time(message, "update_time"),
+        create_time=optional_time(message, "create_time", "calendar.create_time", any_year=True),
+        update_time=optional_time(message, "update_time", "calendar.update_time", any_year=True),
     )
 
 
@@ -271,7 +297,7 @@ def _target_to_proto(target: SlaTarget | None) -> pb.SlaTarget | None:
 def _target_from_proto(message: pb.SlaPolicy, name: str, problems: _Problems) -> SlaTarget | None:
     # A target without a duration is no target, the same as leaving the field out.
     target: pb.SlaTarget = getattr(message, name)
-    duration = read_duration(target, "duration")
+    duration = read_duration(target, "duration", f"policy.{name}.duration")
     if duration is None:
         return None
     clock = _TARGET_CLOCKS_FROM_PROTO.get(target.clock)
@@ -349,8 +375,8 @@ def policy_from_proto(message: pb.SlaPolicy) -> SlaPolicy:
         on_warning=_escalation_from_proto(message.on_warning),
         on_breach=_escalation_from_proto(message.on_breach),
         revision=message.revision,
-        create_time=optional_time(message, "create_time"),
-        update_time=optional_time(message, "update_time"),
+        create_time=optional_time(message, "create_time", "policy.create_time", any_year=True),
+        update_time=optional_time(message, "update_time", "policy.update_time", any_year=True),
     )
 
 
@@ -388,7 +414,7 @@ def queue_from_proto(message: pb.Queue) -> Queue:
     if message.HasField("overflow"):
         overflow = Overflow(
             queue_id=message.overflow.queue_id,
-            after=read_duration(message.overflow, "after"),
+            after=read_duration(message.overflow, "after", "queue.overflow.after"),
             when_no_agent_online=message.overflow.when_no_agent_online,
         )
     return Queue(
@@ -400,8 +426,8 @@ def queue_from_proto(message: pb.Queue) -> Queue:
         strategy=strategy,
         overflow=overflow,
         revision=message.revision,
-        create_time=optional_time(message, "create_time"),
-        update_time=optional_time(message, "update_time"),
+        create_time=optional_time(message, "create_time", "queue.create_time", any_year=True),
+        update_time=optional_time(message, "update_time", "queue.update_time", any_year=True),
     )
 
 
@@ -455,11 +481,11 @@ def agent_from_proto(message: pb.Agent) -> Agent:
         teams=tuple(message.teams),
         # Output only: an unspecified status reads as the status of a new agent.
         status=_AGENT_STATUSES_FROM_PROTO.get(message.status, Agent.status),
-        status_time=optional_time(message, "status_time"),
+        status_time=optional_time(message, "status_time", "agent.status_time", any_year=True),
         open_conversations=message.open_conversations,
         revision=message.revision,
-        create_time=optional_time(message, "create_time"),
-        update_time=optional_time(message, "update_time"),
+        create_time=optional_time(message, "create_time", "agent.create_time", any_year=True),
+        update_time=optional_time(message, "update_time", "agent.update_time", any_year=True),
     )
 
 
@@ -483,11 +509,11 @@ def _step_to_proto(step: RouteStep) -> pb.RouteStep:
     return message
 
 
-def _step_from_proto(message: pb.RouteStep) -> RouteStep:
+def _step_from_proto(message: pb.RouteStep, field: str) -> RouteStep:
     # The members of the oneof not chosen read as "", so a step without a target has all
     # three empty; a missing timeout reads as zero. The app reports both.
     return RouteStep(
-        timeout=read_duration(message, "timeout") or timedelta(0),
+        timeout=read_duration(message, "timeout", f"{field}.timeout") or timedelta(0),
         agent_id=message.agent_id,
         owner_attribute=message.owner_attribute,
         queue_id=message.queue_id,
@@ -505,13 +531,17 @@ def _action_to_proto(action: RoutingAction) -> pb.RoutingAction:
     )
 
 
-def _action_from_proto(message: pb.RoutingAction) -> RoutingAction:
+def _action_from_proto(message: pb.RoutingAction, field: str) -> RoutingAction:
+    too_many(f"{field}.fallback_chain", len(message.fallback_chain), MAX_FALLBACK_STEPS, "steps")
     return RoutingAction(
         queue_id=message.queue_id,
         sla_policy_id=message.sla_policy_id,
         priority=message.priority,
         required_skills=tuple(message.required_skills),
-        fallback_chain=tuple(_step_from_proto(step) for step in message.fallback_chain),
+        fallback_chain=tuple(
+            _step_from_proto(step, f"{field}.fallback_chain[{index}]")
+            for index, step in enumerate(message.fallback_chain)
+        ),
         bot_first=message.bot_first,
     )
 
@@ -537,21 +567,32 @@ def rules_to_proto(rules: RoutingRules) -> pb.RoutingRules:
 
 def rules_from_proto(message: pb.RoutingRules) -> RoutingRules:
     """The rules of a request's ``rules`` field; a missing default action is None."""
+    too_many("rules.rules", len(message.rules), MAX_RULES, "rules")
+    rules = tuple(
+        RoutingRule(
+            rule_id=rule.rule_id,
+            display_name=rule.display_name,
+            condition=normalize_rule(
+                struct_to_dict(rule.condition, f"rules.rules[{index}].condition")
+            ),
+            action=_action_from_proto(rule.action, f"rules.rules[{index}].action"),
+        )
+        for index, rule in enumerate(message.rules)
+    )
+    condition_bytes = sum(document_bytes(rule.condition) for rule in rules)
+    if condition_bytes > MAX_RULES_CONDITION_BYTES:
+        raise InvalidArgument.field(
+            "rules.rules",
+            f"the conditions are {condition_bytes} bytes as JSON in all;"
+            f" the limit is {MAX_RULES_CONDITION_BYTES}",
+        )
     return RoutingRules(
-        rules=tuple(
-            RoutingRule(
-                rule_id=rule.rule_id,
-                display_name=rule.display_name,
-                condition=normalize_rule(struct_to_dict(rule.condition)),
-                action=_action_from_proto(rule.action),
-            )
-            for rule in message.rules
-        ),
-        default_action=_action_from_proto(message.default_action)
+        rules=rules,
+        default_action=_action_from_proto(message.default_action, "rules.default_action")
         if message.HasField("default_action")
         else None,
         revision=message.revision,
-        update_time=optional_time(message, "update_time"),
+        update_time=optional_time(message, "update_time", "rules.update_time", any_year=True),
         actor=message.actor,
     )
 
@@ -573,7 +614,10 @@ def route_request_from_proto(message: pb.RouteConversationRequest) -> RouteReque
         conversation_id=message.conversation_id,
         channel=CHANNELS_FROM_PROTO.get(message.channel),
         customer_id=message.customer_id,
-        visitor_attributes=normalize_rule(struct_to_dict(message.visitor_attributes)),
+        # Every rule and segment reads these: their size bounds what one request costs.
+        visitor_attributes=normalize_rule(
+            struct_to_dict(message.visitor_attributes, "visitor_attributes", MAX_DOCUMENT_BYTES)
+        ),
         language=message.language,
         topic=message.topic,
         priority_hint=message.priority_hint,

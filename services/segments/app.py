@@ -7,7 +7,7 @@ and reports every problem at once with the field it concerns.
 from __future__ import annotations
 
 import time
-from collections.abc import Container, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -17,6 +17,7 @@ from uuid import uuid4
 from services.core.clock import Clock, utc_now
 from services.core.errors import Conflict, FieldViolation, InvalidArgument
 from services.core.validation import actor_problems, page_limit, raise_if, required
+from services.profiles.logic import validate_customer_id
 from services.segments.domain import (
     EDITABLE_FIELDS,
     Membership,
@@ -39,6 +40,8 @@ from services.segments.logic import (
     precedence,
     rule_attributes,
     shifts,
+    token_number,
+    token_position,
     validate_definition,
     validate_references,
     validate_rule_document,
@@ -59,6 +62,8 @@ from services.segments.rules import (
     EvaluationContext,
     Explanation,
     compile_rule,
+    document_size_problem,
+    documents_within,
     explain,
     referenced_segments,
 )
@@ -75,6 +80,12 @@ ROUND_WAIT_SECONDS = 3.0
 # Limits of the history reads (GetSegmentSizes, GetRetention): one report's worth.
 MAX_HISTORY_SEGMENTS = 100
 MAX_SIZE_INSTANTS = 400
+# The segments TestRule may say the customer is in: more than any deployment has.
+MAX_MEMBER_SEGMENTS = 1000
+# JSON bytes of the rules on one page of segments or revisions: a page ends early past it,
+# so that a client receiving gRPC's default 4 MiB (routing, reports) can always read one,
+# whatever the protobuf encoding adds to the JSON (up to about 5x for short numbers).
+MAX_PAGE_RULE_BYTES = 524_288
 
 
 class CustomerSource(Protocol):
@@ -195,12 +206,14 @@ class Segments:
     def list_page(
         self, *, family: str, page_token: str, page_size: int
     ) -> tuple[list[Segment], str]:
-        offset = decode_token(page_token) or 0
-        if not isinstance(offset, int) or offset < 0:
+        offset = token_number(decode_token(page_token))
+        if offset < 0:
             raise InvalidArgument.field("page_token", "not a token from a previous page")
         limit = page_limit(page_size)
         found, more = self.repository.list_page(family=family, offset=offset, limit=limit)
-        return found, (encode_token(offset + len(found)) if more else "")
+        kept = documents_within([segment.rule for segment in found], MAX_PAGE_RULE_BYTES)
+        more = more or kept < len(found)
+        return found[:kept], (encode_token(offset + kept) if more else "")
 
     def update(
         self, *, segment_id: str, values: Mapping[str, Any], expected_revision: int, actor: str
@@ -258,14 +271,14 @@ class Segments:
         self, *, segment_id: str, page_token: str, page_size: int
     ) -> tuple[list[SegmentRevision], str]:
         raise_if(required("segment_id", segment_id))
-        before = decode_token(page_token) or 0
-        if not isinstance(before, int):
-            raise InvalidArgument.field("page_token", "not a token from a previous page")
+        before = token_number(decode_token(page_token))
         limit = page_limit(page_size)
         found = self.repository.list_revisions(
             segment_id=segment_id, before_revision=before, limit=limit
         )
-        more = len(found) == limit and found[-1].segment.revision > 1
+        kept = documents_within([item.segment.rule for item in found], MAX_PAGE_RULE_BYTES)
+        more = kept < len(found) or (len(found) == limit and found[-1].segment.revision > 1)
+        found = found[:kept]
         return found, (encode_token(found[-1].segment.revision) if more else "")
 
     def _check_references(self, segment_id: str, rule: Any, field: str = "segment.rule") -> None:
@@ -285,11 +298,15 @@ class Segments:
     ) -> CustomerEvaluation:
         """Evaluate every enabled segment for a stored customer (read from the profiles
         service) or an inline record; stores nothing."""
+        inline = record is not None
         if record is None:
-            raise_if(required("customer_id", customer_id))
+            # Checked here: the profiles service's refusal would read as its failure.
+            raise_if(required("customer_id", customer_id) or validate_customer_id(customer_id))
             record = self.customers.get(customer_id)
-        moment = now or self.clock()
         attributes = rule_attributes(record)
+        if inline:
+            raise_if(_document_problems("customer", attributes))
+        moment = now or self.clock()
         compiled = compile_segments(self.repository.list_all())
         verdicts = evaluate_customer(compiled, attributes, moment)
         context = EvaluationContext(now=moment, segments=verdicts.matched)
@@ -305,10 +322,19 @@ class Segments:
         *,
         rule: Any,
         attributes: Mapping[str, Any],
-        member_segment_ids: Container[str],
+        member_segment_ids: Collection[str],
         now: datetime | None,
     ) -> Explanation:
-        raise_if(validate_rule_document(rule, "rule"))
+        problems = validate_rule_document(rule, "rule")
+        problems += _document_problems("attributes", attributes)
+        if len(member_segment_ids) > MAX_MEMBER_SEGMENTS:
+            problems.append(
+                FieldViolation(
+                    "member_segment_ids",
+                    f"at most {MAX_MEMBER_SEGMENTS} segments, got {len(member_segment_ids)}",
+                )
+            )
+        raise_if(problems)
         context = EvaluationContext(now=now or self.clock(), segments=member_segment_ids)
         return explain(compile_rule(rule), attributes, context)
 
@@ -503,11 +529,11 @@ class Segments:
     def list_memberships(
         self, *, customer_id: str, segment_id: str, page_token: str, page_size: int
     ) -> tuple[list[Membership], str]:
-        after = decode_token(page_token)
+        after = token_position(decode_token(page_token), str, str)
         found, last = self.repository.list_memberships(
             customer_id=customer_id,
             segment_id=segment_id,
-            after=tuple(after) if after else None,
+            after=(after[0], after[1]) if after else None,
             limit=page_limit(page_size),
         )
         return found, (encode_token(list(last)) if last else "")
@@ -517,9 +543,7 @@ class Segments:
     ) -> tuple[list[MembershipChange], str]:
         if where.start_time and where.end_time and where.start_time >= where.end_time:
             raise InvalidArgument.field("end_time", "must be after start_time")
-        before = decode_token(page_token) or 0
-        if not isinstance(before, int):
-            raise InvalidArgument.field("page_token", "not a token from a previous page")
+        before = token_number(decode_token(page_token))
         found, last = self.repository.list_changes(
             where=where, before_id=before, limit=page_limit(page_size)
         )
@@ -603,6 +627,11 @@ class _Matcher:
         return self.repository.matching_customers(
             rule=compile_rule(rule), now=self.now, segment_matches=references
         )
+
+
+def _document_problems(field: str, document: Any) -> list[FieldViolation]:
+    problem = document_size_problem(document)
+    return [FieldViolation(field, problem)] if problem else []
 
 
 # ---- pure helpers of the history reads ---------------------------------------------------------

@@ -39,10 +39,30 @@ _LINT_KINDS = {
     "duplicate_overlays": pb.LINT_WARNING_KIND_DUPLICATE_OVERLAYS,
 }
 _OUTPUT_ONLY = frozenset({"segment_id", "revision", "create_time", "update_time"})
+# Paths in one update mask: a Segment has a dozen fields, so a longer mask is never meant.
+MAX_MASK_PATHS = 100
+# Encoded bytes of any Struct a request carries (a rule, attributes): four times what a
+# saved rule may hold as JSON, so every rule within the rule limits passes.
+MAX_STRUCT_BYTES = 1_048_576
+# The instants a request may name: any business date, and far enough from datetime's
+# limits that look-backs, leases and relative-date rules cannot overflow.
+EARLIEST_REQUEST_TIME = datetime(1900, 1, 1, tzinfo=UTC)
+LATEST_REQUEST_TIME = datetime(3000, 1, 1, tzinfo=UTC)
 
 
-def struct_to_dict(struct: struct_pb2.Struct) -> dict[str, Any]:
-    converted: dict[str, Any] = json_format.MessageToDict(struct)
+def struct_to_dict(
+    struct: struct_pb2.Struct, field: str, max_bytes: int = MAX_STRUCT_BYTES
+) -> dict[str, Any]:
+    """A request's Struct as plain JSON values; INVALID_ARGUMENT naming ``field`` when it
+    holds a number JSON has no spelling for (NaN, Infinity), or when it is larger than
+    ``max_bytes`` encoded: measuring is nearly free, converting megabytes takes seconds."""
+    size = struct.ByteSize()
+    if size > max_bytes:
+        raise InvalidArgument.field(field, f"is {size} bytes as protobuf; the limit is {max_bytes}")
+    try:
+        converted: dict[str, Any] = json_format.MessageToDict(struct)
+    except ValueError as error:
+        raise InvalidArgument.field(field, "numbers must be finite (no NaN or Infinity)") from error
     return converted
 
 
@@ -77,19 +97,18 @@ def timestamp(moment: datetime | None) -> timestamp_pb2.Timestamp:
     return message
 
 
-def optional_time(message: Any, name: str) -> datetime | None:
+def optional_time(
+    message: Any, name: str, field: str = "", *, any_year: bool = False
+) -> datetime | None:
+    """A request's timestamp field as an aware datetime, None when unset, INVALID_ARGUMENT
+    naming the field (``field``, its path in the request, else ``name``) for a value no
+    calendar has or one outside the years 1900-2999. ``any_year`` lifts the range for a
+    field the service only reads back (``create_time``) and never computes with."""
     if not message.HasField(name):
         return None
-    moment: datetime = getattr(message, name).ToDatetime(tzinfo=UTC)
-    return moment
-
-
-def checked_time(message: Any, name: str) -> datetime | None:
-    """A timestamp field as an aware datetime, None when unset, INVALID_ARGUMENT naming the
-    field for a value no calendar has."""
-    if not message.HasField(name):
-        return None
-    return _to_datetime(getattr(message, name), name)
+    if any_year:
+        return _to_datetime(getattr(message, name), field or name)
+    return _request_time(getattr(message, name), field or name)
 
 
 def times_from_proto(timestamps: Sequence[timestamp_pb2.Timestamp], field: str) -> list[datetime]:
@@ -98,7 +117,7 @@ def times_from_proto(timestamps: Sequence[timestamp_pb2.Timestamp], field: str) 
     converted: list[datetime] = []
     for index, message in enumerate(timestamps):
         try:
-            converted.append(_to_datetime(message, f"{field}[{index}]"))
+            converted.append(_request_time(message, f"{field}[{index}]"))
         except InvalidArgument as error:
             problems.extend(error.violations)
     if problems:
@@ -111,6 +130,13 @@ def _to_datetime(message: timestamp_pb2.Timestamp, field: str) -> datetime:
         return message.ToDatetime(tzinfo=UTC)
     except (ValueError, OverflowError) as error:
         raise InvalidArgument.field(field, "not a valid timestamp") from error
+
+
+def _request_time(message: timestamp_pb2.Timestamp, field: str) -> datetime:
+    moment = _to_datetime(message, field)
+    if not EARLIEST_REQUEST_TIME <= moment < LATEST_REQUEST_TIME:
+        raise InvalidArgument.field(field, "must be in the years 1900 to 2999")
+    return moment
 
 
 def segment_to_proto(segment: Segment) -> pb.Segment:
@@ -138,13 +164,17 @@ def definition_from_proto(
     values: dict[str, Any] = {}
     for name in fields:
         if name == "rule":
-            values["rule"] = normalize_rule(struct_to_dict(message.rule))
+            values["rule"] = normalize_rule(struct_to_dict(message.rule, "segment.rule"))
         else:
             values[name] = getattr(message, name)
     return values
 
 
 def parse_update_mask(paths: Sequence[str]) -> list[str]:
+    if len(paths) > MAX_MASK_PATHS:
+        raise InvalidArgument.field(
+            "update_mask.paths", f"at most {MAX_MASK_PATHS} paths, got {len(paths)}"
+        )
     problems = []
     for index, path in enumerate(paths):
         if path in _OUTPUT_ONLY:
@@ -183,21 +213,24 @@ def explanation_to_proto(explanation: Explanation) -> pb.Explanation:
 
 
 def customer_record(message: profiles_pb2.Customer) -> dict[str, Any]:
-    """A profiles Customer as plain values by contract name; unset fields are absent."""
+    """A profiles Customer as plain values by contract name; unset fields are absent.
+    A value no calendar or JSON has (a request's draft customer) is INVALID_ARGUMENT."""
     record: dict[str, Any] = {}
     for descriptor, value in message.ListFields():
         name = descriptor.name
         if isinstance(value, timestamp_pb2.Timestamp):
-            record[name] = value.ToDatetime(tzinfo=UTC)
+            record[name] = _to_datetime(value, f"customer.{name}")
         elif isinstance(value, struct_pb2.Struct):
-            record[name] = normalize_rule(struct_to_dict(value))
+            record[name] = normalize_rule(struct_to_dict(value, f"customer.{name}"))
         elif name == "field_sources":
             record[name] = {
-                field: {
+                key: {
                     "source": origin.source,
-                    "refresh_time": origin.refresh_time.ToDatetime(UTC),
+                    "refresh_time": _to_datetime(
+                        origin.refresh_time, f"customer.field_sources.{key}.refresh_time"
+                    ),
                 }
-                for field, origin in value.items()
+                for key, origin in value.items()
             }
         elif descriptor.message_type is not None and descriptor.message_type.GetOptions().map_entry:
             record[name] = dict(value)

@@ -16,7 +16,7 @@ from functools import cached_property
 from types import CodeType
 from typing import Any
 
-from services.core.errors import FieldViolation
+from services.core.errors import FieldViolation, InvalidArgument
 from services.segments.domain import ChangeKind, MembershipChange, Segment
 from services.segments.rules import (
     CompiledRule,
@@ -509,3 +509,47 @@ def lint(segments: Sequence[Segment], matches: Mapping[str, frozenset[str]]) -> 
                     )
                 )
     return warnings
+
+
+# ---- page tokens -----------------------------------------------------------------------------
+
+_BAD_TOKEN = "not a token from a previous page"
+_BIGINT_LIMIT = 2**63
+
+
+def token_position(decoded: Any, *kinds: type) -> tuple[Any, ...] | None:
+    """Check what a page token decoded to (``repository.decode_token``) against the kinds
+    of position its list issues: one value, or a list of several. None for no token.
+
+    Tokens come back from callers, who can forge any JSON: anything but the issued shape is
+    INVALID_ARGUMENT, and so is an int beyond a BIGINT or a string with NUL, which the
+    store could not take."""
+    if decoded is None:
+        return None
+    values = decoded if len(kinds) > 1 else [decoded]
+    if (
+        not isinstance(values, list)
+        or len(values) != len(kinds)
+        or not all(_token_part(value, kind) for value, kind in zip(values, kinds, strict=False))
+    ):
+        raise InvalidArgument.field("page_token", _BAD_TOKEN)
+    return tuple(values)
+
+
+def token_number(decoded: Any) -> int:
+    """A token's position that is one number (a revision, an offset, an id); 0 for none."""
+    position = token_position(decoded, int)
+    return int(position[0]) if position else 0
+
+
+def token_text(decoded: Any) -> str:
+    """A token's position that is one string (the last id of the page); "" for none."""
+    position = token_position(decoded, str)
+    return str(position[0]) if position else ""
+
+
+def _token_part(value: Any, kind: type) -> bool:
+    if kind is int:
+        # bool is an int to Python, but no position is True.
+        return type(value) is int and -_BIGINT_LIMIT <= value < _BIGINT_LIMIT
+    return kind is str and isinstance(value, str) and "\x00" not in value

@@ -10,7 +10,6 @@ from services.core.errors import InvalidArgument
 from services.segments.app import SegmentRetention, Segments
 from services.segments.convert import (
     change_to_proto,
-    checked_time,
     customer_record,
     definition_from_proto,
     explanation_to_proto,
@@ -134,8 +133,8 @@ class SegmentServicer(segments_pb2_grpc.SegmentServiceServicer):
         self, request: pb.TestRuleRequest, context: grpc.ServicerContext
     ) -> pb.TestRuleResponse:
         explanation = self.segments.test_rule(
-            rule=normalize_rule(struct_to_dict(request.rule)),
-            attributes=normalize_rule(struct_to_dict(request.attributes)),
+            rule=normalize_rule(struct_to_dict(request.rule, "rule")),
+            attributes=normalize_rule(struct_to_dict(request.attributes, "attributes")),
             member_segment_ids=frozenset(request.member_segment_ids),
             now=optional_time(request, "evaluate_time"),
         )
@@ -253,8 +252,8 @@ class SegmentServicer(segments_pb2_grpc.SegmentServiceServicer):
         report = self.segments.retention(
             segment_ids=list(request.segment_ids),
             churn_segment_id=request.churn_segment_id,
-            start=checked_time(request, "start_time"),
-            end=checked_time(request, "end_time"),
+            start=optional_time(request, "start_time"),
+            end=optional_time(request, "end_time"),
         )
         return pb.GetRetentionResponse(
             segments=[_retention_to_proto(r) for r in report.segments],

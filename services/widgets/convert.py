@@ -16,10 +16,17 @@ from switchboard.routing.v1 import routing_pb2 as pb
 from switchboard.routing.v1 import widgets_pb2 as wpb
 
 from services.core.errors import FieldViolation, InvalidArgument
-from services.routing.convert import CHANNELS, CHANNELS_FROM_PROTO, inverse, optional_timestamp
+from services.routing.convert import (
+    CHANNELS,
+    CHANNELS_FROM_PROTO,
+    inverse,
+    optional_timestamp,
+    too_many,
+)
 from services.routing.domain import Channel
 from services.segments.convert import struct_to_dict
 from services.segments.logic import normalize_rule
+from services.segments.rules import MAX_DOCUMENT_BYTES
 from services.widgets.domain import (
     AfterHours,
     AnswerLength,
@@ -35,12 +42,15 @@ from services.widgets.domain import (
     WidgetConfig,
     WidgetPolicies,
 )
-from services.widgets.logic import PLACEHOLDERS
+from services.widgets.logic import MAX_ASSIGNMENTS, PLACEHOLDERS
 
 _Domain = TypeVar("_Domain", bound=Enum)
 _Proto = TypeVar("_Proto", bound=int)
 
 MAX_ATTRIBUTES = 50
+# A widget fills two placeholders: a few unknown values are each named, a flood is refused
+# before it is read.
+MAX_GREETING_VALUES = 20
 
 
 _TONES = {
@@ -220,6 +230,7 @@ def escalation_to_proto(policy: EscalationPolicy) -> wpb.EscalationPolicy:
 def policies_from_proto(message: wpb.WidgetPolicies) -> WidgetPolicies:
     """The assignment list of a request's ``policies`` field; ``revision`` is the one the
     sender expects, and the output-only update time is not read."""
+    too_many("policies.assignments", len(message.assignments), MAX_ASSIGNMENTS, "assignments")
     return WidgetPolicies(
         assignments=tuple(
             WidgetAssignment(
@@ -275,6 +286,7 @@ def visitor_from_proto(message: wpb.Visitor) -> Visitor:
     if not (message.external_id or message.greeting_values or message.HasField("attributes")):
         # The common call, a known customer by id, on the hottest path.
         return Visitor(customer_id=message.customer_id)
+    too_many("visitor.greeting_values", len(message.greeting_values), MAX_GREETING_VALUES, "values")
     violations: list[FieldViolation] = []
     if message.customer_id and message.external_id:
         violations.append(FieldViolation("visitor", "set customer_id or external_id, not both"))
@@ -286,7 +298,9 @@ def visitor_from_proto(message: wpb.Visitor) -> Visitor:
                 FieldViolation("visitor.external_id", "must be system:id, e.g. billing:cus_123")
             )
     # Struct numbers are all doubles; whole ones read back as ints, as in routing requests.
-    attributes = normalize_rule(struct_to_dict(message.attributes))
+    attributes = normalize_rule(
+        struct_to_dict(message.attributes, "visitor.attributes", MAX_DOCUMENT_BYTES)
+    )
     if len(attributes) > MAX_ATTRIBUTES:
         violations.append(FieldViolation("visitor.attributes", f"at most {MAX_ATTRIBUTES} keys"))
     violations.extend(

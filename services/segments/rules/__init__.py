@@ -35,7 +35,8 @@ structurally. An object whose keys all start with ``$`` is a set of operators:
   condition on object items).
 - ``$exists`` (bool), ``$type`` (string number boolean object array null), ``$not``.
 - ``$regex $regexi``: search, bounded by ``REGEX_TIMEOUT_SECONDS`` and
-  ``MAX_REGEX_INPUT_LENGTH``; a pattern that fails to compile never matches.
+  ``MAX_REGEX_INPUT_LENGTH`` (a search that runs out of time counts as no match, and lets
+  other threads run meanwhile); a pattern that fails to compile never matches.
 - ``$veq $vne $vgt $vgte $vlt $vlte``: semver-like versions (``v1.2.3-rc.1+build``).
 - ``$inGroup $notInGroup``: membership in ``EvaluationContext.saved_groups[id]``.
 - ``$withinLast "30d"``: the timestamp is at or after ``now - 30 days`` (future included);
@@ -45,8 +46,10 @@ structurally. An object whose keys all start with ``$`` is a set of operators:
   values satisfy none of these.
 
 Unknown operators never match at evaluation time; ``validate_rule`` reports them, with bad
-regexes, malformed durations, wrong value kinds for known fields and size limits, at save
-time. ``compile_rule`` refuses rules over the size limits with ``RuleTooLargeError``.
+regexes, malformed durations, wrong value kinds for known fields and size limits (nesting,
+nodes, array items, JSON bytes, regex operators), at save time. ``compile_rule`` refuses
+rules over the nesting, node and array limits with ``RuleTooLargeError``; the byte and regex
+limits apply to saving only, so rules stored before them keep evaluating.
 """
 
 from ._compile import (
@@ -64,21 +67,30 @@ from ._graph import (
     segment_evaluation_order,
 )
 from ._limits import (
+    MAX_DOCUMENT_BYTES,
     MAX_LIST_ITEMS,
     MAX_REGEX_INPUT_LENGTH,
+    MAX_REGEX_OPERATORS,
     MAX_REGEX_PATTERN_LENGTH,
+    MAX_RULE_BYTES,
     MAX_RULE_DEPTH,
     MAX_RULE_NODES,
     MAX_TOTAL_LIST_ITEMS,
     REGEX_TIMEOUT_SECONDS,
+    document_bytes,
+    document_size_problem,
+    documents_within,
 )
 from ._time import parse_duration, parse_timestamp
 from ._validate import FieldKind, RuleViolation, validate_rule
 
 __all__ = [
+    "MAX_DOCUMENT_BYTES",
     "MAX_LIST_ITEMS",
     "MAX_REGEX_INPUT_LENGTH",
+    "MAX_REGEX_OPERATORS",
     "MAX_REGEX_PATTERN_LENGTH",
+    "MAX_RULE_BYTES",
     "MAX_RULE_DEPTH",
     "MAX_RULE_NODES",
     "MAX_TOTAL_LIST_ITEMS",
@@ -92,6 +104,9 @@ __all__ = [
     "RuleViolation",
     "SegmentCycleError",
     "compile_rule",
+    "document_bytes",
+    "document_size_problem",
+    "documents_within",
     "explain",
     "find_segment_cycle",
     "parse_duration",

@@ -609,7 +609,9 @@ def _regex(flags: int) -> Factory:
             if len(value) > MAX_REGEX_INPUT_LENGTH:
                 return False
             try:
-                return search(value, timeout=REGEX_TIMEOUT_SECONDS) is not None
+                # concurrent: the search lets go of the GIL, so a slow one stalls only
+                # its own call, not every other call the server is answering.
+                return search(value, timeout=REGEX_TIMEOUT_SECONDS, concurrent=True) is not None
             except TimeoutError:
                 return False
 

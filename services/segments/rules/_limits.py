@@ -2,11 +2,15 @@
 
 They are shared by ``validate_rule`` (which reports them) and ``compile_rule`` (which refuses
 rules over them), and one pass over the document measures them without recursion, so even a
-hostile 100,000-deep document cannot crash the measurement itself.
+hostile 100,000-deep document cannot crash the measurement itself. The limits a rule must meet
+only when it is saved (its JSON size, its regex count) are checked by ``storage_problems``:
+rules stored before those limits existed keep evaluating.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 MAX_RULE_DEPTH = 32
@@ -21,6 +25,14 @@ MAX_LIST_ITEMS = 10_000
 MAX_TOTAL_LIST_ITEMS = 50_000
 """Array items across a whole rule."""
 
+MAX_RULE_BYTES = 262_144
+"""JSON text of one saved rule (compact, UTF-8): room for 10,000 account ids of 20
+characters; every read of the segments (routing reads them all) carries it."""
+
+MAX_REGEX_OPERATORS = 20
+"""``$regex``/``$regexi`` operators in one saved rule: each search of a value may cost up to
+``REGEX_TIMEOUT_SECONDS``, so this bounds what one rule costs per value."""
+
 MAX_REGEX_PATTERN_LENGTH = 1_000
 """Characters in a ``$regex`` pattern."""
 
@@ -30,15 +42,24 @@ MAX_REGEX_INPUT_LENGTH = 10_000
 REGEX_TIMEOUT_SECONDS = 0.01
 """Budget for one regex search; a search that runs out counts as no match."""
 
+MAX_DOCUMENT_BYTES = 65_536
+"""Size of a document a request sends to be evaluated (a visitor's attributes, measured as
+protobuf before they are read; the attributes of TestRule, as JSON): every rule reads it, so
+its size bounds what one request costs. A stored customer is smaller."""
+
+_REGEX_OPERATORS = ("$regex", "$regexi")
+
 
 @dataclass(frozen=True, slots=True)
 class RuleSize:
-    """What ``measure_rule`` found: deepest nesting, node count, longest and total arrays."""
+    """What ``measure_rule`` found: deepest nesting, node count, longest and total arrays,
+    and how many regex operators the rule holds."""
 
     depth: int
     nodes: int
     longest_list: int
     total_list_items: int
+    regex_operators: int = 0
 
     def problems(self) -> list[str]:
         """Human descriptions of every limit this size exceeds."""
@@ -59,12 +80,13 @@ class RuleSize:
 
 def measure_rule(rule: object) -> RuleSize:
     """Measure a JSON document iteratively; stops descending once the depth limit is passed."""
-    depth = nodes = longest = total_items = 0
+    depth = nodes = longest = total_items = regexes = 0
     stack: list[tuple[object, int]] = [(rule, 1)]
     while stack:
         value, level = stack.pop()
         if isinstance(value, dict):
             nodes += 1 + len(value)
+            regexes += sum(1 for name in _REGEX_OPERATORS if name in value)
             children: list[object] = list(value.values())
         elif isinstance(value, list | tuple):
             nodes += 1
@@ -76,4 +98,44 @@ def measure_rule(rule: object) -> RuleSize:
         depth = max(depth, level)
         if level <= MAX_RULE_DEPTH and nodes <= MAX_RULE_NODES:
             stack.extend((child, level + 1) for child in children)
-    return RuleSize(depth, nodes, longest, total_items)
+    return RuleSize(depth, nodes, longest, total_items, regexes)
+
+
+def document_bytes(document: object) -> int:
+    """Length of a JSON document as compact UTF-8 text (values JSON lacks, such as
+    datetimes, count as their text), as it would be stored or sent back."""
+    text = json.dumps(document, separators=(",", ":"), ensure_ascii=False, default=str)
+    return len(text.encode())
+
+
+def documents_within(documents: Sequence[object], budget: int) -> int:
+    """How many of ``documents``, taken in order, fit in ``budget`` bytes of JSON; at least
+    one, so a page of them always makes progress."""
+    total = 0
+    for index, document in enumerate(documents):
+        total += document_bytes(document)
+        if total > budget and index > 0:
+            return index
+    return len(documents)
+
+
+def document_size_problem(document: object) -> str | None:
+    """What is wrong with the size of a document sent to be evaluated, or None."""
+    length = document_bytes(document)
+    if length > MAX_DOCUMENT_BYTES:
+        return f"is {length} bytes as JSON; the limit is {MAX_DOCUMENT_BYTES}"
+    return None
+
+
+def storage_problems(rule: object, size: RuleSize) -> list[str]:
+    """The limits only a rule being saved must meet, for a rule within ``size.problems()``
+    (so measuring its text is cheap)."""
+    found = []
+    if size.regex_operators > MAX_REGEX_OPERATORS:
+        found.append(
+            f"rule has {size.regex_operators} regex operators; the limit is {MAX_REGEX_OPERATORS}"
+        )
+    length = document_bytes(rule)
+    if length > MAX_RULE_BYTES:
+        found.append(f"rule is {length} bytes as JSON; the limit is {MAX_RULE_BYTES}")
+    return found

@@ -16,7 +16,7 @@ import regex
 
 from ._compile import CONDITION_OPERATORS, FIELD_OPERATORS, is_operator_object
 from ._js import is_real_number
-from ._limits import MAX_REGEX_PATTERN_LENGTH, measure_rule
+from ._limits import MAX_REGEX_PATTERN_LENGTH, measure_rule, storage_problems
 from ._paths import child_path, index_path
 from ._time import parse_duration, parse_timestamp
 
@@ -91,7 +91,8 @@ def validate_rule(
     are free-form and only checked for operator syntax. Segment cycles are the caller's to
     check with ``find_segment_cycle``, since they involve other rules.
     """
-    problems = measure_rule(condition).problems()
+    size = measure_rule(condition)
+    problems = size.problems() or storage_problems(condition, size)
     if problems:
         # Walking a rule over the limits could itself be costly; the sizes say enough.
         return [RuleViolation("$", problem) for problem in problems]

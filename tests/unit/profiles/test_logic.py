@@ -33,6 +33,7 @@ def test_time_zones_must_exist_in_the_tz_database() -> None:
     assert problems(timezone="America/Sao_Paulo") == set()
     assert problems(timezone="America/Atlantis") == {"timezone"}
     assert problems(timezone="../../etc/passwd") == {"timezone"}
+    assert problems(timezone="a" * 300) == {"timezone"}  # too long a file name for zoneinfo
 
 
 def test_lowercase_country_codes_are_normalized_before_validation() -> None:

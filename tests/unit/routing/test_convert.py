@@ -3,11 +3,14 @@ the wire format unchanged, and unreadable input is refused with the path of ever
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 import grpc
 import pytest
-from google.protobuf import duration_pb2
+from google.protobuf import duration_pb2, timestamp_pb2
 from hypothesis import given
 from hypothesis import strategies as st
 from switchboard.routing.v1 import routing_pb2 as pb
@@ -516,3 +519,61 @@ def test_assignment_changes_keep_their_meaning() -> None:
         pb.ASSIGNMENT_CHANGE_ASSIGNED,
         pb.ASSIGNMENT_CHANGE_RELEASED,
     ]
+
+
+def _rules(condition: float, timeout: duration_pb2.Duration) -> pb.RoutingRules:
+    rule = pb.RoutingRule(
+        rule_id="vip",
+        action=pb.RoutingAction(queue_id="desk", fallback_chain=[pb.RouteStep(timeout=timeout)]),
+    )
+    rule.condition.update({"seats": {"$gte": condition}})
+    return pb.RoutingRules(rules=[rule])
+
+
+@pytest.mark.parametrize(
+    ("convert", "message", "field"),
+    [
+        (
+            agent_from_proto,
+            pb.Agent(agent_id="ana.silva", status_time=timestamp_pb2.Timestamp(nanos=10**9)),
+            "agent.status_time",
+        ),
+        (
+            calendar_from_proto,
+            pb.Calendar(
+                calendar_id="office", create_time=timestamp_pb2.Timestamp(seconds=-(2**62))
+            ),
+            "calendar.create_time",
+        ),
+        (
+            queue_from_proto,
+            pb.Queue(
+                queue_id="desk",
+                overflow=pb.Overflow(queue_id="spill", after=duration_pb2.Duration(seconds=2**62)),
+            ),
+            "queue.overflow.after",
+        ),
+        (
+            rules_from_proto,
+            _rules(math.nan, duration_pb2.Duration(seconds=60)),
+            "rules.rules[0].condition",
+        ),
+        (
+            rules_from_proto,
+            _rules(50, duration_pb2.Duration(seconds=2**62)),
+            "rules.rules[0].action.fallback_chain[0].timeout",
+        ),
+        (
+            # 9999-12-31 is a real instant, but no date arithmetic near it is safe.
+            route_request_from_proto,
+            pb.RouteConversationRequest(time=timestamp_pb2.Timestamp(seconds=253402300799)),
+            "time",
+        ),
+    ],
+)
+def test_times_durations_and_numbers_no_calendar_or_json_has_are_refused_by_path(
+    convert: Callable[[Any], object], message: Any, field: str
+) -> None:
+    with pytest.raises(InvalidArgument) as raised:
+        convert(message)
+    assert field_paths(raised) == [field]

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import random
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import pytest
+
+from services.core.errors import InvalidArgument
 from services.demo import DEMO_SEGMENTS
 from services.segments.domain import ChangeKind, MembershipChange, Segment, Trigger
 from services.segments.logic import (
@@ -14,6 +18,9 @@ from services.segments.logic import (
     lint,
     membership_transitions,
     rule_attributes,
+    token_number,
+    token_position,
+    token_text,
     validate_definition,
     winners_at,
 )
@@ -167,3 +174,22 @@ def test_bulk_evaluation_gives_the_same_memberships_as_the_explained_evaluation(
     members_of = compile_plan(segments).evaluator(NOW)
     for customer in _varied_customers(500):
         assert members_of(customer) == evaluate_customer(compiled, customer, NOW).members
+
+
+def test_page_tokens_give_back_the_position_they_were_issued_with() -> None:
+    assert token_number(None) == 0
+    assert token_number(42) == 42
+    assert token_text("cus_9") == "cus_9"
+    assert token_position(["acme", "tier_growth"], str, str) == ("acme", "tier_growth")
+
+
+@pytest.mark.parametrize(
+    "forged",
+    [True, 2**63, 1.5, float("nan"), [1], {"after": 1}, ["a"], ["a", 1], ["a\x00", "b"]],
+)
+def test_a_forged_page_token_is_refused_as_such(forged: Any) -> None:
+    """Callers hand tokens back and can forge any JSON; none may reach the store."""
+    for read in (token_number, token_text, lambda v: token_position(v, str, str)):
+        with pytest.raises(InvalidArgument) as raised:
+            read(forged)
+        assert [v.field for v in raised.value.violations] == ["page_token"]

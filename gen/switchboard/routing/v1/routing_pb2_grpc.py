@@ -343,6 +343,8 @@ class RoutingServiceServicer:
 
     def ListRoutingRuleRevisions(self, request, context):
         """Lists revisions of the routing rules, newest first.
+        A page ends early, with a next_page_token, once its rules pass 512 KiB of JSON, so
+        it may hold fewer than page_size items.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -87,7 +87,10 @@ class RoutingServiceStub:
     pointing at a missing queue, policy or agent fails with FAILED_PRECONDITION.
     """
     ListRoutingRuleRevisions: _grpc.UnaryUnaryMultiCallable[_routing_pb2.ListRoutingRuleRevisionsRequest, _routing_pb2.ListRoutingRuleRevisionsResponse]
-    """Lists revisions of the routing rules, newest first."""
+    """Lists revisions of the routing rules, newest first.
+    A page ends early, with a next_page_token, once its rules pass 512 KiB of JSON, so
+    it may hold fewer than page_size items.
+    """
     RollbackRoutingRules: _grpc.UnaryUnaryMultiCallable[_routing_pb2.RollbackRoutingRulesRequest, _routing_pb2.RollbackRoutingRulesResponse]
     """Restores an earlier revision's rules as a new revision."""
     CreateAgent: _grpc.UnaryUnaryMultiCallable[_routing_pb2.CreateAgentRequest, _routing_pb2.CreateAgentResponse]
@@ -191,7 +194,10 @@ class RoutingServiceAsyncStub(RoutingServiceStub):
     pointing at a missing queue, policy or agent fails with FAILED_PRECONDITION.
     """
     ListRoutingRuleRevisions: _aio.UnaryUnaryMultiCallable[_routing_pb2.ListRoutingRuleRevisionsRequest, _routing_pb2.ListRoutingRuleRevisionsResponse]  # type: ignore[assignment]
-    """Lists revisions of the routing rules, newest first."""
+    """Lists revisions of the routing rules, newest first.
+    A page ends early, with a next_page_token, once its rules pass 512 KiB of JSON, so
+    it may hold fewer than page_size items.
+    """
     RollbackRoutingRules: _aio.UnaryUnaryMultiCallable[_routing_pb2.RollbackRoutingRulesRequest, _routing_pb2.RollbackRoutingRulesResponse]  # type: ignore[assignment]
     """Restores an earlier revision's rules as a new revision."""
     CreateAgent: _aio.UnaryUnaryMultiCallable[_routing_pb2.CreateAgentRequest, _routing_pb2.CreateAgentResponse]  # type: ignore[assignment]
@@ -400,7 +406,10 @@ class RoutingServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _routing_pb2.ListRoutingRuleRevisionsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_routing_pb2.ListRoutingRuleRevisionsResponse, _abc.Awaitable[_routing_pb2.ListRoutingRuleRevisionsResponse]]:
-        """Lists revisions of the routing rules, newest first."""
+        """Lists revisions of the routing rules, newest first.
+        A page ends early, with a next_page_token, once its rules pass 512 KiB of JSON, so
+        it may hold fewer than page_size items.
+        """
 
     @_abc_1.abstractmethod
     def RollbackRoutingRules(

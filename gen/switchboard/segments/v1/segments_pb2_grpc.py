@@ -149,6 +149,8 @@ class SegmentServiceServicer:
 
     def ListSegments(self, request, context):
         """Lists segments ordered by family, priority and id.
+        A page ends early, with a next_page_token, once its rules pass 512 KiB of JSON, so
+        it may hold fewer than page_size items.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -172,6 +174,8 @@ class SegmentServiceServicer:
 
     def ListSegmentRevisions(self, request, context):
         """Lists a segment's revisions, newest first: who changed what and when.
+        A page ends early, with a next_page_token, once its rules pass 512 KiB of JSON, so
+        it may hold fewer than page_size items.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

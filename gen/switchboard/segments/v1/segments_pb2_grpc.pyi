@@ -44,7 +44,10 @@ class SegmentServiceStub:
     GetSegment: _grpc.UnaryUnaryMultiCallable[_segments_pb2.GetSegmentRequest, _segments_pb2.GetSegmentResponse]
     """Reads a segment as it is now, or as it was at an earlier revision."""
     ListSegments: _grpc.UnaryUnaryMultiCallable[_segments_pb2.ListSegmentsRequest, _segments_pb2.ListSegmentsResponse]
-    """Lists segments ordered by family, priority and id."""
+    """Lists segments ordered by family, priority and id.
+    A page ends early, with a next_page_token, once its rules pass 512 KiB of JSON, so
+    it may hold fewer than page_size items.
+    """
     UpdateSegment: _grpc.UnaryUnaryMultiCallable[_segments_pb2.UpdateSegmentRequest, _segments_pb2.UpdateSegmentResponse]
     """Updates the fields named in `update_mask`, creating a new revision. A stale
     `segment.revision` fails with ABORTED.
@@ -54,7 +57,10 @@ class SegmentServiceStub:
     FAILED_PRECONDITION naming the segments whose rules reference it.
     """
     ListSegmentRevisions: _grpc.UnaryUnaryMultiCallable[_segments_pb2.ListSegmentRevisionsRequest, _segments_pb2.ListSegmentRevisionsResponse]
-    """Lists a segment's revisions, newest first: who changed what and when."""
+    """Lists a segment's revisions, newest first: who changed what and when.
+    A page ends early, with a next_page_token, once its rules pass 512 KiB of JSON, so
+    it may hold fewer than page_size items.
+    """
     RollbackSegment: _grpc.UnaryUnaryMultiCallable[_segments_pb2.RollbackSegmentRequest, _segments_pb2.RollbackSegmentResponse]
     """Restores the definition of an earlier revision as a new revision."""
     EvaluateCustomer: _grpc.UnaryUnaryMultiCallable[_segments_pb2.EvaluateCustomerRequest, _segments_pb2.EvaluateCustomerResponse]
@@ -111,7 +117,10 @@ class SegmentServiceAsyncStub(SegmentServiceStub):
     GetSegment: _aio.UnaryUnaryMultiCallable[_segments_pb2.GetSegmentRequest, _segments_pb2.GetSegmentResponse]  # type: ignore[assignment]
     """Reads a segment as it is now, or as it was at an earlier revision."""
     ListSegments: _aio.UnaryUnaryMultiCallable[_segments_pb2.ListSegmentsRequest, _segments_pb2.ListSegmentsResponse]  # type: ignore[assignment]
-    """Lists segments ordered by family, priority and id."""
+    """Lists segments ordered by family, priority and id.
+    A page ends early, with a next_page_token, once its rules pass 512 KiB of JSON, so
+    it may hold fewer than page_size items.
+    """
     UpdateSegment: _aio.UnaryUnaryMultiCallable[_segments_pb2.UpdateSegmentRequest, _segments_pb2.UpdateSegmentResponse]  # type: ignore[assignment]
     """Updates the fields named in `update_mask`, creating a new revision. A stale
     `segment.revision` fails with ABORTED.
@@ -121,7 +130,10 @@ class SegmentServiceAsyncStub(SegmentServiceStub):
     FAILED_PRECONDITION naming the segments whose rules reference it.
     """
     ListSegmentRevisions: _aio.UnaryUnaryMultiCallable[_segments_pb2.ListSegmentRevisionsRequest, _segments_pb2.ListSegmentRevisionsResponse]  # type: ignore[assignment]
-    """Lists a segment's revisions, newest first: who changed what and when."""
+    """Lists a segment's revisions, newest first: who changed what and when.
+    A page ends early, with a next_page_token, once its rules pass 512 KiB of JSON, so
+    it may hold fewer than page_size items.
+    """
     RollbackSegment: _aio.UnaryUnaryMultiCallable[_segments_pb2.RollbackSegmentRequest, _segments_pb2.RollbackSegmentResponse]  # type: ignore[assignment]
     """Restores the definition of an earlier revision as a new revision."""
     EvaluateCustomer: _aio.UnaryUnaryMultiCallable[_segments_pb2.EvaluateCustomerRequest, _segments_pb2.EvaluateCustomerResponse]  # type: ignore[assignment]
@@ -193,7 +205,10 @@ class SegmentServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _segments_pb2.ListSegmentsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_segments_pb2.ListSegmentsResponse, _abc.Awaitable[_segments_pb2.ListSegmentsResponse]]:
-        """Lists segments ordered by family, priority and id."""
+        """Lists segments ordered by family, priority and id.
+        A page ends early, with a next_page_token, once its rules pass 512 KiB of JSON, so
+        it may hold fewer than page_size items.
+        """
 
     @_abc_1.abstractmethod
     def UpdateSegment(
@@ -221,7 +236,10 @@ class SegmentServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _segments_pb2.ListSegmentRevisionsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_segments_pb2.ListSegmentRevisionsResponse, _abc.Awaitable[_segments_pb2.ListSegmentRevisionsResponse]]:
-        """Lists a segment's revisions, newest first: who changed what and when."""
+        """Lists a segment's revisions, newest first: who changed what and when.
+        A page ends early, with a next_page_token, once its rules pass 512 KiB of JSON, so
+        it may hold fewer than page_size items.
+        """
 
     @_abc_1.abstractmethod
     def RollbackSegment(
