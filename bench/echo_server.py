@@ -7,6 +7,8 @@ stdout as one line; the server runs until SIGTERM or Ctrl-C.
 Switchboard RPC is measured against: the same ``create_server`` (interceptor with metrics and
 request ids, health, reflection, thread pool of ``SWITCHBOARD_GRPC_MAX_WORKERS``), but no
 protobuf parsing and no work, so whatever a real RPC costs beyond it is the service's own.
+It checks no API key (a service's check is a SHA-256 and a lookup in keys it holds), so
+that check counts as the service's own cost too.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ def main() -> None:
     settings = Settings()
     configure_logging("echo", settings.log_level)
     running = create_server(
-        [echo_spec()], address=arguments.address, max_workers=settings.grpc_max_workers
+        [echo_spec()], address=arguments.address, gate=None, max_workers=settings.grpc_max_workers
     )
     sys.stdout.write(f"{running.port}\n")
     sys.stdout.flush()

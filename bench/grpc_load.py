@@ -5,6 +5,10 @@ measured with h2load (Debian ``nghttp2-client``) in its own process. h2load spea
 HTTP/2: a gRPC call is a POST of a prepared body (one length-prefixed message, see
 ``grpc_frame``) with ``content-type: application/grpc`` and ``te: trailers``.
 
+Switchboard services need an API key on every call: ``check_call`` and ``run_h2load`` send
+``authorization: Bearer <api_key>`` when given one (the echo service ignores it, so loading
+echo with the same key keeps the request headers the same size).
+
 h2load only sees the HTTP status, and gRPC answers 200 even when the call fails (the
 ``grpc-status`` trailer carries the code). So every benchmark first proves its prepared body
 succeeds with ``check_call`` through a real grpc channel, and ``run_h2load`` refuses a run
@@ -33,6 +37,8 @@ from pathlib import Path
 
 import grpc
 from google.protobuf.message import Message
+
+from services.core.channels import AUTHORIZATION_HEADER
 
 ECHO_SERVER = Path(__file__).resolve().parent / "echo_server.py"
 ECHO_METHOD = "/bench.v1.EchoService/Echo"
@@ -104,17 +110,26 @@ def unframe(body: bytes) -> bytes:
     return payload
 
 
-def check_call(address: str, method: str, body: bytes, *, timeout: float = 5.0) -> bytes:
+def authorization(api_key: str) -> str:
+    """The value of the authorization header that presents ``api_key``."""
+    return f"Bearer {api_key}"
+
+
+def check_call(
+    address: str, method: str, body: bytes, *, api_key: str = "", timeout: float = 5.0
+) -> bytes:
     """Send the very body h2load will send through a real grpc channel; return the reply.
 
     ``body`` is the framed request (as passed to ``run_h2load``), so the check also covers
-    the framing. Raises ``GrpcCallFailed`` with the status code and details unless OK.
+    the framing; ``api_key`` is presented as h2load presents it. Raises ``GrpcCallFailed``
+    with the status code and details unless OK.
     """
     payload = unframe(body)
+    metadata = ((AUTHORIZATION_HEADER, authorization(api_key)),) if api_key else ()
     with grpc.insecure_channel(address) as channel:
         call: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(method)
         try:
-            response: bytes = call(payload, timeout=timeout)
+            response: bytes = call(payload, timeout=timeout, metadata=metadata)
         except grpc.RpcError as error:
             code = error.code().name if isinstance(error, grpc.Call) else "UNKNOWN"
             details = error.details() if isinstance(error, grpc.Call) else str(error)
@@ -132,8 +147,10 @@ def run_h2load(
     duration_seconds: float | None = None,
     warmup_seconds: float = 1.0,
     threads: int = 1,
+    api_key: str = "",
 ) -> LoadResult:
-    """Load ``method`` at ``address`` with ``concurrency`` calls in flight, one per connection.
+    """Load ``method`` at ``address`` with ``concurrency`` calls in flight, one per connection,
+    each presenting ``api_key`` when given.
 
     Measures for ``duration_seconds`` (default 10 s) after ``warmup_seconds``, so every
     concurrency level gets the same time; with ``requests`` instead it sends that many
@@ -145,9 +162,6 @@ def run_h2load(
         raise ValueError("concurrency must be at least 1")
     if requests is not None and duration_seconds is not None:
         raise ValueError("give requests or duration_seconds, not both")
-    executable = shutil.which("h2load")
-    if executable is None:
-        raise H2LoadError("h2load is not on PATH; install it with: apt-get install nghttp2-client")
     if requests is None and duration_seconds is None:
         duration_seconds = DEFAULT_DURATION_SECONDS
 
@@ -156,12 +170,8 @@ def run_h2load(
         log_path = Path(workdir, "requests.tsv")
         body_path.write_bytes(body)
         command = [
-            executable,
-            f"--data={body_path}",
-            "--header=content-type: application/grpc",
-            "--header=te: trailers",
+            *h2load_command(body_path, api_key),
             f"--clients={concurrency}",
-            "--max-concurrent-streams=1",
             # h2load refuses more threads than clients.
             f"--threads={max(1, min(threads, concurrency))}",
             f"--log-file={log_path}",
@@ -175,7 +185,7 @@ def run_h2load(
         else:
             command.append(f"--requests={requests}")
             time_limit = None
-        command.append(f"http://{address}/{method.lstrip('/')}")
+        command.append(grpc_url(address, method))
         try:
             finished = subprocess.run(
                 command, capture_output=True, text=True, timeout=time_limit, check=False
@@ -220,6 +230,29 @@ def run_h2load(
         p50_ms=_percentile(latencies, 50),
         p99_ms=_percentile(latencies, 99),
     )
+
+
+def h2load_command(body_path: Path, api_key: str) -> list[str]:
+    """h2load posting the gRPC body in ``body_path`` with gRPC's headers, one call in flight
+    per connection; the caller adds clients, timing, the log file and the URL."""
+    executable = shutil.which("h2load")
+    if executable is None:
+        raise H2LoadError("h2load is not on PATH; install it with: apt-get install nghttp2-client")
+    command = [
+        executable,
+        f"--data={body_path}",
+        "--header=content-type: application/grpc",
+        "--header=te: trailers",
+        "--max-concurrent-streams=1",
+    ]
+    if api_key:
+        command.append(f"--header={AUTHORIZATION_HEADER}: {authorization(api_key)}")
+    return command
+
+
+def grpc_url(address: str, method: str) -> str:
+    """The URL h2load posts to for ``method`` (``/package.Service/Method``) at ``address``."""
+    return f"http://{address}/{method.lstrip('/')}"
 
 
 def format_table(rows: Sequence[tuple[str, LoadResult]]) -> str:

@@ -39,7 +39,12 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "gen")]
 
-from bench.stack import DEFAULT_ADMIN_URL, Databases, running_services  # noqa: E402
+from bench.stack import (  # noqa: E402
+    DEFAULT_ADMIN_URL,
+    Databases,
+    RunningStack,
+    running_services,
+)
 from bench.sync_billing import create_tiers  # noqa: E402
 
 TARGET_SECONDS = 2.0
@@ -345,9 +350,8 @@ def _libpq(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-def time_scorecard(address: str, start: datetime, end: datetime, runs: int) -> list[float]:
+def time_scorecard(stack: RunningStack, start: datetime, end: datetime, runs: int) -> list[float]:
     """Seconds per GetScorecard(family=tier) call, ``runs`` calls in a row on one channel."""
-    import grpc
     from switchboard.reports.v1 import reports_pb2 as pb
     from switchboard.reports.v1 import reports_pb2_grpc
 
@@ -355,7 +359,7 @@ def time_scorecard(address: str, start: datetime, end: datetime, runs: int) -> l
     request.start_time.FromDatetime(start)
     request.end_time.FromDatetime(end)
     seconds = []
-    with grpc.insecure_channel(address) as channel:
+    with stack.channel("routing") as channel:
         stub = reports_pb2_grpc.ReportServiceStub(channel)
         for _ in range(runs):
             started = time.perf_counter()
@@ -401,9 +405,8 @@ def explain_statements(url: str, start: datetime, end: datetime) -> list[tuple[f
     return sorted(plans, key=lambda found: -found[0])
 
 
-def time_retention(address: str, start: datetime, end: datetime) -> float:
+def time_retention(stack: RunningStack, start: datetime, end: datetime) -> float:
     """Seconds of the one cross-service call a scorecard makes that reads memberships."""
-    import grpc
     from switchboard.segments.v1 import segments_pb2 as spb
     from switchboard.segments.v1 import segments_pb2_grpc
 
@@ -412,7 +415,7 @@ def time_retention(address: str, start: datetime, end: datetime) -> float:
     )
     request.start_time.FromDatetime(start)
     request.end_time.FromDatetime(end)
-    with grpc.insecure_channel(address) as channel:
+    with stack.channel("segments") as channel:
         started = time.perf_counter()
         segments_pb2_grpc.SegmentServiceStub(channel).GetRetention(request, timeout=120)
         return time.perf_counter() - started
@@ -452,7 +455,7 @@ def main() -> None:
                 ("profiles", "segments", "routing"), database_url=url, data_dir=data_dir
             ) as stack:
                 first, *rest = time_scorecard(
-                    stack.addresses["routing"],
+                    stack,
                     start,
                     end,
                     1 + (arguments.runs if attempt == 0 else 0),
@@ -460,7 +463,7 @@ def main() -> None:
                 cold.append(first)
                 warm.extend(rest)
                 if attempt == 0:
-                    retention = time_retention(stack.addresses["segments"], start, end)
+                    retention = time_retention(stack, start, end)
         print_results(arguments, counts, cold, warm)
         print(f"\nGetRetention alone (segments server, warm): {retention:.2f} s")
         if max(cold + warm) >= TARGET_SECONDS or arguments.explain:

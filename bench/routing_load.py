@@ -39,7 +39,6 @@ import shutil
 import subprocess
 import sys
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -56,7 +55,6 @@ from google.protobuf import duration_pb2, struct_pb2
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "gen")]
 
-from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 from switchboard.profiles.v1 import profiles_pb2 as ppb  # noqa: E402
 from switchboard.profiles.v1 import profiles_pb2_grpc  # noqa: E402
 from switchboard.routing.v1 import routing_pb2 as pb  # noqa: E402
@@ -79,9 +77,11 @@ from bench.stack import (  # noqa: E402
     SERVICE_NAMES,
     Databases,
     RunningStack,
+    rpc_calls,
     running_services,
 )
 from services.core.settings import Settings  # noqa: E402
+from tests.support.access import keyed_channel  # noqa: E402
 
 _SERVICE = pb.DESCRIPTOR.services_by_name["RoutingService"].full_name
 ROUTE_METHOD = f"/{_SERVICE}/RouteConversation"
@@ -439,12 +439,12 @@ def routing_rules() -> pb.RoutingRules:
     )
 
 
-def set_up_desk(addresses: Mapping[str, str], *, agents_online: bool) -> None:
+def set_up_desk(stack: RunningStack, *, agents_online: bool) -> None:
     """The customer, segments and routing configuration, through the services' APIs."""
     with (
-        grpc.insecure_channel(addresses["profiles"]) as profiles_channel,
-        grpc.insecure_channel(addresses["segments"]) as segments_channel,
-        grpc.insecure_channel(addresses["routing"]) as routing_channel,
+        stack.channel("profiles") as profiles_channel,
+        stack.channel("segments") as segments_channel,
+        stack.channel("routing") as routing_channel,
     ):
         profiles = profiles_pb2_grpc.ProfileServiceStub(profiles_channel)
         segment_service = segments_pb2_grpc.SegmentServiceStub(segments_channel)
@@ -495,10 +495,12 @@ def route_request(
 
 
 def check_route(
-    address: str, body: bytes, *, replayed: bool, rule_id: str = MATCHING_RULE
+    stack: RunningStack, body: bytes, *, replayed: bool, rule_id: str = MATCHING_RULE
 ) -> pb.RoutingDecision:
     """Send ``body`` once and refuse a decision other than the one the load must measure."""
-    response = pb.RouteConversationResponse.FromString(check_call(address, ROUTE_METHOD, body))
+    response = pb.RouteConversationResponse.FromString(
+        check_call(stack.addresses["routing"], ROUTE_METHOD, body, api_key=stack.api_key)
+    )
     decision = response.decision
     if response.replayed != replayed or decision.rule_id != rule_id:
         raise RuntimeError(
@@ -513,16 +515,8 @@ def check_route(
 
 def calls_by_code(metrics_url: str, method: str) -> Counter[str]:
     """How many calls of ``method`` the server answered, by status code (its /metrics)."""
-    with urllib.request.urlopen(metrics_url, timeout=10) as response:
-        text = response.read().decode()
-    counts: Counter[str] = Counter()
-    for family in text_string_to_metric_families(text):
-        if family.name != "switchboard_rpc_calls":
-            continue
-        for sample in family.samples:
-            if sample.name.endswith("_total") and sample.labels.get("method") == method:
-                counts[sample.labels["code"]] += int(sample.value)
-    return counts
+    calls = rpc_calls(metrics_url)
+    return Counter({code: count for (called, code), count in calls.items() if called == method})
 
 
 def _not_ok(before: Counter[str], after: Counter[str]) -> dict[str, int]:
@@ -564,16 +558,16 @@ def measure_routes(
     validate_only level (sampling costs the server a little throughput in those runs)."""
     address = stack.addresses["routing"]
     validate_body = grpc_frame(route_request("bench-validate", validate_only=True))
-    decision = check_route(address, validate_body, replayed=False)
+    decision = check_route(stack, validate_body, replayed=False)
     if not decision.agent_id:
         raise RuntimeError(f"validate_only picked no agent: {decision.explanation}")
     replay_body = grpc_frame(route_request("bench-replay"))
-    check_route(address, replay_body, replayed=False)
-    check_route(address, replay_body, replayed=True)
+    check_route(stack, replay_body, replayed=False)
+    check_route(stack, replay_body, replayed=True)
     echo_payload = bytes(index % 251 for index in range(len(validate_body) - 5))
     echo_body = grpc_frame(echo_payload)
     lookup_body = grpc_frame(ppb.GetCustomerRequest(customer_id=CUSTOMER_ID))
-    check_call(stack.addresses["profiles"], GET_CUSTOMER_METHOD, lookup_body)
+    check_call(stack.addresses["profiles"], GET_CUSTOMER_METHOD, lookup_body, api_key=stack.api_key)
 
     before = calls_by_code(stack.metrics_urls["routing"], ROUTE_METHOD)
     load: dict[str, list[LoadResult]] = {
@@ -604,6 +598,8 @@ def measure_routes(
                             concurrency=concurrency,
                             duration_seconds=duration_seconds,
                             threads=threads,
+                            # Echo too, so every contender's requests carry the same headers.
+                            api_key=stack.api_key,
                         )
                     )
     after = calls_by_code(stack.metrics_urls["routing"], ROUTE_METHOD)
@@ -704,7 +700,12 @@ class ClientRun:
 
 
 def fresh_routes(
-    address: str, *, processes: int, threads: int, duration_seconds: float, validate_only: bool
+    stack: RunningStack,
+    *,
+    processes: int,
+    threads: int,
+    duration_seconds: float,
+    validate_only: bool,
 ) -> ClientRun:
     """Route a new conversation id per call from ``processes`` x ``threads`` callers for
     ``duration_seconds`` (stored and assigned, or only decided with ``validate_only``); each
@@ -716,7 +717,8 @@ def fresh_routes(
         context.Process(
             target=_route_fresh_conversations,
             args=(
-                address,
+                stack.addresses["routing"],
+                stack.api_key,
                 index,
                 threads,
                 duration_seconds,
@@ -753,6 +755,7 @@ def fresh_routes(
 
 def _route_fresh_conversations(
     address: str,
+    api_key: str,
     process_index: int,
     threads: int,
     duration_seconds: float,
@@ -761,7 +764,7 @@ def _route_fresh_conversations(
     results: Any,
 ) -> None:
     """One client process: ``threads`` callers, each routing new conversation ids."""
-    with grpc.insecure_channel(address) as channel:
+    with keyed_channel(address, api_key) as channel:
         routing = routing_pb2_grpc.RoutingServiceStub(channel)
         warm_up = route_request(f"warm-{process_index}", validate_only=True)
         routing.RouteConversation(warm_up, timeout=CALL_TIMEOUT_SECONDS)
@@ -845,7 +848,7 @@ def run_contention(
         for console in console_ids
     }
     expected = [f"order-{number:05d}" for number in range(1, conversations + 1)]
-    with grpc.insecure_channel(address) as channel:
+    with stack.channel("routing") as channel:
         routing = routing_pb2_grpc.RoutingServiceStub(channel)
         for console in console_ids:
             routing.CreateAgent(
@@ -855,7 +858,7 @@ def run_contention(
             # The very body h2load will send, proven on the still empty queue.
             _set_status(routing, console, pb.AGENT_STATUS_ONLINE)
             reply = pb.AssignNextResponse.FromString(
-                check_call(address, ASSIGN_NEXT_METHOD, bodies[console])
+                check_call(address, ASSIGN_NEXT_METHOD, bodies[console], api_key=stack.api_key)
             )
             if reply.HasField("assignment"):
                 raise RuntimeError("the orders queue was not empty before it was filled")
@@ -891,6 +894,7 @@ def run_contention(
                 body=bodies[console],
                 concurrency=1,
                 requests=calls_per_console,
+                api_key=stack.api_key,
             )
 
         start_time = datetime.now(UTC)
@@ -1127,7 +1131,7 @@ def main() -> None:
         with running_services(
             SERVICE_NAMES, database_url=databases.fresh(), data_dir=databases.tempdir.name
         ) as stack:
-            set_up_desk(stack.addresses, agents_online=True)
+            set_up_desk(stack, agents_online=True)
             load = measure_routes(
                 stack,
                 concurrencies=args.concurrency,
@@ -1138,7 +1142,7 @@ def main() -> None:
             # Dry runs first: they then see the same stored state as the h2load runs.
             dry, fresh = (
                 fresh_routes(
-                    stack.addresses["routing"],
+                    stack,
                     processes=args.client_processes,
                     threads=args.client_threads,
                     duration_seconds=args.duration,
@@ -1154,7 +1158,7 @@ def main() -> None:
             with running_services(
                 SERVICE_NAMES, database_url=databases.fresh(), data_dir=databases.tempdir.name
             ) as stack:
-                set_up_desk(stack.addresses, agents_online=False)
+                set_up_desk(stack, agents_online=False)
                 contention = run_contention(
                     stack,
                     conversations=args.conversations,

@@ -30,7 +30,6 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "gen"))
 
-import grpc
 from switchboard.segments.v1 import segments_pb2 as pb
 from switchboard.segments.v1 import segments_pb2_grpc
 
@@ -47,6 +46,7 @@ from services.segments.logic import (
 )
 from services.segments.repository import SegmentRepository
 from services.segments.server import segments_spec
+from tests.support.access import gate, keyed_channel, new_key
 
 NOW = datetime(2025, 6, 1, tzinfo=UTC)
 THIRTY_DAYS_AGO = (NOW - timedelta(days=30)).isoformat()
@@ -339,10 +339,13 @@ def bench_preview(customers: list[dict[str, Any]], backend: str, repeats: int) -
                 f"PreviewSegment on {backend}, {len(customers):,} projected customers "
                 f"(loaded in {loaded:.1f} s), median of {repeats}:\n"
             )
+            # Credentials are checked as ``switchboard serve`` checks them.
             running = create_server(
-                [segments_spec(engine, Settings(), lambda: NOW)], address="127.0.0.1:0"
+                [segments_spec(engine, Settings(), lambda: NOW)],
+                address="127.0.0.1:0",
+                gate=gate(engine),
             )
-            with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            with keyed_channel(f"127.0.0.1:{running.port}", new_key(engine)) as channel:
                 stub = segments_pb2_grpc.SegmentServiceStub(channel)
                 for label, segment in _drafts():
                     request = pb.PreviewSegmentRequest(segment=segment)

@@ -4,8 +4,10 @@
 ``Databases`` creates fresh databases of one backend (files in a temporary directory for
 SQLite, ``bench_<random>`` databases through an admin URL for PostgreSQL), migrates each with
 ``python -m services.cli db upgrade`` and removes them all at the end. ``running_services``
-starts the named services in their own processes on one database, each told where the
-others listen, and stops them in reverse order.
+makes an admin API key in the database (every RPC but health needs one), starts the named
+services in their own processes on it, each told where the others listen and presenting the
+key when it calls them, and stops them in reverse order. Clients get the key from
+``RunningStack.api_key`` or an authenticated channel from ``RunningStack.channel``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass
@@ -24,6 +28,10 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
+
+from services.core.db import create_db_engine
+from tests.support.access import keyed_channel, new_key
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_ADMIN_URL = "postgresql://root@127.0.0.1:5432/test"
@@ -54,7 +62,7 @@ class Databases:
             url = _with_database(self.admin_url, name)
         migrated = subprocess.run(
             [sys.executable, "-m", "services.cli", "db", "upgrade"],
-            env=service_environment(url, self.tempdir.name),
+            env=service_environment(url, self.tempdir.name, api_key=""),
             capture_output=True,
             text=True,
             check=False,
@@ -97,9 +105,19 @@ def is_serving(address: str) -> bool:
     return bool(response.status == health_pb2.HealthCheckResponse.SERVING)
 
 
-def service_environment(database_url: str, data_dir: str) -> dict[str, str]:
+def admin_key(database_url: str) -> str:
+    """The token of a new admin key in the database at ``database_url``."""
+    engine = create_db_engine(database_url)
+    try:
+        return new_key(engine)
+    finally:
+        engine.dispose()
+
+
+def service_environment(database_url: str, data_dir: str, api_key: str) -> dict[str, str]:
     """This process's environment plus what one stack shares: its store, its data directory,
-    quiet logs and every service's address and metrics port (free ports on 127.0.0.1).
+    the API key its processes present to each other, quiet logs and every service's address
+    and metrics port (free ports on 127.0.0.1).
 
     ``SWITCHBOARD_GRPC_MAX_WORKERS`` and the other settings pass through unchanged, so a
     service gets the same server settings as anything else started from this environment.
@@ -108,6 +126,7 @@ def service_environment(database_url: str, data_dir: str) -> dict[str, str]:
         **os.environ,
         "SWITCHBOARD_DATABASE_URL": database_url,
         "SWITCHBOARD_DATA_DIR": data_dir,
+        "SWITCHBOARD_API_KEY": api_key,
         "SWITCHBOARD_LOG_LEVEL": "WARNING",
         "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "gen")]),
     }
@@ -120,56 +139,85 @@ def service_environment(database_url: str, data_dir: str) -> dict[str, str]:
 @dataclass(frozen=True)
 class RunningStack:
     """Services serving on one database: where each listens, its Prometheus ``/metrics``
-    URL and its process id."""
+    URL, its process id, and the admin key that every call to them presents."""
 
     addresses: dict[str, str]
     metrics_urls: dict[str, str]
     pids: dict[str, int]
+    api_key: str
+
+    def channel(self, name: str) -> grpc.Channel:
+        """A channel to service ``name`` that presents the stack's admin key on every call."""
+        return keyed_channel(self.addresses[name], self.api_key)
 
 
 @contextmanager
 def running_services(
-    names: Sequence[str], *, database_url: str, data_dir: str, ready_timeout: float = 30.0
+    names: Sequence[str],
+    *,
+    database_url: str,
+    data_dir: str,
+    ready_timeout: float = 30.0,
+    log_dir: Path | None = None,
 ) -> Iterator[RunningStack]:
-    """``python -m services.cli serve NAME`` for each of ``names``, in order, each once SERVING."""
-    environment = service_environment(database_url, data_dir)
+    """``python -m services.cli serve NAME`` for each of ``names``, in order, each once SERVING,
+    after making the admin key they present to each other (and the bench's clients to them).
+    With ``log_dir``, each service's log lines go to ``log_dir/NAME.log``, else to stderr."""
+    api_key = admin_key(database_url)
+    environment = service_environment(database_url, data_dir, api_key)
     addresses: dict[str, str] = {}
     metrics_urls: dict[str, str] = {}
     pids: dict[str, int] = {}
     with ExitStack() as stack:
         for name in names:
             address = environment[f"SWITCHBOARD_{name.upper()}_ADDRESS"]
-            pids[name] = stack.enter_context(_serving(name, address, environment, ready_timeout))
+            log = log_dir / f"{name}.log" if log_dir else None
+            pids[name] = stack.enter_context(
+                _serving(name, address, environment, ready_timeout, log)
+            )
             addresses[name] = address
             metrics_port = environment[f"SWITCHBOARD_{name.upper()}_METRICS_PORT"]
             metrics_urls[name] = f"http://127.0.0.1:{metrics_port}/metrics"
-        yield RunningStack(addresses, metrics_urls, pids)
+        yield RunningStack(addresses, metrics_urls, pids, api_key)
 
 
 def stack_environment(stack: RunningStack, database_url: str, data_dir: str) -> dict[str, str]:
-    """The environment of a worker or beat joining ``stack``: same store, same addresses."""
-    environment = service_environment(database_url, data_dir)
+    """The environment of a worker or beat joining ``stack``: same store, same addresses,
+    same key."""
+    environment = service_environment(database_url, data_dir, stack.api_key)
     for name, address in stack.addresses.items():
         environment[f"SWITCHBOARD_{name.upper()}_ADDRESS"] = address
     return environment
 
 
 @contextmanager
-def switchboard_process(environment: Mapping[str, str], *args: str) -> Iterator[None]:
-    """``python -m services.cli ARGS`` (a worker, beat) until the block ends."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "services.cli", *args],
-        env=dict(environment),
-        cwd=ROOT,
-        # Celery's banner; its log lines go to stderr.
-        stdout=subprocess.DEVNULL,
-    )
+def switchboard_process(
+    environment: Mapping[str, str], *args: str, log: Path | None = None
+) -> Iterator[int]:
+    """``python -m services.cli ARGS`` (a worker, beat) until the block ends; yields its pid.
+    Its log lines go to the file ``log`` when given, else to stderr."""
+    with ExitStack() as files:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "services.cli", *args],
+            env=dict(environment),
+            cwd=ROOT,
+            # Celery's banner; its log lines go to stderr.
+            stdout=subprocess.DEVNULL,
+            stderr=files.enter_context(log.open("ab")) if log else None,
+        )
+        with _stopped_at_exit(process, timeout=60):
+            yield process.pid
+
+
+@contextmanager
+def _stopped_at_exit(process: subprocess.Popen[bytes], *, timeout: float) -> Iterator[None]:
+    """SIGTERM at the end of the block, SIGKILL after ``timeout`` seconds."""
     try:
         yield
     finally:
         process.terminate()
         try:
-            process.wait(timeout=60)
+            process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
@@ -177,22 +225,37 @@ def switchboard_process(environment: Mapping[str, str], *args: str) -> Iterator[
 
 @contextmanager
 def _serving(
-    name: str, address: str, environment: dict[str, str], ready_timeout: float
+    name: str,
+    address: str,
+    environment: dict[str, str],
+    ready_timeout: float,
+    log: Path | None,
 ) -> Iterator[int]:
-    server = subprocess.Popen(
-        [sys.executable, "-m", "services.cli", "serve", name], env=environment
-    )
-    try:
-        deadline = time.monotonic() + ready_timeout
-        while not is_serving(address):
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{name} server did not start (exit {server.poll()})")
-            time.sleep(0.1)
-        yield server.pid
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+    with ExitStack() as files:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "services.cli", "serve", name],
+            env=environment,
+            stderr=files.enter_context(log.open("ab")) if log else None,
+        )
+        with _stopped_at_exit(server, timeout=30):
+            deadline = time.monotonic() + ready_timeout
+            while not is_serving(address):
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"{name} server did not start (exit {server.poll()})")
+                time.sleep(0.1)
+            yield server.pid
+
+
+def rpc_calls(metrics_url: str) -> Counter[tuple[str, str]]:
+    """How many calls the server at ``metrics_url`` has answered, by (method, status code),
+    from its ``switchboard_rpc_calls`` counter."""
+    with urllib.request.urlopen(metrics_url, timeout=10) as response:
+        text = response.read().decode()
+    counts: Counter[tuple[str, str]] = Counter()
+    for family in text_string_to_metric_families(text):
+        if family.name != "switchboard_rpc_calls":
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_total"):
+                counts[sample.labels["method"], sample.labels["code"]] += int(sample.value)
+    return counts

@@ -90,12 +90,14 @@ def reevaluate_changed(url: str, engine: Engine) -> tuple[float, int]:
     does, reading them from a real ``serve profiles`` process over gRPC."""
     from bench.stack import running_services
     from services.core.channels import open_channel
+    from services.core.settings import Settings
     from services.segments.app import Segments
     from services.segments.profiles_client import ProfilesClient
     from services.segments.repository import SegmentRepository
 
     with running_services(("profiles",), database_url=url, data_dir=tempfile.mkdtemp()) as stack:
-        channel = open_channel(stack.addresses["profiles"], deadline_seconds=60)
+        settings = Settings(api_key=stack.api_key)
+        channel = open_channel(stack.addresses["profiles"], settings, deadline_seconds=60)
         segments = Segments(SegmentRepository(engine), ProfilesClient(channel))
         started = time.perf_counter()
         summary = segments.recompute(all_customers=False, now=None)

@@ -40,8 +40,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import grpc
-
 # Run as a script from a checkout, where the project is not necessarily installed.
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "gen")]
@@ -49,7 +47,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "gen")]
 from switchboard.profiles.v1 import profiles_pb2 as pb  # noqa: E402
 from switchboard.profiles.v1 import profiles_pb2_grpc  # noqa: E402
 
-from bench.stack import DEFAULT_ADMIN_URL, Databases, running_services  # noqa: E402
+from bench.stack import DEFAULT_ADMIN_URL, Databases, RunningStack, running_services  # noqa: E402
 from services.profiles.repository import (  # noqa: E402
     _EMPTY_ROW,
     customers,
@@ -173,14 +171,15 @@ def _psycopg(url: str) -> str:
 
 
 def upsert_all(
-    address: str,
+    stack: RunningStack,
     requests: Sequence[pb.UpsertCustomersRequest],
     streams: int,
     expected: pb.UpsertOutcome.ValueType,
 ) -> float:
-    """Send every batch; seconds until the last response. Fails unless every record got
-    the ``expected`` outcome, so a fast wrong answer cannot pass for a fast one."""
-    with grpc.insecure_channel(address) as channel:
+    """Send every batch to the stack's profiles; seconds until the last response. Fails
+    unless every record got the ``expected`` outcome, so a fast wrong answer cannot pass for
+    a fast one."""
+    with stack.channel("profiles") as channel:
         stub = profiles_pb2_grpc.ProfileServiceStub(channel)
 
         def send(request: pb.UpsertCustomersRequest) -> pb.UpsertCustomersResponse:
@@ -357,9 +356,8 @@ def main() -> None:
         with running_services(
             ["profiles"], database_url=service_url, data_dir=databases.tempdir.name
         ) as stack:
-            address = stack.addresses["profiles"]
-            created = upsert_all(address, requests, args.streams, pb.UPSERT_OUTCOME_CREATED)
-            unchanged = upsert_all(address, requests, args.streams, pb.UPSERT_OUTCOME_UNCHANGED)
+            created = upsert_all(stack, requests, args.streams, pb.UPSERT_OUTCOME_CREATED)
+            unchanged = upsert_all(stack, requests, args.streams, pb.UPSERT_OUTCOME_UNCHANGED)
         stored = count_rows(service_url)
 
         raw_url = databases.fresh()

@@ -36,7 +36,6 @@ from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import grpc
 from google.protobuf import struct_pb2, timestamp_pb2
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,6 +50,7 @@ from bench.grpc_load import LoadResult, _percentile, grpc_frame, run_h2load  # n
 from bench.stack import (  # noqa: E402
     DEFAULT_ADMIN_URL,
     Databases,
+    RunningStack,
     running_services,
     stack_environment,
     switchboard_process,
@@ -142,10 +142,10 @@ def probe(
     raise RuntimeError(f"{customer_id} was not at-risk {timeout:g} s after its drop")
 
 
-def run_probes(addresses: dict[str, str], customer_ids: Sequence[str]) -> list[float]:
+def run_probes(stack: RunningStack, customer_ids: Sequence[str]) -> list[float]:
     with (
-        grpc.insecure_channel(addresses["profiles"]) as profiles_channel,
-        grpc.insecure_channel(addresses["segments"]) as segments_channel,
+        stack.channel("profiles") as profiles_channel,
+        stack.channel("segments") as segments_channel,
     ):
         profiles = profiles_pb2_grpc.ProfileServiceStub(profiles_channel)
         segments = segments_pb2_grpc.SegmentServiceStub(segments_channel)
@@ -209,8 +209,8 @@ def main() -> None:
                 )
             )
             with (
-                grpc.insecure_channel(stack.addresses["profiles"]) as profiles_channel,
-                grpc.insecure_channel(stack.addresses["segments"]) as segments_channel,
+                stack.channel("profiles") as profiles_channel,
+                stack.channel("segments") as segments_channel,
             ):
                 profiles = profiles_pb2_grpc.ProfileServiceStub(profiles_channel)
                 segments = segments_pb2_grpc.SegmentServiceStub(segments_channel)
@@ -231,7 +231,7 @@ def main() -> None:
                     time.sleep(1)
                 first_round = time.perf_counter() - started
 
-            idle = run_probes(stack.addresses, idle_probes)
+            idle = run_probes(stack, idle_probes)
             load: list[LoadResult] = []
             body = usage_stream_body(population, random.Random(3))
             stream = threading.Thread(
@@ -242,12 +242,13 @@ def main() -> None:
                         body=body,
                         concurrency=args.load_concurrency,
                         duration_seconds=max(30.0, args.probes * 1.0),
+                        api_key=stack.api_key,
                     )
                 )
             )
             stream.start()
             time.sleep(3)  # past h2load's warm-up
-            loaded = run_probes(stack.addresses, loaded_probes)
+            loaded = run_probes(stack, loaded_probes)
             stream.join()
     finally:
         databases.drop_all()

@@ -32,7 +32,7 @@ import random
 import sys
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
@@ -84,6 +84,7 @@ from bench.stack import (  # noqa: E402
 )
 from bench.upsert_customers import build_requests, generate_customers, upsert_all  # noqa: E402
 from services.core.settings import Settings  # noqa: E402
+from tests.support.access import keyed_channel  # noqa: E402
 from tests.support.stores import redis_server  # noqa: E402
 from workers.app import create_celery_app  # noqa: E402
 
@@ -293,20 +294,18 @@ def widget_policies() -> wpb.WidgetPolicies:
     )
 
 
-def set_up(addresses: Mapping[str, str], requests: Sequence[ppb.UpsertCustomersRequest]) -> float:
+def set_up(stack: RunningStack, requests: Sequence[ppb.UpsertCustomersRequest]) -> float:
     """Segments, customers, the routing desk and the widget definitions, through the APIs;
     returns the seconds UpsertCustomers took."""
     timeout = CALL_TIMEOUT_SECONDS
-    with grpc.insecure_channel(addresses["segments"]) as channel:
+    with stack.channel("segments") as channel:
         segment_service = segments_pb2_grpc.SegmentServiceStub(channel)
         for segment in segments():
             segment_service.CreateSegment(
                 spb.CreateSegmentRequest(segment=segment, actor=ACTOR), timeout=timeout
             )
-    upsert_seconds = upsert_all(
-        addresses["profiles"], requests, streams=2, expected=ppb.UPSERT_OUTCOME_CREATED
-    )
-    with grpc.insecure_channel(addresses["routing"]) as channel:
+    upsert_seconds = upsert_all(stack, requests, streams=2, expected=ppb.UPSERT_OUTCOME_CREATED)
+    with stack.channel("routing") as channel:
         routing = routing_pb2_grpc.RoutingServiceStub(channel)
         widgets = widgets_pb2_grpc.WidgetServiceStub(channel)
         for calendar in calendars():
@@ -347,16 +346,17 @@ def config_problem(
     return "" if response.cached == cached else f"CACHED_{response.cached}"
 
 
-def ask_once(address: str, customer: KnownCustomer) -> wpb.GetWidgetConfigResponse:
+def ask_once(stack: RunningStack, customer: KnownCustomer) -> wpb.GetWidgetConfigResponse:
     """One call with the very body the load sends, through a real channel."""
+    body = widget_config_body(customer)
     return wpb.GetWidgetConfigResponse.FromString(
-        check_call(address, WIDGET_CONFIG_METHOD, widget_config_body(customer))
+        check_call(stack.addresses["routing"], WIDGET_CONFIG_METHOD, body, api_key=stack.api_key)
     )
 
 
-def check_widget_config(address: str, customer: KnownCustomer, *, cached: bool) -> None:
+def check_widget_config(stack: RunningStack, customer: KnownCustomer, *, cached: bool) -> None:
     """Refuses a wrong or wrongly cached answer to ``customer``'s body."""
-    response = ask_once(address, customer)
+    response = ask_once(stack, customer)
     problem = config_problem(response, customer, cached=cached)
     if problem:
         config = response.config
@@ -449,7 +449,7 @@ def measure_warm(
     and the calls the routing server answered other than OK meanwhile."""
     address = stack.addresses["routing"]
     body = widget_config_body(customer)
-    check_widget_config(address, customer, cached=True)
+    check_widget_config(stack, customer, cached=True)
     echo_payload = bytes(index % 251 for index in range(len(body) - 5))
     echo_body = grpc_frame(echo_payload)
     levels = []
@@ -466,6 +466,8 @@ def measure_warm(
                     concurrency=concurrency,
                     duration_seconds=duration_seconds,
                     threads=threads,
+                    # Echo too, so both carry the same request headers.
+                    api_key=stack.api_key,
                 )
                 for target, method, target_body in (
                     (echo_address, ECHO_METHOD, echo_body),
@@ -482,7 +484,7 @@ def measure_redis_down(
 ) -> tuple[LoadResult, dict[str, int]]:
     """GetWidgetConfig at the target concurrency while Redis is gone: computed every call."""
     address = stack.addresses["routing"]
-    check_widget_config(address, customer, cached=False)
+    check_widget_config(stack, customer, cached=False)
     before = calls_by_code(stack.metrics_urls["routing"], WIDGET_CONFIG_METHOD)
     result = run_h2load(
         address=address,
@@ -491,6 +493,7 @@ def measure_redis_down(
         concurrency=TARGET_CONCURRENCY,
         duration_seconds=duration_seconds,
         threads=threads,
+        api_key=stack.api_key,
     )
     after = calls_by_code(stack.metrics_urls["routing"], WIDGET_CONFIG_METHOD)
     return result, _not_ok(before, after)
@@ -520,7 +523,7 @@ class CallerReport:
 
 
 def ask_widget_configs(
-    address: str,
+    stack: RunningStack,
     plans: Sequence[Sequence[KnownCustomer]],
     *,
     processes: int,
@@ -540,7 +543,8 @@ def ask_widget_configs(
         outcomes = list(
             pool.map(
                 _ask_in_process,
-                [address] * processes,
+                [stack.addresses["routing"]] * processes,
+                [stack.api_key] * processes,
                 [plans[index::processes] for index in range(processes)],
                 [duration_seconds] * processes,
                 [cached] * processes,
@@ -572,6 +576,7 @@ def ask_widget_configs(
 
 def _ask_in_process(
     address: str,
+    api_key: str,
     plans: Sequence[Sequence[KnownCustomer]],
     duration_seconds: float,
     cached: bool,
@@ -579,7 +584,7 @@ def _ask_in_process(
 ) -> tuple[list[CallerReport], float]:
     """One client process: a thread per plan on one channel; returns what each thread saw
     and the CPU seconds the process spent calling."""
-    with grpc.insecure_channel(address) as channel:
+    with keyed_channel(address, api_key) as channel:
         widgets = widgets_pb2_grpc.WidgetServiceStub(channel)
         # Warm the channel up anonymously, so no customer of any plan is asked before its turn.
         widgets.GetWidgetConfig(wpb.GetWidgetConfigRequest(), timeout=CALL_TIMEOUT_SECONDS)
@@ -773,8 +778,7 @@ def main() -> None:
             with running_services(
                 SERVICE_NAMES, database_url=database_url, data_dir=databases.tempdir.name
             ) as stack:
-                address = stack.addresses["routing"]
-                upsert_seconds = set_up(stack.addresses, requests)
+                upsert_seconds = set_up(stack, requests)
                 precomputed = precompute(
                     stack,
                     database_url=database_url,
@@ -793,7 +797,7 @@ def main() -> None:
                 # More calls than a caller can make in the time, so none runs out.
                 calls_each = max(1000, round(args.duration * 1000))
                 warm_random = ask_widget_configs(
-                    address,
+                    stack,
                     random_plans(known, callers, calls_each, rng),
                     processes=args.client_processes,
                     duration_seconds=args.duration,
@@ -806,16 +810,16 @@ def main() -> None:
                 ]
                 rng.shuffle(never_asked)
                 probe, never_asked = never_asked[0], never_asked[1:]
-                check_widget_config(address, probe, cached=False)
+                check_widget_config(stack, probe, cached=False)
                 cold = ask_widget_configs(
-                    address,
+                    stack,
                     [never_asked[index::callers] for index in range(callers)],
                     processes=args.client_processes,
                     duration_seconds=args.duration,
                     cached=False,
                 )
                 # A miss fills the cache, so the probe is answered from it now.
-                refilled = not config_problem(ask_once(address, probe), probe, cached=True)
+                refilled = not config_problem(ask_once(stack, probe), probe, cached=True)
 
                 redis_running.close()
                 redis_down, down_not_ok = measure_redis_down(
