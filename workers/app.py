@@ -20,6 +20,18 @@ QUEUES = ("sla", "outreach", "segments", "routing", "sync", "maintenance")
 # Task names are "switchboard.<concern>.<verb>": the concern picks the queue.
 _ROUTES = {f"switchboard.{queue}.*": {"queue": queue} for queue in QUEUES}
 
+# Whoever sends a task (beat, a task sending the next one, `switchboard sync run`) rides out
+# a broker outage of up to a minute instead of failing at once: it tries again at once, then
+# after 0.5 s, 1 s, 1.5 s and every 2 s. Kombu bounds that reconnecting by time
+# (connect_retries_timeout, 4 s unless set) whatever the retry policy says.
+PUBLISH_RETRY_SECONDS = 60
+PUBLISH_RETRY_POLICY = {
+    "max_retries": 60,
+    "interval_start": 0,
+    "interval_step": 0.5,
+    "interval_max": 2,
+}
+
 
 def create_celery_app(settings: Settings) -> Celery:
     app = Celery("switchboard")
@@ -30,6 +42,10 @@ def create_celery_app(settings: Settings) -> Celery:
     app.conf.update(
         broker_url=settings.broker_url,
         broker_connection_retry_on_startup=True,
+        # A worker whose broker went away keeps trying to reconnect however long the outage
+        # lasts (Celery's default gives up after 100 attempts and exits).
+        broker_connection_max_retries=None,
+        task_publish_retry_policy=PUBLISH_RETRY_POLICY,
         task_ignore_result=True,
         task_acks_late=True,
         task_reject_on_worker_lost=True,
@@ -45,6 +61,7 @@ def create_celery_app(settings: Settings) -> Celery:
         timezone="UTC",
         # Keep Switchboard's JSON log lines instead of Celery's own format.
         worker_hijack_root_logger=False,
+        **_redis_broker(settings),
         **_beat_lock(settings),
     )
     app.conf.switchboard_settings = settings
@@ -53,14 +70,24 @@ def create_celery_app(settings: Settings) -> Celery:
     return app
 
 
+def _redis_broker(settings: Settings) -> dict[str, object]:
+    """Kombu's Redis transport takes the time a sender spends reconnecting from its transport
+    options. The embedded SQLite broker hands those to SQLAlchemy, which refuses what it does
+    not know (and a local file has no outage to ride out)."""
+    if not settings.redis_url:
+        return {}
+    return {"broker_transport_options": {"connect_retries_timeout": PUBLISH_RETRY_SECONDS}}
+
+
 def _beat_lock(settings: Settings) -> dict[str, object]:
     """With Redis, beat keeps its schedule there under a lock (celery-redbeat), so a second
-    beat started by mistake waits instead of enqueueing every task twice. Embedded, the one
-    beat ``switchboard up`` starts uses Celery's file scheduler."""
+    beat started by mistake waits instead of enqueueing every task twice; it outlives a Redis
+    outage (workers/beat.py). Embedded, the one beat ``switchboard up`` starts uses Celery's
+    file scheduler."""
     if not settings.redis_url:
         return {}
     return {
-        "beat_scheduler": "redbeat.RedBeatScheduler",
+        "beat_scheduler": "workers.beat:ResilientRedBeatScheduler",
         "redbeat_redis_url": settings.redis_url,
         "redbeat_key_prefix": "sb:beat",
         "redbeat_lock_timeout": 30,

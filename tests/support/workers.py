@@ -61,7 +61,7 @@ def running_worker(
         process.wait_for_line("ready", timeout=60)
         yield process
     finally:
-        process.stop(signal.SIGTERM)
+        process.stop(signal.SIGTERM, timeout=60)
 
 
 def settings_of(env: Mapping[str, str]) -> Settings:
