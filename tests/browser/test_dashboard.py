@@ -27,6 +27,7 @@ from switchboard.routing.v1 import routing_pb2 as pb
 from switchboard.segments.v1 import segments_pb2 as spb
 
 from services.core.channels import open_channel
+from services.core.settings import Settings
 from services.dashboard.server import RunningDashboard, create_dashboard
 from tests.browser.conftest import BROWSER_TIME_ZONE
 from tests.integration.conftest import ManualClock
@@ -520,7 +521,7 @@ def test_api_maps_bad_requests_and_report_errors_to_http_statuses(
 
 
 def test_api_answers_503_when_the_report_service_is_down() -> None:
-    channel = open_channel(f"127.0.0.1:{free_port()}", deadline_seconds=2)
+    channel = open_channel(f"127.0.0.1:{free_port()}", Settings(), deadline_seconds=2)
     running = create_dashboard(ReportStub(channel), host="127.0.0.1", port=0)
     try:
         status, body = get_json(running.url + "api/scorecard?family=tier&since=30d")
