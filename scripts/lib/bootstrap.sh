@@ -48,6 +48,11 @@ sb_ensure_redis_binary() {
   command -v redis-server >/dev/null || sb_apt_install redis-server
 }
 
+# The TLS test makes a self-signed certificate with the openssl command.
+sb_ensure_openssl() {
+  command -v openssl >/dev/null || sb_apt_install openssl
+}
+
 # Finds a PostgreSQL server to create throwaway test databases on, starting or installing
 # one when none answers, and exports SWITCHBOARD_TEST_POSTGRES_URL.
 sb_ensure_postgres() {

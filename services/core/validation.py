@@ -19,6 +19,13 @@ def page_limit(requested: int) -> int:
     return requested or DEFAULT_PAGE_SIZE
 
 
+def too_many(field: str, count: int, limit: int, noun: str) -> None:
+    """Refuse a repeated field holding more than ``limit`` entries, naming both numbers;
+    called before the entries are read, so a million of them cost one comparison."""
+    if count > limit:
+        raise InvalidArgument.field(field, f"at most {limit} {noun}, got {count}")
+
+
 def required(field: str, value: str) -> list[FieldViolation]:
     return [] if value else [FieldViolation(field, "is required")]
 

@@ -10,6 +10,7 @@ from google.protobuf import struct_pb2, timestamp_pb2
 from switchboard.profiles.v1 import profiles_pb2 as pb
 
 from services.core.errors import FieldViolation, InvalidArgument
+from services.core.validation import too_many
 from services.profiles.app import usage_batch_problems
 from services.profiles.domain import (
     OUTPUT_ONLY_FIELDS,
@@ -159,10 +160,7 @@ def _plain(value: struct_pb2.Value) -> Any:
 
 def parse_update_mask(paths: Sequence[str]) -> tuple[list[str], list[str]]:
     """Split mask paths into whole fields and single custom fields (``attributes.KEY``)."""
-    if len(paths) > MAX_MASK_PATHS:
-        raise InvalidArgument.field(
-            "update_mask.paths", f"at most {MAX_MASK_PATHS} paths, got {len(paths)}"
-        )
+    too_many("update_mask.paths", len(paths), MAX_MASK_PATHS, "paths")
     fields: list[str] = []
     attribute_keys: list[str] = []
     problems: list[FieldViolation] = []

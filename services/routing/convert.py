@@ -17,6 +17,7 @@ from google.protobuf import duration_pb2, timestamp_pb2
 from switchboard.routing.v1 import routing_pb2 as pb
 
 from services.core.errors import FieldViolation, InvalidArgument
+from services.core.validation import too_many
 from services.routing.business_hours import (
     BusinessCalendar,
     OpenInterval,
@@ -67,12 +68,6 @@ MAX_FALLBACK_STEPS = 10
 # JSON bytes of all routing rule conditions together: the rules are one document, read
 # back whole by GetRoutingRules and by every revision of ListRoutingRuleRevisions.
 MAX_RULES_CONDITION_BYTES = 1_048_576
-
-
-def too_many(field: str, count: int, limit: int, noun: str) -> None:
-    """Refuse a repeated field holding more than ``limit`` entries, naming both numbers."""
-    if count > limit:
-        raise InvalidArgument.field(field, f"at most {limit} {noun}, got {count}")
 
 
 def inverse(mapping: Mapping[_Domain, _Proto]) -> dict[_Proto, _Domain]:

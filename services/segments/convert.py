@@ -11,6 +11,7 @@ from switchboard.profiles.v1 import profiles_pb2
 from switchboard.segments.v1 import segments_pb2 as pb
 
 from services.core.errors import FieldViolation, InvalidArgument
+from services.core.validation import too_many
 from services.segments.domain import (
     EDITABLE_FIELDS,
     ChangeKind,
@@ -171,10 +172,7 @@ def definition_from_proto(
 
 
 def parse_update_mask(paths: Sequence[str]) -> list[str]:
-    if len(paths) > MAX_MASK_PATHS:
-        raise InvalidArgument.field(
-            "update_mask.paths", f"at most {MAX_MASK_PATHS} paths, got {len(paths)}"
-        )
+    too_many("update_mask.paths", len(paths), MAX_MASK_PATHS, "paths")
     problems = []
     for index, path in enumerate(paths):
         if path in _OUTPUT_ONLY:

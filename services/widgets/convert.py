@@ -16,12 +16,12 @@ from switchboard.routing.v1 import routing_pb2 as pb
 from switchboard.routing.v1 import widgets_pb2 as wpb
 
 from services.core.errors import FieldViolation, InvalidArgument
+from services.core.validation import too_many
 from services.routing.convert import (
     CHANNELS,
     CHANNELS_FROM_PROTO,
     inverse,
     optional_timestamp,
-    too_many,
 )
 from services.routing.domain import Channel
 from services.segments.convert import struct_to_dict

@@ -17,10 +17,8 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from switchboard.reports.v1 import reports_pb2_grpc
 
-from services.core.server import RunningServer
 from services.dashboard.server import RunningDashboard, create_dashboard
 from tests.integration import conftest as integration
-from tests.support.access import keyed_channel
 
 # The real servers the dashboard reads from, as the integration tests start them.
 profiles_server = integration.profiles_server
@@ -32,6 +30,7 @@ segments = integration.segments
 routing_server = integration.routing_server
 routing = integration.routing
 admin_key = integration.admin_key
+reports = integration.reports
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -65,15 +64,6 @@ def browser() -> Iterator[webdriver.Chrome]:
     driver.set_page_load_timeout(15)
     yield driver
     driver.quit()
-
-
-@pytest.fixture
-def reports(
-    routing_server: RunningServer, admin_key: str
-) -> Iterator[reports_pb2_grpc.ReportServiceStub]:
-    """The ReportService, served by the routing server."""
-    with keyed_channel(f"127.0.0.1:{routing_server.port}", admin_key) as channel:
-        yield reports_pb2_grpc.ReportServiceStub(channel)
 
 
 @pytest.fixture

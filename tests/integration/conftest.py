@@ -15,7 +15,7 @@ from services.core.server import RunningServer, create_server
 from services.core.settings import Settings
 from services.profiles.server import profiles_spec
 from services.routing.server import routing_specs
-from services.segments.server import segments_spec
+from services.segments.server import segments_specs
 from tests.support.access import gate, keyed_channel, new_key
 
 
@@ -67,14 +67,15 @@ def segments_clock() -> ManualClock:
 def segments_server(
     engine: Engine, profiles_server: RunningServer, segments_clock: ManualClock, admin_key: str
 ) -> Iterator[RunningServer]:
-    """A segments server reading customers from the real profiles server over gRPC."""
+    """The segments server as `switchboard serve segments` builds it (OutreachService beside
+    SegmentService), reading customers from the real profiles server over gRPC."""
     settings = Settings(
         profiles_address=f"127.0.0.1:{profiles_server.port}",
         call_deadline_seconds=5,
         api_key=admin_key,
     )
     running = create_server(
-        [segments_spec(engine, settings, segments_clock)],
+        segments_specs(engine, settings, segments_clock),
         address="127.0.0.1:0",
         gate=gate(engine),
         max_workers=8,

@@ -32,7 +32,6 @@ import re
 import traceback
 import zlib
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -45,20 +44,17 @@ from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, Phase, given, seed, settings
-from sqlalchemy import Engine
 from switchboard.profiles.v1 import profiles_pb2_grpc
 from switchboard.reports.v1 import reports_pb2, reports_pb2_grpc
 from switchboard.routing.v1 import routing_pb2_grpc, widgets_pb2_grpc
 from switchboard.segments.v1 import outreach_pb2 as opb
 from switchboard.segments.v1 import outreach_pb2_grpc, segments_pb2_grpc
 
-from services.core.server import RunningServer, create_server
-from services.core.settings import Settings
-from services.segments.server import segments_specs
+from services.core.server import RunningServer
 from tests.integration.conftest import ManualClock
 from tests.integration.routing_setup import Desk, create_agent, create_segment, timestamp
 from tests.integration.widgets_setup import set_up_team
-from tests.support.access import gate, keyed_channel
+from tests.support.access import keyed_channel
 from tests.support.fuzz import Hints, describe, malformed_bodies, requests, seeds_from
 
 DEFAULT_EXAMPLES = 20
@@ -96,27 +92,6 @@ STRUCT_KEYS = (
     "seats", "plan", "country", "arr", "health_score", "signup_time", "tags",
     "traits.logins_7d", "attributes.contract_type", "field_sources.plan.refresh_time",
 )  # fmt: skip
-
-
-@pytest.fixture
-def segments_server(
-    engine: Engine, profiles_server: RunningServer, segments_clock: ManualClock, admin_key: str
-) -> Iterator[RunningServer]:
-    """The segments server as `switchboard serve segments` builds it, OutreachService
-    beside SegmentService, on the clock the routing server shares."""
-    settings = Settings(
-        profiles_address=f"127.0.0.1:{profiles_server.port}",
-        call_deadline_seconds=5,
-        api_key=admin_key,
-    )
-    running = create_server(
-        segments_specs(engine, settings, segments_clock),
-        address="127.0.0.1:0",
-        gate=gate(engine),
-        max_workers=8,
-    )
-    yield running
-    running.stop(grace=1)
 
 
 @dataclass

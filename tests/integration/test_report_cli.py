@@ -7,7 +7,6 @@ import csv
 import io
 import json
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -39,7 +38,6 @@ from tests.integration.routing_setup import (
     sla_policy,
     timestamp,
 )
-from tests.support.access import keyed_channel
 
 START = MONDAY - timedelta(hours=1)
 END = MONDAY + timedelta(days=3)
@@ -83,14 +81,6 @@ def served(desk: Desk, segments: Segments, profiles: Profiles) -> None:
         if number == 5:
             desk.advance(minutes=5)
             desk.record(conversation_id, pb.CONVERSATION_EVENT_KIND_REOPEN)
-
-
-@pytest.fixture
-def reports(
-    routing_server: RunningServer, admin_key: str
-) -> Iterator[reports_pb2_grpc.ReportServiceStub]:
-    with keyed_channel(f"127.0.0.1:{routing_server.port}", admin_key) as channel:
-        yield reports_pb2_grpc.ReportServiceStub(channel)
 
 
 @pytest.fixture
