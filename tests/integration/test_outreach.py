@@ -71,6 +71,12 @@ class Received:
         return document
 
 
+class _RoomyHTTPServer(ThreadingHTTPServer):
+    # Dispatchers open up to 8 connections each; with the default backlog of 5 a connection
+    # can wait out the webhook timeout on a busy machine and be retried a minute later.
+    request_queue_size = 128
+
+
 @dataclass
 class Receiver:
     """An HTTP server that records every POST and answers the next scripted status (200
@@ -107,7 +113,7 @@ def receiver() -> Iterator[Receiver]:
         def log_message(self, *_args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = _RoomyHTTPServer(("127.0.0.1", 0), Handler)
     recorder.url = f"http://127.0.0.1:{server.server_address[1]}/hooks/switchboard"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
