@@ -49,9 +49,17 @@ def serve(service: str) -> None:
     running = create_server(
         entry.build(engine, settings),
         address=entry.address(settings),
-        gate=AccessControl.of(engine, refresh_seconds=settings.access_refresh_seconds),
+        gate=AccessControl.of(
+            engine,
+            refresh_seconds=settings.access_refresh_seconds,
+            service_identities=settings.service_identities,
+        ),
         max_workers=settings.grpc_max_workers,
-        tls=server_credentials(settings.tls_cert_file) if settings.tls_cert_file else None,
+        tls=(
+            server_credentials(settings.tls_cert_file, settings.tls_client_ca_file)
+            if settings.tls_cert_file
+            else None
+        ),
     )
     metrics_port = running.metrics.serve(settings.metrics_host, entry.metrics_port(settings))
     log.info(

@@ -4,18 +4,21 @@ audit entry for what it changed."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from services.access import policy
-from services.access.domain import AuditEntry, Caller, current_caller
+from services.access.domain import AuditEntry, Caller, Role, current_caller
 from services.access.keys import KeyCache, KeyStore
 from services.core.errors import PermissionDenied, Unauthenticated
 
 AUTHORIZATION_HEADER = "authorization"
 BEARER = "bearer "
+# What the audit log names as the key of a call admitted by a service's client certificate
+# (real key ids are hex, so it cannot collide); the key name is the certificate's identity.
+CERTIFICATE_KEY_ID = "mtls"
 
 log = logging.getLogger("switchboard.access")
 
@@ -37,21 +40,43 @@ class AccessControl:
     handler looks anything up, so a refusal never reveals whether a record exists) and
     audits writes and refusals."""
 
-    def __init__(self, keys: KeyStore, *, refresh_seconds: float = 1.0) -> None:
+    def __init__(
+        self,
+        keys: KeyStore,
+        *,
+        refresh_seconds: float = 1.0,
+        service_identities: frozenset[str] = frozenset(),
+    ) -> None:
         self.keys = keys
         self.cache = KeyCache(keys, refresh_seconds)
+        self.service_identities = service_identities
 
     @classmethod
-    def of(cls, engine: Engine, *, refresh_seconds: float = 1.0) -> AccessControl:
-        return cls(KeyStore(engine), refresh_seconds=refresh_seconds)
+    def of(
+        cls,
+        engine: Engine,
+        *,
+        refresh_seconds: float = 1.0,
+        service_identities: frozenset[str] = frozenset(),
+    ) -> AccessControl:
+        return cls(
+            KeyStore(engine),
+            refresh_seconds=refresh_seconds,
+            service_identities=service_identities,
+        )
 
     def admit(
-        self, method: str, metadata: Mapping[str, str], peer: str, request_id: str
+        self,
+        method: str,
+        metadata: Mapping[str, str],
+        peer: str,
+        request_id: str,
+        identities: Callable[[], Sequence[str]],
     ) -> Callable[[str], None]:
         """Let the call in or raise; the returned function ends it with its status code."""
         if policy.is_public(method):
             return _nothing
-        caller = self.cache.caller(bearer_token(metadata))
+        caller = self._caller(metadata, identities)
         if not policy.may_call(caller.role, method):
             self._audit(caller, method, "PERMISSION_DENIED", request_id, peer)
             raise PermissionDenied(
@@ -66,6 +91,17 @@ class AccessControl:
                 self._audit(caller, method, code, request_id, peer)
 
         return finish
+
+    def _caller(
+        self, metadata: Mapping[str, str], identities: Callable[[], Sequence[str]]
+    ) -> Caller:
+        """The key decides when one is sent, even over a service's own certificate, so a
+        process can always act with less; without a key, a service certificate is admin."""
+        if AUTHORIZATION_HEADER not in metadata and self.service_identities:
+            for identity in identities():
+                if identity in self.service_identities:
+                    return Caller(key_id=CERTIFICATE_KEY_ID, name=identity, role=Role.ADMIN)
+        return self.cache.caller(bearer_token(metadata))
 
     def _audit(self, caller: Caller, method: str, code: str, request_id: str, peer: str) -> None:
         entry = AuditEntry(

@@ -80,11 +80,14 @@ class _PropagatingInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStream
 def open_channel(
     address: str, settings: Settings, *, deadline_seconds: float | None
 ) -> grpc.Channel:
-    """A channel to a Switchboard service: TLS when configured, the settings' API key,
+    """A channel to a Switchboard service: TLS (mutual when configured) and the settings' API
+    key when there is one,
     request-id propagation and a default deadline on every call (a call may pass a shorter
     ``timeout`` of its own; None sets none, for long-lived streams)."""
     channel = (
-        grpc.secure_channel(address, channel_credentials(settings.tls_cert_file))
+        grpc.secure_channel(
+            address, channel_credentials(settings.tls_cert_file, settings.tls_client_ca_file)
+        )
         if settings.tls_cert_file
         else grpc.insecure_channel(address)
     )

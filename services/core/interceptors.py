@@ -6,7 +6,7 @@ import collections
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 import grpc
@@ -31,9 +31,15 @@ class Gatekeeper(Protocol):
     """Decides whether a call may run (services.access implements it)."""
 
     def admit(
-        self, method: str, metadata: Mapping[str, str], peer: str, request_id: str
+        self,
+        method: str,
+        metadata: Mapping[str, str],
+        peer: str,
+        request_id: str,
+        identities: Callable[[], Sequence[str]],
     ) -> Callable[[str], None]:
-        """Raise a SwitchboardError to refuse; else return what to call with the final code."""
+        """Raise a SwitchboardError to refuse; else return what to call with the final code.
+        ``identities`` gives the identities in the caller's verified client certificate."""
         ...
 
 
@@ -151,11 +157,16 @@ class _CallScope:
         no store of ours can keep."""
         if self.gate is not None:
             self.finish = self.gate.admit(
-                self.method, self.metadata, self.context.peer(), self.request_id
+                self.method, self.metadata, self.context.peer(), self.request_id, self._identities
             )
         if isinstance(request, _Malformed):
             raise InvalidArgument.field("request", request.description)
         raise_if(nul_problems(request))
+
+    def _identities(self) -> list[str]:
+        """The identities in the caller's verified client certificate (its subject alternative
+        names, else its common name; none without mutual TLS). Asked only of a keyless call."""
+        return [name.decode() for name in self.context.peer_identities() or ()]
 
     def __exit__(self, exc_type: Any, error: BaseException | None, _tb: Any) -> None:
         status: grpc.Status | None = None

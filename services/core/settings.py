@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SUPPORTED_DATABASE_SCHEMES = ("sqlite", "postgresql")
@@ -152,6 +152,19 @@ class Settings(BaseSettings):
         description="PEM file with a private key and its certificate chain: when set, every "
         "gRPC port serves TLS only, and clients trust the certificates in it.",
     )
+    tls_client_ca_file: Path | None = Field(
+        default=None,
+        description="PEM file of the certificate authorities that sign callers' client "
+        "certificates: when set (with SWITCHBOARD_TLS_CERT_FILE), every gRPC port requires a "
+        "client certificate they signed (mutual TLS), and Switchboard's own clients present "
+        "the certificate of SWITCHBOARD_TLS_CERT_FILE.",
+    )
+    tls_service_identities: str = Field(
+        default="",
+        description="Comma-separated certificate identities (subject alternative names) of "
+        "Switchboard's own services: a caller presenting one over mutual TLS is admitted as "
+        "admin without an API key.",
+    )
     access_refresh_seconds: float = Field(
         default=1.0,
         ge=0,
@@ -169,6 +182,28 @@ class Settings(BaseSettings):
         if url and scheme not in SUPPORTED_DATABASE_SCHEMES:
             raise ValueError(f"unsupported database {scheme!r}; use sqlite or postgresql")
         return url
+
+    @model_validator(mode="after")
+    def _mutual_tls_needs_a_certificate(self) -> Settings:
+        if self.tls_client_ca_file and not self.tls_cert_file:
+            raise ValueError(
+                "SWITCHBOARD_TLS_CLIENT_CA_FILE needs SWITCHBOARD_TLS_CERT_FILE: mutual TLS is "
+                "TLS first, and this process presents that certificate when it calls"
+            )
+        if self.service_identities and not self.tls_client_ca_file:
+            raise ValueError(
+                "SWITCHBOARD_TLS_SERVICE_IDENTITIES needs SWITCHBOARD_TLS_CLIENT_CA_FILE: an "
+                "identity is only proven by a client certificate"
+            )
+        return self
+
+    @property
+    def service_identities(self) -> frozenset[str]:
+        return frozenset(
+            identity.strip()
+            for identity in self.tls_service_identities.split(",")
+            if identity.strip()
+        )
 
     @property
     def effective_database_url(self) -> str:
