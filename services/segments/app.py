@@ -34,6 +34,7 @@ from services.segments.logic import (
     Verdicts,
     compile_plan,
     compile_segments,
+    definitions_fingerprint,
     evaluate_customer,
     lint,
     membership_transitions,
@@ -51,6 +52,8 @@ from services.segments.logic import (
 )
 from services.segments.profiles_client import ChangedCustomers
 from services.segments.repository import (
+    DEFINITIONS_EVALUATED,
+    DEFINITIONS_PENDING,
     ChangeFilter,
     CustomerOutcome,
     SegmentRepository,
@@ -134,8 +137,13 @@ class RecomputeSummary:
 
 
 class RoundKind(StrEnum):
+    # The customers the profiles change log names after the cursor.
     CHANGED = "changed"
+    # Everyone, for rules that change with time alone (nightly, or asked for).
     ALL = "all"
+    # Everyone, because a segment was created or redefined since the last such round; a
+    # "changed" round becomes one, so a new segment has its members within a tick.
+    REDEFINED = "redefined"
 
 
 @dataclass(frozen=True)
@@ -149,8 +157,26 @@ class RoundPlan:
 
     @property
     def cursor(self) -> int | None:
-        """Where the change-log cursor moves when the round ends (changed rounds only)."""
-        return self.upto_sequence if self.kind is RoundKind.CHANGED else None
+        """Where the change-log cursor moves when the round ends: a nightly round of everyone
+        leaves it (the changed customers' rounds go on beside it); a redefined round read
+        the log first, so the changes it read are evaluated too."""
+        return None if self.kind is RoundKind.ALL else self.upto_sequence
+
+    @property
+    def everyone(self) -> bool:
+        return self.kind is not RoundKind.CHANGED
+
+    @property
+    def trigger(self) -> Trigger:
+        """What the transitions this round stores are recorded as triggered by."""
+        return _ROUND_TRIGGERS[self.kind]
+
+
+_ROUND_TRIGGERS = {
+    RoundKind.CHANGED: Trigger.CUSTOMER_CHANGED,
+    RoundKind.ALL: Trigger.FULL_RECOMPUTE,
+    RoundKind.REDEFINED: Trigger.SEGMENT_CHANGED,
+}
 
 
 @dataclass(frozen=True)
@@ -416,17 +442,27 @@ class Segments:
         """Claim the one re-evaluation round and split its customers into chunks; None while
         another round holds the lease. A round with no customers ends at once."""
         moment = now or self.clock()
-        round_id = f"{kind.value}-{moment:%Y%m%dT%H%M%S}-{uuid4().hex[:8]}"
+        round_id = f"{moment:%Y%m%dT%H%M%S}-{uuid4().hex[:8]}"
         if not self.rounds.claim(round_id=round_id, kind=kind.value, now=moment, lease=ROUND_LEASE):
             return None
         try:
-            if kind is RoundKind.CHANGED:
-                changed = self.customers.changed_since(self.repository.cursor())
+            # Read under the lease: a round that just ended may have evaluated these.
+            definitions = definitions_fingerprint(self.repository.list_all())
+            if kind is RoundKind.CHANGED and definitions != self.repository.cursor(
+                DEFINITIONS_EVALUATED
+            ):
+                kind = RoundKind.REDEFINED
+            ids: list[str] = []
+            upto = self.repository.cursor()
+            if kind is not RoundKind.ALL:
+                changed = self.customers.changed_since(upto)
                 ids, upto = list(changed.customer_ids), changed.last_sequence
-            else:
+            if kind is not RoundKind.CHANGED:
+                self.repository.save_cursor(definitions, moment, DEFINITIONS_PENDING)
                 known = self.repository.projected_customer_ids()
+                known.update(ids)
                 known.update(record["customer_id"] for record in self.customers.all_customers())
-                ids, upto = sorted(known), self.repository.cursor()
+                ids = sorted(known)
             planned = RoundPlan(
                 round_id,
                 kind,
@@ -437,10 +473,13 @@ class Segments:
                 ],
             )
             if not planned.chunks:
-                self.rounds.finish(round_id, cursor=planned.cursor, now=moment)
+                self.rounds.finish(
+                    round_id, cursor=planned.cursor, now=moment, everyone=planned.everyone
+                )
             else:
                 self.rounds.plan(
                     round_id=round_id,
+                    kind=kind.value,
                     upto_sequence=upto,
                     chunk_count=len(planned.chunks),
                     now=moment,
@@ -467,11 +506,7 @@ class Segments:
             return summary
         plan = compile_plan(self.repository.list_all())
         revisions = {item.segment.segment_id: item.segment.revision for item in plan.compiled}
-        trigger = (
-            Trigger.CUSTOMER_CHANGED
-            if planned.kind is RoundKind.CHANGED
-            else Trigger.FULL_RECOMPUTE
-        )
+        trigger = planned.trigger
         found = self.customers.existing(customer_ids)
         gone = [cid for cid in customer_ids if cid not in found]
         records = [found[cid] for cid in customer_ids if cid in found]
@@ -480,7 +515,9 @@ class Segments:
             round_id=planned.round_id, chunk_index=index, now=moment, lease=ROUND_LEASE
         )
         if state is not None and state.finished:
-            self.rounds.finish(planned.round_id, cursor=planned.cursor, now=moment)
+            self.rounds.finish(
+                planned.round_id, cursor=planned.cursor, now=moment, everyone=planned.everyone
+            )
         return summary
 
     def _store(

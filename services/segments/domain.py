@@ -61,6 +61,8 @@ class Trigger(StrEnum):
     FULL_RECOMPUTE = "full_recompute"
     CUSTOMER_DELETED = "customer_deleted"
     SEGMENT_DELETED = "segment_deleted"
+    # A segment was created or its definition changed: everyone was evaluated again.
+    SEGMENT_CHANGED = "segment_changed"
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ in isolation and shared by the gRPC service, recomputation and workers.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -158,6 +159,17 @@ def normalize_rule(value: Any) -> Any:
 def changed_fields(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[str]:
     """Names of the fields of ``after`` whose value differs from ``before``."""
     return [name for name, value in after.items() if before.get(name) != value]
+
+
+def definitions_fingerprint(segments: Iterable[Segment]) -> int:
+    """A number that changes whenever a segment is created, revised or deleted (0 for none),
+    so the workers can tell that memberships no longer reflect the definitions."""
+    revisions = sorted(f"{segment.segment_id}:{segment.revision}" for segment in segments)
+    if not revisions:
+        return 0
+    digest = hashlib.sha256("\n".join(revisions).encode()).digest()
+    # 62 bits: a positive BIGINT on every backend, never the 0 of "no segments".
+    return int.from_bytes(digest[:8], "big") >> 2 or 1
 
 
 # ---- the customer as rules see it ------------------------------------------------------------

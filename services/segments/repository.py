@@ -81,6 +81,10 @@ projection: Table = CustomerProjectionRow.__table__  # type: ignore[attr-defined
 cursors: Table = RecomputeCursorRow.__table__  # type: ignore[attr-defined]
 
 PROFILES_CHANGES_CURSOR = "profiles_changes"
+# The segment definitions (as a fingerprint) that a round of everyone evaluated: the one
+# running now (pending) and the last one that ended (evaluated).
+DEFINITIONS_PENDING = "definitions_pending"
+DEFINITIONS_EVALUATED = "definitions_evaluated"
 # Lower bound of the first span of GetSegmentSizes: before any transition can be dated.
 _BEGINNING_OF_TIME = datetime(1, 1, 1, tzinfo=UTC)
 # +1 for an entry, -1 for an exit. Per customer and segment the store writes an entry only
@@ -372,16 +376,18 @@ class SegmentRepository:
             now=now,
         )
 
-    def cursor(self) -> int:
+    def cursor(self, name: str = PROFILES_CHANGES_CURSOR) -> int:
         with read_session(self.engine) as session:
             found = session.execute(
-                select(cursors.c.sequence).where(cursors.c.name == PROFILES_CHANGES_CURSOR)
+                select(cursors.c.sequence).where(cursors.c.name == name)
             ).scalar_one_or_none()
         return int(found or 0)
 
-    def save_cursor(self, sequence: int, now: datetime) -> None:
+    def save_cursor(
+        self, sequence: int, now: datetime, name: str = PROFILES_CHANGES_CURSOR
+    ) -> None:
         with write_transaction(self.engine) as session:
-            save_cursor(session, sequence, now)
+            save_cursor(session, sequence, now, name)
 
     def list_memberships(
         self, *, customer_id: str, segment_id: str, after: tuple[str, str] | None, limit: int
@@ -683,18 +689,25 @@ def _insert_changes(
     )
 
 
-def save_cursor(session: Session, sequence: int, now: datetime) -> None:
-    """Move the profiles change-log cursor, inside the caller's transaction."""
+def save_cursor(
+    session: Session, sequence: int, now: datetime, name: str = PROFILES_CHANGES_CURSOR
+) -> None:
+    """Move a cursor (by default the profiles change log's), inside the caller's transaction."""
     moved = session.execute(
-        update(cursors)
-        .where(cursors.c.name == PROFILES_CHANGES_CURSOR)
-        .values(sequence=sequence, update_time=now)
+        update(cursors).where(cursors.c.name == name).values(sequence=sequence, update_time=now)
     )
     if not moved.rowcount:  # type: ignore[attr-defined]
-        session.execute(
-            insert(cursors),
-            [{"name": PROFILES_CHANGES_CURSOR, "sequence": sequence, "update_time": now}],
-        )
+        session.execute(insert(cursors), [{"name": name, "sequence": sequence, "update_time": now}])
+
+
+def definitions_evaluated(session: Session, now: datetime) -> None:
+    """Record that the definitions pending at the start of a round of everyone are now
+    reflected in every membership, inside the transaction that ends the round."""
+    pending = session.execute(
+        select(cursors.c.sequence).where(cursors.c.name == DEFINITIONS_PENDING)
+    ).scalar_one_or_none()
+    if pending is not None:
+        save_cursor(session, int(pending), now, DEFINITIONS_EVALUATED)
 
 
 # ---- page tokens -----------------------------------------------------------------------------

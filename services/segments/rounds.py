@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 
 from services.core.db import read_session, write_transaction
 from services.segments.models import RecomputeChunkRow, RecomputeRoundRow
-from services.segments.repository import save_cursor
+from services.segments.repository import definitions_evaluated, save_cursor
 
 rounds: Table = RecomputeRoundRow.__table__  # type: ignore[attr-defined]
 chunks: Table = RecomputeChunkRow.__table__  # type: ignore[attr-defined]
@@ -74,18 +74,23 @@ class RoundRepository:
         self,
         *,
         round_id: str,
+        kind: str,
         upto_sequence: int,
         chunk_count: int,
         now: datetime,
         lease: timedelta,
     ) -> bool:
-        """Record how many chunks the round has; False when it lost its lease meanwhile."""
+        """Record what the round is (a "changed" round may have become a "redefined" one) and
+        how many chunks it has; False when it lost its lease meanwhile."""
         with write_transaction(self.engine) as session:
             moved = session.execute(
                 update(rounds)
                 .where(rounds.c.name == _CURRENT, rounds.c.round_id == round_id)
                 .values(
-                    upto_sequence=upto_sequence, chunk_count=chunk_count, lease_until=now + lease
+                    kind=kind,
+                    upto_sequence=upto_sequence,
+                    chunk_count=chunk_count,
+                    lease_until=now + lease,
                 )
             )
         return bool(moved.rowcount)  # type: ignore[attr-defined]
@@ -127,16 +132,23 @@ class RoundRepository:
             ).scalar_one()
         return RoundState(row.round_id, row.kind, row.upto_sequence, row.chunk_count, int(done))
 
-    def finish(self, round_id: str, *, cursor: int | None, now: datetime) -> None:
-        """End the round so the next one can start; a "changed" round moves the change-log
-        cursor to where it read up to, in the same transaction."""
+    def finish(
+        self, round_id: str, *, cursor: int | None, now: datetime, everyone: bool = False
+    ) -> None:
+        """End the round so the next one can start, in one transaction with what it
+        achieved: a "changed" round moves the change-log cursor to where it read up to; a
+        round of ``everyone`` that completed marks the definitions it began with evaluated."""
         with write_transaction(self.engine) as session:
             ended = session.execute(
                 delete(rounds).where(rounds.c.name == _CURRENT, rounds.c.round_id == round_id)
             )
             session.execute(delete(chunks).where(chunks.c.round_id == round_id))
-            if cursor is not None and ended.rowcount:  # type: ignore[attr-defined]
+            if not ended.rowcount:  # type: ignore[attr-defined]
+                return
+            if cursor is not None:
                 save_cursor(session, cursor, now)
+            if everyone:
+                definitions_evaluated(session, now)
 
     def current(self) -> RoundState | None:
         with read_session(self.engine) as session:

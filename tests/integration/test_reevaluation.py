@@ -11,7 +11,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from google.protobuf import timestamp_pb2
+from google.protobuf import field_mask_pb2, timestamp_pb2
 from switchboard.profiles.v1 import profiles_pb2 as ppb
 from switchboard.segments.v1 import segments_pb2 as spb
 
@@ -22,6 +22,7 @@ from tests.integration.routing_setup import (
     create_customer,
     create_segment,
     create_tier_segments,
+    struct,
 )
 from tests.support.processes import RunningCommand
 from tests.support.workers import (
@@ -104,6 +105,43 @@ def test_a_usage_drop_makes_the_customer_at_risk_without_anyone_recomputing(
         spb.ListMembershipChangesRequest(customer_id="acme", segment_id="at_risk")
     ).changes
     assert [change.kind for change in changes] == [spb.MEMBERSHIP_CHANGE_KIND_ENTERED]
+
+
+def test_a_new_or_redefined_segment_has_its_members_within_a_tick(
+    profiles: Profiles, segments: Segments, env: dict[str, str], beat: RunningCommand
+) -> None:
+    """Customers who changed long ago are not in the change log's window any more: only a
+    round of everyone can place them in a segment created or redefined afterwards."""
+    for customer_id, seats in (("acme", 80), ("globex", 12), ("initech", 3)):
+        create_customer(profiles, customer_id, seats=seats)
+    create_segment(segments, "seated", {"seats": {"$gte": 1}})
+    with running_worker(env, "--queues", "segments,outreach,routing"):
+        # Once they are placed, nothing in the change log names them again.
+        wait_for(lambda: len(_members(segments, "seated")) == 3, "the first round")
+        create_segment(segments, "large", {"seats": {"$gte": 10}})
+        wait_for(lambda: _members(segments, "large") == {"acme", "globex"}, "large's members")
+        segments.UpdateSegment(
+            spb.UpdateSegmentRequest(
+                segment=spb.Segment(
+                    segment_id="large", rule=struct({"seats": {"$gte": 50}}), revision=1
+                ),
+                update_mask=field_mask_pb2.FieldMask(paths=["rule"]),
+            )
+        )
+        wait_for(lambda: _members(segments, "large") == {"acme"}, "globex to leave large")
+    changes = segments.ListMembershipChanges(
+        spb.ListMembershipChangesRequest(segment_id="large")
+    ).changes
+    assert sorted((c.customer_id, c.kind, c.trigger, c.rule_revision) for c in changes) == [
+        ("acme", spb.MEMBERSHIP_CHANGE_KIND_ENTERED, "segment_changed", 1),
+        ("globex", spb.MEMBERSHIP_CHANGE_KIND_ENTERED, "segment_changed", 1),
+        ("globex", spb.MEMBERSHIP_CHANGE_KIND_EXITED, "segment_changed", 2),
+    ]
+
+
+def _members(segments: Segments, segment_id: str) -> set[str]:
+    found = segments.ListMemberships(spb.ListMembershipsRequest(segment_id=segment_id))
+    return {membership.customer_id for membership in found.memberships}
 
 
 def test_a_large_round_is_split_into_chunks_that_every_customer_passes_through_once(

@@ -238,6 +238,8 @@ def test_customer_whose_logins_halved_enters_at_risk_with_explanation(
     segments: Segments, profiles: Profiles
 ) -> None:
     create_segment(segments, "at_risk", AT_RISK)
+    # The new segment's own round of everyone (nobody yet), so the next is the customer's.
+    assert recompute(segments).evaluated_count == 0
     customer = create_customer(profiles, "cus_fading", seats=10)
     now = datetime.now(UTC)
     events = []

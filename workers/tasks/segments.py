@@ -71,7 +71,11 @@ def register(app: Celery) -> None:
             )
         log.info(
             "re-evaluation round started",
-            extra={"round": planned.round_id, "chunks": len(planned.chunks)},
+            extra={
+                "round": planned.round_id,
+                "kind": planned.kind.value,
+                "chunks": len(planned.chunks),
+            },
         )
         return sum(len(chunk) for chunk in planned.chunks)
 

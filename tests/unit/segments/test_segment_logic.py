@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,6 +15,7 @@ from services.segments.domain import ChangeKind, MembershipChange, Segment, Trig
 from services.segments.logic import (
     compile_plan,
     compile_segments,
+    definitions_fingerprint,
     evaluate_customer,
     lint,
     membership_transitions,
@@ -193,3 +195,18 @@ def test_a_forged_page_token_is_refused_as_such(forged: Any) -> None:
         with pytest.raises(InvalidArgument) as raised:
             read(forged)
         assert [v.field for v in raised.value.violations] == ["page_token"]
+
+
+def test_the_definitions_fingerprint_moves_with_any_revision_and_not_with_order() -> None:
+    """Workers compare it with the one their last round of everyone evaluated."""
+    revised = [*TIERS[:2], replace(TIERS[2], revision=TIERS[2].revision + 1)]
+    fingerprints = {
+        definitions_fingerprint(TIERS),
+        definitions_fingerprint(revised),
+        definitions_fingerprint(TIERS[:2]),
+        definitions_fingerprint([]),
+    }
+    assert len(fingerprints) == 4
+    assert definitions_fingerprint([]) == 0, "no segments: nothing for a round to do"
+    assert definitions_fingerprint(reversed(TIERS)) == definitions_fingerprint(TIERS)
+    assert all(0 <= f < 2**62 for f in fingerprints), "stored in a signed 64-bit column"

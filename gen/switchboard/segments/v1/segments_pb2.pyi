@@ -1202,8 +1202,8 @@ class MembershipChange(_message.Message):
     rule_revision: _builtins.int
     """The segment's revision at the time."""
     trigger: _builtins.str
-    """What triggered it, e.g. "customer_changed", "full_recompute", "customer_deleted",
-    "segment_deleted".
+    """What triggered it, e.g. "customer_changed", "full_recompute", "segment_changed" (a
+    segment was created or redefined), "customer_deleted", "segment_deleted".
     """
     @_builtins.property
     def change_time(self) -> _timestamp_pb2.Timestamp:
