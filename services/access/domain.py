@@ -65,3 +65,19 @@ class AuditEntry:
 
 # The caller of the RPC this thread is serving; None outside a call or on an open server.
 current_caller: ContextVar[Caller | None] = ContextVar("current_caller", default=None)
+
+# Set by a handler whose call wrote something, for calls that write only sometimes.
+_call_wrote: ContextVar[bool] = ContextVar("call_wrote", default=False)
+
+
+def note_write() -> None:
+    """Say that the call being served changed something, so it is audited."""
+    _call_wrote.set(True)
+
+
+def call_wrote() -> bool:
+    return _call_wrote.get()
+
+
+def start_call() -> None:
+    _call_wrote.set(False)

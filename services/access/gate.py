@@ -10,7 +10,14 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from services.access import policy
-from services.access.domain import AuditEntry, Caller, Role, current_caller
+from services.access.domain import (
+    AuditEntry,
+    Caller,
+    Role,
+    call_wrote,
+    current_caller,
+    start_call,
+)
 from services.access.keys import KeyCache, KeyStore
 from services.core.errors import PermissionDenied, Unauthenticated
 
@@ -84,10 +91,11 @@ class AccessControl:
                 reason="ROLE_NOT_ALLOWED",
             )
         token = current_caller.set(caller)
+        start_call()
 
         def finish(code: str) -> None:
             current_caller.reset(token)
-            if policy.is_write(method):
+            if policy.is_write(method) and (method not in policy.SOMETIMES_WRITES or call_wrote()):
                 self._audit(caller, method, code, request_id, peer)
 
         return finish

@@ -6,6 +6,7 @@ import grpc
 from switchboard.routing.v1 import widgets_pb2 as wpb
 from switchboard.routing.v1 import widgets_pb2_grpc
 
+from services.access.domain import note_write
 from services.routing.convert import decision_to_proto
 from services.widgets.app import Widgets
 from services.widgets.convert import (
@@ -140,6 +141,8 @@ class WidgetServicer(widgets_pb2_grpc.WidgetServiceServicer):
             conversation_id=request.conversation_id,
         )
         verdict = answer.verdict
+        if answer.decision is not None:
+            note_write()  # the conversation was routed: audit this turn
         return wpb.EvaluateEscalationResponse(
             hand_over=verdict.hand_over,
             reasons=[reason_to_proto(reason) for reason in verdict.reasons],

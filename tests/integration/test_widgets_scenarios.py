@@ -4,13 +4,15 @@ changes at once."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import Engine
 from switchboard.profiles.v1 import profiles_pb2 as ppb
 from switchboard.routing.v1 import routing_pb2 as pb
 from switchboard.routing.v1 import widgets_pb2 as wpb
 
+from services.access.keys import KeyStore
 from tests.integration.conftest import ManualClock
 from tests.integration.routing_setup import MONDAY, Profiles, Routing, Segments
 from tests.integration.widgets_setup import Widgets, config_of, set_up_team
@@ -146,8 +148,9 @@ def test_after_hours_the_enterprise_handover_offers_a_call_back(
 
 
 def test_keyword_hands_an_enterprise_chat_to_the_senior_queue(
-    team: Widgets, routing: Routing
+    team: Widgets, routing: Routing, engine: Engine
 ) -> None:
+    started = datetime.now(UTC)
     calm = team.EvaluateEscalation(
         wpb.EvaluateEscalationRequest(
             visitor=wpb.Visitor(customer_id="acme"),
@@ -174,6 +177,9 @@ def test_keyword_hands_an_enterprise_chat_to_the_senior_queue(
         pb.GetConversationRequest(conversation_id="acme-chat-1")
     ).conversation
     assert conversation.state == pb.CONVERSATION_STATE_QUEUED
+    # Only the turn that routed the conversation changed something: it alone is audited.
+    audited = [entry.method.rsplit("/", 1)[-1] for entry in KeyStore(engine).audit(since=started)]
+    assert audited == ["EvaluateEscalation"]
 
 
 def test_a_chat_routed_to_the_bot_is_escalated_when_the_starter_bot_gives_up(
