@@ -18,7 +18,7 @@ from services.access.domain import (
     current_caller,
     start_call,
 )
-from services.access.keys import KeyCache, KeyStore
+from services.access.keys import MAX_NAME_LENGTH, KeyCache, KeyStore
 from services.core.errors import PermissionDenied, Unauthenticated
 
 AUTHORIZATION_HEADER = "authorization"
@@ -108,7 +108,9 @@ class AccessControl:
         if AUTHORIZATION_HEADER not in metadata and self.service_identities:
             for identity in identities():
                 if identity in self.service_identities:
-                    return Caller(key_id=CERTIFICATE_KEY_ID, name=identity, role=Role.ADMIN)
+                    # A key's name is at most MAX_NAME_LENGTH; so is what the audit keeps.
+                    name = identity[:MAX_NAME_LENGTH]
+                    return Caller(key_id=CERTIFICATE_KEY_ID, name=name, role=Role.ADMIN)
         return self.cache.caller(bearer_token(metadata))
 
     def _audit(self, caller: Caller, method: str, code: str, request_id: str, peer: str) -> None:
