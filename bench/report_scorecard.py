@@ -3,15 +3,18 @@ PostgreSQL, through a real ``serve routing`` process, against a target of 2 seco
 
     .venv/bin/python bench/report_scorecard.py
     .venv/bin/python bench/report_scorecard.py --conversations 1000000 --runs 5 --cold-runs 3
+    .venv/bin/python bench/report_scorecard.py --reuse bench_scorecard_1m   # keep the fill
 
 A throwaway ``bench_<random>`` database (created through ``SWITCHBOARD_BENCH_POSTGRES_URL``,
 default ``postgresql://root@127.0.0.1:5432/test``, and dropped at the end) is filled with
 COPY: the three tier segments, the at-risk overlay and the churn segment; customers'
 membership history (tier entries long before the range, tier upgrades, at-risk entries and
 churn within it) and current memberships; and N conversations spread over the 30 days, each
-with its facts row and the segments its customer was in when it was routed. Figures differ
-by tier (Enterprise answered fastest, Starter slowest) and at-risk customers rate lower and
-reopen more, so the scorecard has gaps to flag.
+with its facts row and a row per segment its customer was in when it was routed, both as
+routing writes them (the figures, and when the customer's previous conversation was routed).
+Figures differ by tier (Enterprise answered fastest, Starter slowest) and at-risk customers
+rate lower and reopen more, so the scorecard has gaps to flag. With ``--reuse NAME`` the
+filled database is kept and used again by later runs with the same arguments and schema.
 
 Then profiles, segments and routing run as ``python -m services.cli serve NAME`` processes.
 A cold call is the first GetScorecard of a freshly started stack (new processes, new
@@ -22,6 +25,7 @@ same stack.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import math
 import os
 import random
@@ -132,8 +136,6 @@ def _lognormal(rng: random.Random, median: float, sigma: float = 1.0) -> float:
 
 @dataclass(frozen=True)
 class Conversation:
-    conversation_id: str
-    route_time: datetime
     # The facts row, in ``FACT_COLUMNS`` order.
     facts: tuple[object, ...]
     segment_ids: list[str]
@@ -190,7 +192,7 @@ def conversation_rows(
             reopened,
             handling,
         )
-        yield Conversation(conversation_id, route_time, facts, segments)
+        yield Conversation(facts, segments)
 
 
 FACT_COLUMNS = (
@@ -218,6 +220,32 @@ CHANGE_COLUMNS = (
     "rule_revision",
     "trigger",
 )
+
+
+def linked_rows(
+    conversations: list[Conversation],
+) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
+    """The facts rows and the segment rows (the segment, then the facts), each ending with
+    ``previous_route_time`` as routing sets it: when the customer's conversation before it
+    (of that segment, on a segment row) was routed, in (route_time, conversation_id) order."""
+    facts: list[tuple[object, ...]] = [()] * len(conversations)
+    routed_in: list[tuple[object, ...]] = []
+    last: dict[tuple[object, ...], object] = {}
+
+    def routing_order(index: int) -> tuple[Any, ...]:
+        row = conversations[index].facts
+        return row[2], row[0]  # route_time, conversation_id
+
+    for index in sorted(range(len(conversations)), key=routing_order):
+        row = conversations[index].facts
+        customer, route_time = row[1], row[2]
+        previous = last.get((customer,)) if customer else None
+        facts[index] = (*row, previous)
+        for segment_id in conversations[index].segment_ids:
+            routed_in.append((segment_id, *row, last.get((customer, segment_id))))
+            last[(customer, segment_id)] = route_time
+        last[(customer,)] = route_time
+    return facts, routed_in
 
 
 def membership_rows(
@@ -311,23 +339,18 @@ def load(url: str, conversations: int, start: datetime, end: datetime, seed: int
                 copy.write_row(row)
         counts["segment_membership_changes"] = len(changes)
         counts["segment_memberships"] = len(current)
-        # The segment rows wait in a list: one connection streams one COPY at a time.
-        routed_in: list[tuple[str, datetime, str]] = []
+        facts, routed_in = linked_rows(
+            list(conversation_rows(conversations, customers, start, end, rng))
+        )
+        columns = ", ".join((*FACT_COLUMNS, "previous_route_time"))
+        with cursor.copy(f"COPY routing_conversation_facts ({columns}) FROM STDIN") as copy:
+            for row in facts:
+                copy.write_row(row)
         with cursor.copy(
-            f"COPY routing_conversation_facts ({', '.join(FACT_COLUMNS)}) FROM STDIN"
+            f"COPY routing_conversation_segments (segment_id, {columns}) FROM STDIN"
         ) as copy:
-            for conversation in conversation_rows(conversations, customers, start, end, rng):
-                copy.write_row(conversation.facts)
-                routed_in.extend(
-                    (segment_id, conversation.route_time, conversation.conversation_id)
-                    for segment_id in conversation.segment_ids
-                )
-        with cursor.copy(
-            "COPY routing_conversation_segments (segment_id, route_time, conversation_id) "
-            "FROM STDIN"
-        ) as copy:
-            for segment_row in routed_in:
-                copy.write_row(segment_row)
+            for row in routed_in:
+                copy.write_row(row)
         counts["routing_conversation_facts"] = conversations
         counts["routing_conversation_segments"] = len(routed_in)
         connection.commit()
@@ -387,20 +410,23 @@ def explain_statements(url: str, start: datetime, end: datetime) -> list[tuple[f
 
     event.listen(engine, "before_cursor_execute", capture)
     repository = ReportRepository(engine)
-    repository.tally_by_segment([t.segment_id for t in TIERS], start, end)
-    repository.tally_all(start, end)
+    repository.tally_scorecard([t.segment_id for t in TIERS], start, end)
     event.remove(engine, "before_cursor_execute", capture)
+    # Each read of the figures, one at a time, under the settings the repository gave it.
+    settings = dict.fromkeys(sql for sql, _ in captured if sql.startswith("SET LOCAL"))
     plans = []
-    with engine.connect() as connection:
-        for statement, parameters in captured:
-            if not statement.lstrip().upper().startswith(("SELECT", "WITH")):
-                continue
+    for statement, parameters in captured:
+        if "routing_conversation_" not in statement:
+            continue
+        with engine.connect() as connection, connection.begin():
+            for setting in settings:
+                connection.exec_driver_sql(setting)
             cursor = connection.exec_driver_sql(
                 f"EXPLAIN (ANALYZE, BUFFERS) {statement}", parameters
             )
             plan = "\n".join(row[0] for row in cursor)
-            seconds = float(plan.rsplit("Execution Time: ", 1)[1].split()[0]) / 1000
-            plans.append((seconds, plan))
+        seconds = float(plan.rsplit("Execution Time: ", 1)[1].split()[0]) / 1000
+        plans.append((seconds, plan))
     engine.dispose()
     return sorted(plans, key=lambda found: -found[0])
 
@@ -430,22 +456,22 @@ def main() -> None:
     parser.add_argument(
         "--explain", action="store_true", help="EXPLAIN ANALYZE even when the target is met."
     )
+    parser.add_argument(
+        "--reuse",
+        metavar="NAME",
+        help="Keep the filled database NAME between runs: fill it only when it is missing "
+        "or was filled for other --conversations or --seed or an older schema, and never "
+        "drop it. The range is then the 30 days up to the hour of its fill.",
+    )
     arguments = parser.parse_args()
     admin_url = os.environ.get("SWITCHBOARD_BENCH_POSTGRES_URL", DEFAULT_ADMIN_URL)
-    end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
-    start = end - RANGE
     databases = Databases("postgresql", admin_url)
     try:
-        url = databases.fresh()
-        create_overlays(url)
-        started = time.perf_counter()
-        counts = load(url, arguments.conversations, start, end, arguments.seed)
-        loaded = time.perf_counter() - started
-        print(
-            f"generated and loaded in {loaded:.0f} s: "
-            + ", ".join(f"{k} {v:,}" for k, v in counts.items()),
-            flush=True,
-        )
+        if arguments.reuse:
+            url, start, end, counts = reused(admin_url, arguments)
+        else:
+            url = databases.fresh()
+            start, end, counts = fill(url, arguments)
         cold: list[float] = []
         warm: list[float] = []
         retention = 0.0
@@ -477,6 +503,86 @@ def main() -> None:
         databases.drop_all()
 
 
+def fill(url: str, arguments: argparse.Namespace) -> tuple[datetime, datetime, dict[str, int]]:
+    """Fills the migrated, empty database at ``url`` for the 30 days up to this hour."""
+    end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    start = end - RANGE
+    create_overlays(url)
+    started = time.perf_counter()
+    counts = load(url, arguments.conversations, start, end, arguments.seed)
+    print(
+        f"generated and loaded in {time.perf_counter() - started:.0f} s: "
+        + ", ".join(f"{k} {v:,}" for k, v in counts.items()),
+        flush=True,
+    )
+    return start, end, counts
+
+
+def reused(
+    admin_url: str, arguments: argparse.Namespace
+) -> tuple[str, datetime, datetime, dict[str, int]]:
+    """The kept database ``arguments.reuse``, filled once for these arguments and this
+    schema: its URL, the range of its fill and its row counts. A fill is recorded in
+    ``bench_report_fill`` only once complete, so an interrupted one is redone from scratch,
+    as is one made for other arguments or before a migration was added."""
+    import psycopg
+    from psycopg.types.json import Jsonb
+    from sqlalchemy.engine import make_url
+
+    from services.core.db import upgrade_database
+
+    name = arguments.reuse
+    url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    wanted = Jsonb(
+        {
+            "conversations": arguments.conversations,
+            "seed": arguments.seed,
+            "schema": _schema_digest(),
+        }
+    )
+    recorded = None
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        if admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
+            with psycopg.connect(_libpq(url)) as connection:
+                kept = connection.execute("SELECT to_regclass('bench_report_fill') IS NOT NULL")
+                if kept.fetchone() == (True,):
+                    recorded = connection.execute(
+                        "SELECT start_time, end_time, counts FROM bench_report_fill "
+                        "WHERE parameters = %s",
+                        [wanted],
+                    ).fetchone()
+        if recorded is not None:
+            start, end, counts = recorded
+            print(f"reusing database {name}, filled for {start:%Y-%m-%d %H:%M} to {end:%H:%M}")
+            return url, start, end, counts
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.execute(f'CREATE DATABASE "{name}"')
+    upgrade_database(url)
+    start, end, counts = fill(url, arguments)
+    with psycopg.connect(_libpq(url)) as connection:
+        connection.execute(
+            "CREATE TABLE bench_report_fill (parameters jsonb NOT NULL, "
+            "start_time timestamptz NOT NULL, end_time timestamptz NOT NULL, "
+            "counts jsonb NOT NULL)"
+        )
+        connection.execute(
+            "INSERT INTO bench_report_fill VALUES (%s, %s, %s, %s)",
+            [wanted, start, end, Jsonb(counts)],
+        )
+    return url, start, end, counts
+
+
+def _schema_digest() -> str:
+    """A digest of every migration's text: a fill is reused only on the schema it was made
+    for, even while a migration is still being written."""
+    from services.core.db import MIGRATIONS_DIR
+
+    digest = hashlib.sha256()
+    for path in sorted((MIGRATIONS_DIR / "versions").glob("*.py")):
+        digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def print_results(
     arguments: argparse.Namespace, counts: dict[str, int], cold: list[float], warm: list[float]
 ) -> None:
@@ -496,7 +602,7 @@ def print_results(
         f"Target under {TARGET_SECONDS:.0f} s: {verdict}.\n\n"
         f"    .venv/bin/python bench/report_scorecard.py --conversations "
         f"{arguments.conversations} --runs {arguments.runs} --cold-runs {arguments.cold_runs} "
-        f"--seed {arguments.seed}"
+        f"--seed {arguments.seed}" + (f" --reuse {arguments.reuse}" if arguments.reuse else "")
     )
 
 

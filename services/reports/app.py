@@ -9,6 +9,7 @@ query.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -82,13 +83,18 @@ class Reports:
         options = self._options(start, end, hourly_cost, gap_margin, churn_segment_id, problems)
         chosen = self._chosen(family, segment_ids)
         ids = [s.segment_id for s in chosen]
-        tallies = self.repository.tally_by_segment(ids, options.start, options.end)
-        retention, everyone = self.segments.retention(
-            ids, options.churn_segment_id, options.start, options.end
-        )
-        blended = logic.figures_from(
-            self.repository.tally_all(options.start, options.end), everyone, options.hourly_cost
-        )
+        # Memberships are the segments server's work: it counts while the store adds up.
+        with ThreadPoolExecutor(1) as pool:
+            asked = pool.submit(
+                self.segments.retention,
+                ids,
+                options.churn_segment_id,
+                options.start,
+                options.end,
+            )
+            tallies, all_tally = self.repository.tally_scorecard(ids, options.start, options.end)
+            retention, everyone = asked.result()
+        blended = logic.figures_from(all_tally, everyone, options.hourly_cost)
         rows = []
         for segment in chosen:
             figures = logic.figures_from(

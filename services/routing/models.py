@@ -164,16 +164,13 @@ class ConversationEventRow(SQLModel, table=True):
     notified_endpoint_id: str = Field(default="", max_length=64)
 
 
-class ConversationFactsRow(SQLModel, table=True):
-    """What the reports need of one conversation, kept current by every write that adds
-    events to it, so a scorecard over a million conversations is one aggregate query."""
+class ConversationFigures(SQLModel):
+    """What the reports add up over one conversation, folded from its history at every
+    write that adds events to it. The facts row and each row of the segments it was routed
+    in carry the same figures, so the blended and the per-segment figures are each one scan
+    of one table, never a join over a million rows."""
 
-    __tablename__ = "routing_conversation_facts"
-    __table_args__ = (Index("ix_routing_conversation_facts_route_time", "route_time"),)
-
-    conversation_id: str = Field(primary_key=True, max_length=128)
     customer_id: str = Field(default="", max_length=64)
-    route_time: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
     bot_first: bool = False
     # Calendar seconds until the first human reply, and until the last resolution; None
     # while there is none (or the conversation was reopened since).
@@ -189,12 +186,38 @@ class ConversationFactsRow(SQLModel, table=True):
     handling_seconds: float = 0.0
 
 
-class ConversationSegmentRow(SQLModel, table=True):
-    """The segments a conversation's customer was in when it was routed: reports group by
-    them, never by today's memberships."""
+class ConversationFactsRow(ConversationFigures, table=True):
+    """One conversation's figures: the blended scorecard and cohorts add these up."""
+
+    __tablename__ = "routing_conversation_facts"
+    __table_args__ = (
+        Index("ix_routing_conversation_facts_route_time", "route_time"),
+        Index("ix_routing_conversation_facts_customer", "customer_id", "route_time"),
+    )
+
+    conversation_id: str = Field(primary_key=True, max_length=128)
+    route_time: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+    # When the customer's conversation before this one was routed (in (route_time,
+    # conversation_id) order); None for their first. A range counts a customer once, on
+    # the conversation whose previous one was routed before the range.
+    previous_route_time: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class ConversationSegmentRow(ConversationFigures, table=True):
+    """A segment the conversation's customer was in when it was routed, with the
+    conversation's figures: reports group by these, never by today's memberships."""
 
     __tablename__ = "routing_conversation_segments"
+    __table_args__ = (
+        # Each write that refolds a conversation's figures finds its segment rows by this.
+        Index("ix_routing_conversation_segments_conversation", "conversation_id"),
+        Index(
+            "ix_routing_conversation_segments_customer", "customer_id", "segment_id", "route_time"
+        ),
+    )
 
     segment_id: str = Field(primary_key=True, max_length=64)
     route_time: datetime = Field(sa_column=Column(UTCDateTime, primary_key=True))
     conversation_id: str = Field(primary_key=True, max_length=128)
+    # As on the facts, counting only the customer's conversations routed in this segment.
+    previous_route_time: datetime | None = Field(default=None, sa_type=UTCDateTime)

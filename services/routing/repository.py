@@ -17,8 +17,11 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from sqlalchemy import (
+    ColumnElement,
     Engine,
+    Table,
     and_,
+    bindparam,
     case,
     delete,
     func,
@@ -27,6 +30,7 @@ from sqlalchemy import (
     null,
     or_,
     select,
+    text,
     union_all,
     update,
 )
@@ -43,6 +47,7 @@ from services.routing.models import (
     ConfigVersionRow,
     ConversationEventRow,
     ConversationFactsRow,
+    ConversationFigures,
     ConversationRow,
     ConversationSegmentRow,
     DefinitionRevisionRow,
@@ -59,6 +64,72 @@ conversations = ConversationRow.__table__  # type: ignore[attr-defined]
 events = ConversationEventRow.__table__  # type: ignore[attr-defined]
 conversation_facts = ConversationFactsRow.__table__  # type: ignore[attr-defined]
 conversation_segments = ConversationSegmentRow.__table__  # type: ignore[attr-defined]
+
+# The figures a conversation's facts row and each of its segment rows both carry.
+FIGURES = tuple(ConversationFigures.model_fields)
+# Arbitrary constant naming the customers' locks (with the customer's hash) for
+# pg_advisory_xact_lock; its two-key space is apart from the one-key locks elsewhere.
+_CUSTOMER_LOCKS = 0x5B0C_0002
+
+
+def _figures_update(table: Table) -> Any:
+    """Executemany: one conversation's figures (``new_<name>``) on its rows of ``table``."""
+    return (
+        update(table)
+        .where(table.c.conversation_id == bindparam("new_conversation_id"))
+        .values({name: bindparam(f"new_{name}") for name in FIGURES})
+    )
+
+
+def _links(table: Table, chain: Sequence[str]) -> tuple[Any, Any]:
+    """Executemany: put the conversation ``link_conversation_id`` in its chain of ``table``
+    rows, the rows with its values of ``chain`` in (route_time, conversation_id) order.
+    First its rows learn when the one before them was routed; then every later row of the
+    chain has one at least this recent before it (only the next one's changes: those after
+    it already have a later one)."""
+    conversation = bindparam("link_conversation_id", type_=table.c.conversation_id.type)
+    earlier = table.alias("earlier")
+    previous = (
+        select(func.max(earlier.c.route_time))
+        .where(*(earlier.c[name] == table.c[name] for name in chain), _before(earlier, table))
+        .scalar_subquery()
+    )
+    placed = table.alias("placed")
+    return (
+        update(table)
+        .where(table.c.conversation_id == conversation)
+        .values(previous_route_time=previous),
+        update(table)
+        .where(
+            placed.c.conversation_id == conversation,
+            *(table.c[name] == placed.c[name] for name in chain),
+            _before(placed, table),
+            or_(
+                table.c.previous_route_time.is_(None),
+                table.c.previous_route_time < placed.c.route_time,
+            ),
+        )
+        .values(previous_route_time=placed.c.route_time),
+    )
+
+
+def _before(first: Any, then: Any) -> ColumnElement[bool]:
+    """Whether row ``first`` comes before row ``then`` in (route_time, conversation_id)."""
+    return or_(
+        first.c.route_time < then.c.route_time,
+        and_(
+            first.c.route_time == then.c.route_time,
+            first.c.conversation_id < then.c.conversation_id,
+        ),
+    )
+
+
+_FACTS_FIGURES = _figures_update(conversation_facts)
+_SEGMENT_FIGURES = _figures_update(conversation_segments)
+_LINKS = (
+    *_links(conversation_facts, ["customer_id"]),
+    *_links(conversation_segments, ["customer_id", "segment_id"]),
+)
 
 OPEN_STATES = tuple(s.value for s in ConversationState if s != ConversationState.RESOLVED)
 # Conversations an agent holds: everything open that names them.
@@ -733,7 +804,8 @@ class Store:
     def record_conversation_segments(
         self, conversation_id: str, segment_ids: Sequence[str], route_time: datetime
     ) -> None:
-        """Remember the segments a conversation was routed in, for reports."""
+        """Remember the segments a conversation was routed in, for reports. Their figures
+        are filled by ``save_facts``, which runs before the routing transaction commits."""
         if segment_ids:
             self.session.execute(
                 insert(conversation_segments),
@@ -748,14 +820,43 @@ class Store:
             )
 
     def save_facts(self, facts: Sequence[Mapping[str, Any]]) -> None:
-        """Replace the report facts of these conversations."""
-        ids = [row["conversation_id"] for row in facts]
-        for chunk in in_chunks(ids):
-            self.session.execute(
-                delete(conversation_facts).where(conversation_facts.c.conversation_id.in_(chunk))
+        """Replace the report facts of these conversations, on their facts rows and on the
+        rows of the segments they were routed in. A conversation saved for the first time
+        also takes its place among its customer's conversations: reports count a customer
+        once in a range by the one whose previous conversation was routed before it."""
+        if not facts:
+            return
+        saved: set[str] = set()
+        for chunk in in_chunks([row["conversation_id"] for row in facts]):
+            query = select(conversation_facts.c.conversation_id).where(
+                conversation_facts.c.conversation_id.in_(chunk)
             )
-        if facts:
-            self.session.execute(insert(conversation_facts), [dict(row) for row in facts])
+            saved.update(self.session.scalars(query))
+        first = [row for row in facts if row["conversation_id"] not in saved]
+        placed = [row for row in first if row["customer_id"]]
+        if placed and self.locking:
+            # Two conversations of one customer placed at once would each miss the other.
+            # Taken before any row is written, so no writer holds a row another one awaits.
+            self.session.execute(
+                text("SELECT pg_advisory_xact_lock(:locks, hashtext(:customer_id))"),
+                [
+                    {"locks": _CUSTOMER_LOCKS, "customer_id": customer_id}
+                    for customer_id in sorted({row["customer_id"] for row in placed})
+                ],
+            )
+        figures = [
+            {f"new_{name}": row[name] for name in (*FIGURES, "conversation_id")} for row in facts
+        ]
+        if saved:
+            again = [values for values in figures if values["new_conversation_id"] in saved]
+            self.session.execute(_FACTS_FIGURES, again)
+        if first:
+            self.session.execute(insert(conversation_facts), [dict(row) for row in first])
+        self.session.execute(_SEGMENT_FIGURES, figures)
+        if placed:
+            links = [{"link_conversation_id": row["conversation_id"]} for row in placed]
+            for statement in _LINKS:
+                self.session.execute(statement, links)
 
     def held_by(self, agent_id: str) -> list[dict[str, Any]]:
         rows = self.session.execute(
