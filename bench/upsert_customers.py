@@ -19,7 +19,9 @@ and dropped at the end. Steps:
    rows the service writes minus its change-log entry, in one transaction.
 
 ``--profile`` instead runs the server's handler in this process under cProfile (no network)
-and prints where the time goes.
+and prints where the time goes. ``--floor`` instead times the database alone for the rows
+the service writes, in transactions of one batch: the raw insert's two rows per customer,
+then with the change-log row, then with the field-source rows too.
 """
 
 from __future__ import annotations
@@ -50,8 +52,10 @@ from switchboard.profiles.v1 import profiles_pb2_grpc  # noqa: E402
 from bench.stack import DEFAULT_ADMIN_URL, Databases, RunningStack, running_services  # noqa: E402
 from services.profiles.repository import (  # noqa: E402
     _EMPTY_ROW,
+    changes,
     customers,
     external_ids,
+    field_sources,
     new_customer_id,
 )
 
@@ -239,29 +243,48 @@ def raw_rows(
     return columns, customer_rows, id_rows
 
 
+def service_rows(
+    generated: Sequence[GeneratedCustomer], customer_rows: Sequence[dict[str, Any]], now: datetime
+) -> tuple[list[tuple[Any, ...]], list[list[tuple[Any, ...]]]]:
+    """What the service writes per created customer besides the raw insert's rows: one
+    change-log row, and one field-source row per field written (the API as the source)."""
+    change_rows: list[tuple[Any, ...]] = []
+    source_rows: list[list[tuple[Any, ...]]] = []
+    for customer, row in zip(generated, customer_rows, strict=True):
+        written = [*customer.column_values(), *(f"attributes.{k}" for k in customer.attributes)]
+        logged = sorted([*customer.column_values(), "attributes", "external_ids"])
+        change_rows.append((row["customer_id"], "created", logged, now))
+        source_rows.append([(row["customer_id"], name, "api", now, "") for name in written])
+    return change_rows, source_rows
+
+
+def _sqlite(url: str) -> sqlite3.Connection:
+    """A connection with the pragmas the service's engine sets."""
+    connection = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
+    for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON"):
+        connection.execute(f"PRAGMA {pragma}")
+    return connection
+
+
+def _sqlite_value(name: str, value: Any) -> Any:
+    """The text forms SQLAlchemy's SQLite dialect stores, so the rows are identical."""
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    if name in ("attributes", "changed_fields"):
+        return json.dumps(value)
+    return value
+
+
+def _sqlite_row(names: Sequence[str], row: Sequence[Any]) -> tuple[Any, ...]:
+    return tuple(_sqlite_value(name, value) for name, value in zip(names, row, strict=True))
+
+
 def raw_insert_sqlite(url: str, generated: Sequence[GeneratedCustomer]) -> float:
     """executemany in one transaction, with the pragmas the service's engine sets. The
     clock starts once the row tuples are built: the baseline is the database's work only."""
-    path = url.removeprefix("sqlite:///")
-    connection = sqlite3.connect(path, isolation_level=None)
-    for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON"):
-        connection.execute(f"PRAGMA {pragma}")
+    connection = _sqlite(url)
     columns, customer_rows, id_rows = raw_rows(generated, datetime.now(UTC))
-    # The same text forms SQLAlchemy's SQLite dialect stores, so the rows are identical.
-    as_text = {"signup_time", "create_time", "update_time"}
-    values = [
-        tuple(
-            (
-                row[name].astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
-                if name in as_text and row[name] is not None
-                else json.dumps(row[name])
-                if name == "attributes"
-                else row[name]
-            )
-            for name in columns
-        )
-        for row in customer_rows
-    ]
+    values = [tuple(_sqlite_value(name, row[name]) for name in columns) for row in customer_rows]
     started = time.perf_counter()
     connection.execute("BEGIN IMMEDIATE")
     connection.executemany(
@@ -298,6 +321,74 @@ def raw_insert_postgresql(url: str, generated: Sequence[GeneratedCustomer]) -> f
                 for id_row in id_rows:
                     copy.write_row(id_row)
         connection.commit()
+        return time.perf_counter() - started
+
+
+FLOOR_STEPS = ("customers + external ids", "+ one change-log row each", "+ field-source rows")
+
+
+def floor_insert(
+    database: str, url: str, generated: Sequence[GeneratedCustomer], batch: int, step: int
+) -> float:
+    """The rows of ``FLOOR_STEPS[: step + 1]`` for every customer, one transaction per
+    ``batch`` customers as the service commits them; executemany on SQLite, COPY on
+    PostgreSQL, rows built before the clock as for the raw insert."""
+    now = datetime.now(UTC)
+    columns, customer_rows, id_rows = raw_rows(generated, now)
+    change_rows, source_rows = service_rows(generated, customer_rows, now)
+    names = {
+        customers.name: columns,
+        external_ids.name: ["system", "external_id", "customer_id"],
+        changes.name: ["customer_id", "kind", "changed_fields", "change_time"],
+        field_sources.name: ["customer_id", "field", "source", "refresh_time", "run_id"],
+    }
+    batches = []
+    for start in range(0, len(generated), batch):
+        end = start + batch
+        tables: list[tuple[str, list[tuple[Any, ...]]]] = [
+            (customers.name, [tuple(row[n] for n in columns) for row in customer_rows[start:end]]),
+            (external_ids.name, id_rows[start:end]),
+            (changes.name, change_rows[start:end]),
+            (field_sources.name, [row for rows in source_rows[start:end] for row in rows]),
+        ]
+        del tables[2 + step :]
+        batches.append(tables)
+    if database == "sqlite":
+        connection = _sqlite(url)
+        batches = [
+            [(table, [_sqlite_row(names[table], row) for row in rows]) for table, rows in tables]
+            for tables in batches
+        ]
+        started = time.perf_counter()
+        for tables in batches:
+            connection.execute("BEGIN IMMEDIATE")
+            for table, rows in tables:
+                marks = ", ".join("?" * len(names[table]))
+                connection.executemany(
+                    f"INSERT INTO {table} ({', '.join(names[table])}) VALUES ({marks})", rows
+                )
+            connection.execute("COMMIT")
+        elapsed = time.perf_counter() - started
+        connection.close()
+        return elapsed
+    import psycopg
+    from psycopg.types.json import Jsonb
+
+    documents = {"attributes", "changed_fields"}
+    with psycopg.connect(url) as pg:
+        started = time.perf_counter()
+        for tables in batches:
+            with pg.cursor() as cursor:
+                for table, rows in tables:
+                    json_at = [i for i, n in enumerate(names[table]) if n in documents]
+                    with cursor.copy(
+                        f"COPY {table} ({', '.join(names[table])}) FROM STDIN"
+                    ) as copy:
+                        for row in rows:
+                            copy.write_row(
+                                [Jsonb(v) if i in json_at else v for i, v in enumerate(row)]
+                            )
+            pg.commit()
         return time.perf_counter() - started
 
 
@@ -338,6 +429,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--streams", type=int, default=1, help="Concurrent client calls.")
     parser.add_argument("--profile", action="store_true", help="cProfile the handler instead.")
+    parser.add_argument(
+        "--floor", action="store_true", help="Time the database alone for the rows written."
+    )
     args = parser.parse_args()
 
     admin_url = os.environ.get("SWITCHBOARD_BENCH_POSTGRES_URL", DEFAULT_ADMIN_URL)
@@ -350,6 +444,9 @@ def main() -> None:
             out = ROOT / "bench" / "out" / f"upsert-{args.database}"
             out.parent.mkdir(parents=True, exist_ok=True)
             profile_handler(databases.fresh(), requests, out)
+            return
+        if args.floor:
+            print_floor(args.database, databases, generated, args.batch)
             return
 
         service_url = databases.fresh()
@@ -383,6 +480,19 @@ def main() -> None:
     )
     print(f"  raw {method:<28} {count / raw:>9,.0f} customers/s  {raw:.2f} s")
     print(f"  CREATED / raw = {raw / created:.0%}   (target: at least 50%)")
+
+
+def print_floor(
+    database: str, databases: Databases, generated: Sequence[GeneratedCustomer], batch: int
+) -> None:
+    count = len(generated)
+    insert = raw_insert_sqlite if database == "sqlite" else raw_insert_postgresql
+    raw = insert(databases.fresh(), generated)
+    print(f"{database}: the database alone, {count} customers, {batch} per transaction")
+    print(f"  {'raw insert (one transaction)':<36} {count / raw:>9,.0f} customers/s")
+    for step, label in enumerate(FLOOR_STEPS):
+        spent = floor_insert(database, databases.fresh(), generated, batch, step)
+        print(f"  {label:<36} {count / spent:>9,.0f} customers/s  {spent / raw:.2f}x raw time")
 
 
 if __name__ == "__main__":

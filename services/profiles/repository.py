@@ -39,6 +39,7 @@ from services.core.db import (
     UTCDateTime,
     bulk_insert,
     in_chunks,
+    insert_columns,
     is_postgresql,
     read_session,
     write_transaction,
@@ -80,7 +81,15 @@ _CHANGE_LOG_LOCK = 0x5B0C_0001
 
 def new_customer_id(now: datetime) -> str:
     """Time-ordered ids, so that listing by id roughly follows creation order."""
-    return f"cu_{int(now.timestamp() * 1000):012x}{secrets.token_hex(5)}"
+    return new_customer_ids(now, 1)[0]
+
+
+def new_customer_ids(now: datetime, count: int) -> list[str]:
+    """``count`` fresh ids for one moment, their random parts from one read of the OS's
+    random source rather than one per id."""
+    prefix = f"cu_{int(now.timestamp() * 1000):012x}"
+    random = secrets.token_hex(5 * count)
+    return [prefix + random[start : start + 10] for start in range(0, 10 * count, 10)]
 
 
 @dataclass(frozen=True)
@@ -217,8 +226,12 @@ class CustomerRepository:
                 _ensure_external_ids_free(session, {customer_id: values.get("external_ids", {})})
                 _insert_customers(session, [(customer_id, values)], now)
                 _append_changes(session, [(customer_id, ChangeKind.CREATED, sorted(values))], now)
-                _refresh_field_sources(
-                    session, [(customer_id, _source_fields({}, values))], API_SOURCE, "", now
+                _record_field_sources(
+                    session,
+                    created=[(customer_id, _source_fields({}, values))],
+                    source=API_SOURCE,
+                    run_id="",
+                    now=now,
                 )
         except IntegrityError as error:
             raise _conflict_from(error, customer_id) from error
@@ -254,12 +267,14 @@ class CustomerRepository:
                         _ensure_external_ids_free(session, {customer_id: incoming["external_ids"]})
                     _write_changes(session, stored, incoming, changed, now, replace=True)
                     _append_changes(session, [(customer_id, ChangeKind.UPDATED, changed)], now)
-                    _refresh_field_sources(
+                    _record_field_sources(
                         session,
-                        [(customer_id, _source_fields(stored.attributes, incoming, changed))],
-                        API_SOURCE,
-                        "",
-                        now,
+                        refreshed=[
+                            (customer_id, _source_fields(stored.attributes, incoming, changed))
+                        ],
+                        source=API_SOURCE,
+                        run_id="",
+                        now=now,
                     )
         except IntegrityError as error:
             raise _conflict_from(error, customer_id) from error
@@ -295,7 +310,7 @@ class CustomerRepository:
         try:
             with write_transaction(self.engine) as session:
                 _lock_change_log(session)
-                return _upsert(session, system, records, now)
+                outcomes = _upsert(session, system, records, now)
         except IntegrityError as error:
             # A concurrent writer created one of these keys after we looked; the caller
             # retries the batch, which then sees the customer as existing.
@@ -303,6 +318,9 @@ class CustomerRepository:
                 "a concurrent write touched the same customers; retry the batch",
                 reason="CONCURRENT_UPSERT",
             ) from error
+        if any(outcome.outcome == "created" for outcome in outcomes):
+            _analyze_external_ids_if_grown(self.engine)
+        return outcomes
 
     def apply_sync_chunk(
         self,
@@ -323,6 +341,8 @@ class CustomerRepository:
             _lock_change_log(session)
             result = _apply_sync_chunk(session, source, system, records, run_id, now)
             also(session, result)
+        if result.created:
+            _analyze_external_ids_if_grown(self.engine)
         return result
 
     def record_usage(self, *, events: Sequence[UsageEvent], now: datetime) -> UsageRecordResult:
@@ -436,13 +456,43 @@ def _select_in(session: Session, column: Any, values: Sequence[Any]) -> list[Any
     return found
 
 
+def _analyze_external_ids_if_grown(engine: Engine) -> None:
+    """Refresh PostgreSQL's statistics of the external ids once the table has more than
+    doubled on disk since they were taken.
+
+    Autovacuum analyzes a table after 10% of it changed, at most once a minute, so while a
+    bulk load fills a fresh table the planner believes it holds a few dozen rows. It then
+    looked up each batch's keys by reading every id of the system (22 ms per 500 keys at
+    100,000 ids, growing with the table) rather than through the primary key (under 1 ms).
+    The table's size on disk is current at once, unlike the activity counters; doubling
+    means a handful of analyses per load, each a few tens of ms."""
+    if not is_postgresql(engine):
+        return
+    with engine.connect() as connection:
+        grown = connection.execute(
+            text(
+                "SELECT pg_relation_size(c.oid) / current_setting('block_size')::int "
+                "> 2 * greatest(c.relpages, 0) + 16 "
+                "FROM pg_class c WHERE c.oid = to_regclass(:table)"
+            ),
+            {"table": external_ids.name},
+        ).scalar()
+        if grown:
+            connection.exec_driver_sql(f"ANALYZE {external_ids.name}")
+        connection.commit()
+
+
 def _lock_change_log(session: Session) -> None:
     if is_postgresql(session.get_bind()):  # type: ignore[arg-type]
         session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _CHANGE_LOG_LOCK})
 
 
-def _load(session: Session, customer_ids: Sequence[str], now: datetime) -> dict[str, Customer]:
-    """Full customers (with ids, tags and traits) in four queries, whatever their number."""
+def _load(
+    session: Session, customer_ids: Sequence[str], now: datetime, *, compared_only: bool = False
+) -> dict[str, Customer]:
+    """Full customers (with ids, tags, field sources and traits), a few queries per 500 ids.
+    ``compared_only`` leaves out the field sources and traits, which no write compares: at
+    a dozen field sources per customer they were most of the rows an upsert read."""
     if not customer_ids:
         return {}
     ids = list(dict.fromkeys(customer_ids))
@@ -460,14 +510,14 @@ def _load(session: Session, customer_ids: Sequence[str], now: datetime) -> dict[
         ):
             tag_sets[tag.customer_id].append(tag.tag)
     sources: dict[str, dict[str, FieldSource]] = defaultdict(dict)
-    for chunk in in_chunks(ids):
+    for chunk in [] if compared_only else in_chunks(ids):
         for source in session.execute(
             select(field_sources).where(field_sources.c.customer_id.in_(chunk))
         ):
             sources[source.customer_id][source.field] = FieldSource(
                 source.source, source.refresh_time
             )
-    traits = _traits(session, ids, now)
+    traits = {} if compared_only else _traits(session, ids, now)
     loaded = {}
     for row in rows:
         mapping = row._mapping
@@ -528,7 +578,7 @@ def _load_for_update(session: Session, customer_id: str, now: datetime) -> Custo
         .where(customers.c.customer_id == customer_id)
         .with_for_update()
     )
-    found = _load(session, [customer_id], now)
+    found = _load(session, [customer_id], now, compared_only=True)
     if customer_id not in found:
         raise NotFound("customer", customer_id)
     return found[customer_id]
@@ -577,50 +627,62 @@ def _ensure_external_ids_free(session: Session, wanted: Mapping[str, Mapping[str
 def _external_id_owners(
     session: Session, pairs: Sequence[tuple[str, str]]
 ) -> dict[tuple[str, str], str]:
-    # One IN list per system rather than a row-value IN over (system, id) pairs, which
+    """The customer holding each of the (system, external id) pairs that are taken."""
+    # One list per system rather than a row-value IN over (system, id) pairs, which
     # PostgreSQL plans as an OR chain of index probes (about 10x slower at 500 pairs).
+    # Driver-level SQL: SQLAlchemy compiling a 500-value IN list cost about as much as
+    # running it (6.5 ms against 3.4 ms for 500 ids on PostgreSQL).
     by_system: dict[str, list[str]] = defaultdict(list)
     for system, external_id in dict.fromkeys(pairs):
         by_system[system].append(external_id)
+    connection = session.connection()
+    query = f"SELECT external_id, customer_id FROM {external_ids.name} WHERE system = "
+    postgresql = is_postgresql(session.get_bind())  # type: ignore[arg-type]
     owners: dict[tuple[str, str], str] = {}
     for system, ids in by_system.items():
-        for chunk in in_chunks(ids):
-            for row in session.execute(
-                select(external_ids.c.external_id, external_ids.c.customer_id).where(
-                    external_ids.c.system == system, external_ids.c.external_id.in_(chunk)
-                )
-            ):
-                owners[(system, row.external_id)] = row.customer_id
+        # PostgreSQL takes the whole list as one array; SQLite binds each id.
+        for chunk in [ids] if postgresql else in_chunks(ids):
+            if postgresql:
+                statement = query + "%s AND external_id = ANY(%s)"
+                parameters: tuple[Any, ...] = (system, chunk)
+            else:
+                statement = query + f"? AND external_id IN ({', '.join('?' * len(chunk))})"
+                parameters = (system, *chunk)
+            for external_id, customer_id in connection.exec_driver_sql(statement, parameters):
+                owners[(system, external_id)] = customer_id
     return owners
 
 
 def _insert_customers(
     session: Session, records: Sequence[tuple[str, Mapping[str, Any]]], now: datetime
 ) -> None:
-    customer_rows: list[dict[str, Any]] = []
-    id_rows: list[dict[str, str]] = []
-    tag_rows: list[dict[str, str]] = []
-    for customer_id, values in records:
-        row = {name: values.get(name, default) for name, default in _EMPTY_ROW.items()}
-        row.update(
-            customer_id=customer_id,
-            attributes=dict(values.get("attributes", {})),
-            create_time=now,
-            update_time=now,
-            version=1,
-        )
-        customer_rows.append(row)
-        id_rows.extend(
-            {"customer_id": customer_id, "system": system, "external_id": ext}
-            for system, ext in values.get("external_ids", {}).items()
-        )
-        tag_rows.extend({"customer_id": customer_id, "tag": tag} for tag in values.get("tags", ()))
-    if customer_rows:
-        bulk_insert(session, customers, customer_rows)
+    """New customers with their external ids and tags, built column by column (cheaper
+    than a dict per row for batches of thousands)."""
+    if not records:
+        return
+    columns: dict[str, list[Any]] = {"customer_id": [customer_id for customer_id, _ in records]}
+    for name, default in _EMPTY_ROW.items():
+        columns[name] = [values.get(name, default) for _, values in records]
+    columns["attributes"] = [values.get("attributes", _NO_ATTRIBUTES) for _, values in records]
+    columns["create_time"] = columns["update_time"] = [now] * len(records)
+    columns["version"] = [1] * len(records)
+    insert_columns(session, customers, columns)
+    id_rows = [
+        (customer_id, system, ext)
+        for customer_id, values in records
+        for system, ext in values.get("external_ids", {}).items()
+    ]
     if id_rows:
-        bulk_insert(session, external_ids, id_rows)
+        owners, systems, ids = zip(*id_rows, strict=True)
+        insert_columns(
+            session, external_ids, {"customer_id": owners, "system": systems, "external_id": ids}
+        )
+    tag_rows = [
+        (customer_id, tag) for customer_id, values in records for tag in values.get("tags", ())
+    ]
     if tag_rows:
-        bulk_insert(session, tags, tag_rows)
+        owners, names = zip(*tag_rows, strict=True)
+        insert_columns(session, tags, {"customer_id": owners, "tag": names})
 
 
 # What an unset field is stored as: NULL where the column allows it (numbers, times),
@@ -628,6 +690,9 @@ def _insert_customers(
 _EMPTY_ROW: dict[str, Any] = {
     name: None if customers.c[name].nullable else "" for name in SCALAR_FIELDS
 }
+# Shared by every new row without custom fields, so that it is JSON-encoded once.
+_NO_ATTRIBUTES: Mapping[str, Any] = {}
+_SCALARS = frozenset(SCALAR_FIELDS)
 
 
 def _write_changes(
@@ -694,18 +759,17 @@ def _write_changes(
 def _append_changes(
     session: Session, entries: Sequence[tuple[str, ChangeKind, Sequence[str]]], now: datetime
 ) -> None:
-    bulk_insert(
+    """One change-log row per entry. Entries sharing one list of fields (records of one
+    shape) have it JSON-encoded once."""
+    insert_columns(
         session,
         changes,
-        [
-            {
-                "customer_id": customer_id,
-                "kind": kind.value,
-                "changed_fields": list(fields),
-                "change_time": now,
-            }
-            for customer_id, kind, fields in entries
-        ],
+        {
+            "customer_id": [customer_id for customer_id, _, _ in entries],
+            "kind": [kind.value for _, kind, _ in entries],
+            "changed_fields": [fields for _, _, fields in entries],
+            "change_time": [now] * len(entries),
+        },
     )
 
 
@@ -716,8 +780,8 @@ def _source_fields(
 ) -> list[str]:
     """Field-source names of the fields written (all of ``incoming`` unless ``changed``
     names them): scalars by name, custom fields as ``attributes.KEY``."""
-    names = list(incoming if changed is None else changed)
-    fields = [name for name in names if name in SCALAR_FIELDS]
+    names = incoming if changed is None else list(changed)
+    fields = [name for name in names if name in _SCALARS]
     if "attributes" in names:
         after = incoming.get("attributes") or {}
         keys = set(stored_attributes) | set(after)
@@ -731,18 +795,35 @@ def _source_fields(
     return fields
 
 
-def _refresh_field_sources(
+def _record_field_sources(
     session: Session,
-    entries: Iterable[tuple[str, Iterable[str]]],
+    *,
+    created: Sequence[tuple[str, Sequence[str]]] = (),
+    refreshed: Iterable[tuple[str, Iterable[str]]] = (),
     source: str,
     run_id: str,
     now: datetime,
 ) -> None:
     """Record ``source`` as the origin of each (customer, fields) entry, refreshed now.
 
-    One statement per call whatever the number of rows: a sync refreshes every field it
-    delivers, several per customer, and row-by-row upserts were 20x slower."""
-    pairs = [(customer_id, name) for customer_id, names in entries for name in names]
+    Customers ``created`` in this transaction have no field sources yet and get a plain bulk
+    insert (COPY on PostgreSQL); the ``refreshed`` ones an upsert. Either way one statement
+    per call whatever the number of rows: a sync refreshes every field it delivers, several
+    per customer, and row-by-row upserts were 20x slower."""
+    if created:
+        owners = [customer_id for customer_id, names in created for _ in names]
+        insert_columns(
+            session,
+            field_sources,
+            {
+                "customer_id": owners,
+                "field": [name for _, names in created for name in names],
+                "source": [source] * len(owners),
+                "refresh_time": [now] * len(owners),
+                "run_id": [run_id] * len(owners),
+            },
+        )
+    pairs = [(customer_id, name) for customer_id, names in refreshed for name in names]
     if not pairs:
         return
     connection = session.connection()
@@ -762,11 +843,11 @@ def _refresh_field_sources(
     # ("2025-05-07 02:00:00.000000"): SQLite compares these times as strings.
     column_type = field_sources.c.refresh_time.type.dialect_impl(connection.dialect)
     stamp = column_type.bind_processor(connection.dialect)
-    refreshed = stamp(now) if stamp else now
+    refreshed_at = stamp(now) if stamp else now
     connection.exec_driver_sql(
         "INSERT INTO customer_field_sources (customer_id, field, source, refresh_time, run_id) "
         "VALUES (?, ?, ?, ?, ?) " + conflict,
-        [(customer_id, name, source, refreshed, run_id) for customer_id, name in pairs],
+        [(customer_id, name, source, refreshed_at, run_id) for customer_id, name in pairs],
     )
 
 
@@ -871,21 +952,15 @@ def _apply_sync_chunk(
         + [(t.customer_id, ChangeKind.UPDATED, sorted(t.changed)) for t in updates],
         now,
     )
-    # New customers have no field sources yet: a plain bulk insert (COPY on PostgreSQL).
-    fresh_sources = [
-        {"customer_id": t.customer_id, "field": name, "source": source}
-        | {"refresh_time": now, "run_id": run_id}
-        for t in creates
-        for name in t.delivered
-    ]
-    if fresh_sources:
-        bulk_insert(session, field_sources, fresh_sources)
-    _refresh_field_sources(
+    _record_field_sources(
         session,
-        [(t.customer_id, t.delivered) for t in targets.values() if not t.new and t.delivered],
-        source,
-        run_id,
-        now,
+        created=[(t.customer_id, list(t.delivered)) for t in creates],
+        refreshed=[
+            (t.customer_id, t.delivered) for t in targets.values() if not t.new and t.delivered
+        ],
+        source=source,
+        run_id=run_id,
+        now=now,
     )
     return result
 
@@ -998,15 +1073,16 @@ def _upsert(
     session: Session, system: str, records: Sequence[UpsertRecord], now: datetime
 ) -> list[UpsertOutcome]:
     outcomes: dict[int, UpsertOutcome] = {}
+    # Every accepted record carries the batch's key, so ``external_ids`` is always there.
     keys = [record.values["external_ids"][system] for record in records]
     owners = _external_id_owners(
-        session,
-        [(s, e) for record in records for s, e in record.values.get("external_ids", {}).items()],
+        session, [pair for record in records for pair in record.values["external_ids"].items()]
     )
     existing_ids = [owners[(system, key)] for key in keys if (system, key) in owners]
-    stored = _load(session, existing_ids, now)
+    stored = _load(session, existing_ids, now, compared_only=True)
     explicit_ids = [r.customer_id for r in records if r.customer_id]
     taken_ids = set(_select_in(session, customers.c.customer_id, explicit_ids))
+    fresh_ids = iter(new_customer_ids(now, len(records)))
 
     def reject(record: UpsertRecord, field_name: str, why: str) -> None:
         outcomes[record.index] = UpsertOutcome(
@@ -1015,7 +1091,12 @@ def _upsert(
 
     creates: list[tuple[str, Mapping[str, Any]]] = []
     log: list[tuple[str, ChangeKind, Sequence[str]]] = []
-    sourced: list[tuple[str, list[str]]] = []
+    created_sources: list[tuple[str, list[str]]] = []
+    refreshed_sources: list[tuple[str, list[str]]] = []
+    # A created record's logged fields and field-source names, per shape (its fields and
+    # custom fields): a batch repeats a few shapes, and a list shared by the change-log
+    # entries of one shape is JSON-encoded once.
+    created_fields: dict[tuple[tuple[str, ...], ...], tuple[list[str], list[str]]] = {}
     seen_keys: set[str] = set()
     claimed: dict[tuple[str, str], str] = {}
     for record, key in zip(records, keys, strict=True):
@@ -1024,32 +1105,33 @@ def _upsert(
             continue
         seen_keys.add(key)
         owner = owners.get((system, key))
-        target = owner or record.customer_id or new_customer_id(now)
+        target = owner or record.customer_id or next(fresh_ids)
         if owner and record.customer_id and record.customer_id != owner:
             reject(record, "customer_id", f"{system}:{key} belongs to customer {owner!r}")
             continue
         if not owner and record.customer_id in taken_ids:
             reject(record, "customer_id", f"customer {record.customer_id!r} already exists")
             continue
-        clash = next(
-            (
-                (s, e)
-                for s, e in record.values.get("external_ids", {}).items()
-                if owners.get((s, e), target) != target or claimed.get((s, e), target) != target
-            ),
-            None,
-        )
+        pairs = record.values["external_ids"].items()
+        clash = _claimed_elsewhere(pairs, target, owners, claimed)
         if clash:
             reject(
                 record, f"external_ids[{clash[0]!r}]", f"{clash[1]!r} belongs to another customer"
             )
             continue
-        for pair in record.values.get("external_ids", {}).items():
+        for pair in pairs:
             claimed[pair] = target
         if owner is None:
+            shape = (tuple(record.values), tuple(record.values.get("attributes", ())))
+            names = created_fields.get(shape)
+            if names is None:
+                names = created_fields[shape] = (
+                    sorted(record.values),
+                    _source_fields({}, record.values),
+                )
             creates.append((target, record.values))
-            log.append((target, ChangeKind.CREATED, sorted(record.values)))
-            sourced.append((target, _source_fields({}, record.values)))
+            log.append((target, ChangeKind.CREATED, names[0]))
+            created_sources.append((target, names[1]))
             outcomes[record.index] = UpsertOutcome(record.index, "created", target)
             continue
         current = stored[owner]
@@ -1058,14 +1140,35 @@ def _upsert(
         if changed:
             _write_changes(session, current, incoming, changed, now, replace=False)
             log.append((owner, ChangeKind.UPDATED, changed))
-            sourced.append((owner, _source_fields(current.attributes, incoming, changed)))
+            refreshed_sources.append((owner, _source_fields(current.attributes, incoming, changed)))
             outcomes[record.index] = UpsertOutcome(record.index, "updated", owner)
         else:
             outcomes[record.index] = UpsertOutcome(record.index, "unchanged", owner)
     _insert_customers(session, creates, now)
     _append_changes(session, log, now)
-    _refresh_field_sources(session, sourced, API_SOURCE, "", now)
+    _record_field_sources(
+        session,
+        created=created_sources,
+        refreshed=refreshed_sources,
+        source=API_SOURCE,
+        run_id="",
+        now=now,
+    )
     return [outcomes[record.index] for record in records]
+
+
+def _claimed_elsewhere(
+    pairs: Iterable[tuple[str, str]],
+    target: str,
+    owners: Mapping[tuple[str, str], str],
+    claimed: Mapping[tuple[str, str], str],
+) -> tuple[str, str] | None:
+    """The first (system, id) of a record that a stored customer or an earlier record of
+    the batch holds for a customer other than ``target``."""
+    for pair in pairs:
+        if owners.get(pair, target) != target or claimed.get(pair, target) != target:
+            return pair
+    return None
 
 
 def _merged_for_upsert(current: Customer, values: Mapping[str, Any]) -> dict[str, Any]:

@@ -110,20 +110,18 @@ class ProfileServicer(profiles_pb2_grpc.ProfileServiceServicer):
             for message in request.customers
         ]
         outcomes = self.profiles.upsert(system=request.external_id_system, records=records)
-        return pb.UpsertCustomersResponse(
-            results=[
-                pb.UpsertResult(
-                    index=outcome.index,
-                    customer_id=outcome.customer_id,
-                    outcome=_OUTCOMES[outcome.outcome],
-                    violations=[
-                        pb.FieldViolation(field=v.field, description=v.description)
-                        for v in outcome.violations
-                    ],
-                )
-                for outcome in outcomes
-            ]
-        )
+        response = pb.UpsertCustomersResponse()
+        # Added in place: half the cost of building a thousand results and copying them in.
+        add_result = response.results.add
+        for outcome in outcomes:
+            result = add_result(
+                index=outcome.index,
+                customer_id=outcome.customer_id,
+                outcome=_OUTCOMES[outcome.outcome],
+            )
+            for violation in outcome.violations:
+                result.violations.add(field=violation.field, description=violation.description)
+        return response
 
     def AddTags(
         self, request: pb.AddTagsRequest, context: grpc.ServicerContext
