@@ -7,11 +7,17 @@ log says which to forget: it is read at most every ``customer_refresh_seconds`` 
 every lookup), so a decision never uses a record older than that. Evaluating here rather
 than reading stored memberships means a conversation is routed on what the customer is now,
 not at the last recomputation.
+
+When the SegmentService cannot be reached, routing keeps deciding on the definitions it
+last read (and logs it) rather than failing every conversation: definitions change rarely,
+and a chat routed on minutes-old rules beats a chat not routed at all. Only a process that
+never read them fails.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import threading
 import time
@@ -31,6 +37,10 @@ from services.segments.logic import SegmentPlan, compile_plan, rule_attributes
 from services.segments.profiles_client import ProfilesClient
 
 _PAGE = 1000
+# After a failed read of the definitions, how long the last ones serve before another try.
+RETRY_SECONDS = 5.0
+
+log = logging.getLogger("switchboard.routing")
 
 
 class SegmentsClient:
@@ -157,19 +167,41 @@ class CustomerDirectory:
         plan = self._plan
         if plan is not None and time.monotonic() - self._plan_read_at < self.refresh_seconds:
             return plan
+        # While one call reads the definitions, the others decide on the current ones
+        # rather than queue behind it (a slow SegmentService would stall every call).
+        if plan is not None and not self._lock.acquire(blocking=False):
+            return plan
+        if plan is None:
+            self._lock.acquire()
         changed = False
-        with self._lock:
+        try:
             moment = time.monotonic()
             if self._plan is None or moment - self._plan_read_at >= self.refresh_seconds:
-                segments = self.segments.all_segments()
-                # The definitions themselves: the listing carries no revisions.
-                fingerprint = tuple(sorted(repr(segment) for segment in segments))
-                changed = self._plan is not None and fingerprint != self._plan_fingerprint
-                self._plan = compile_plan(segments)
-                self._plan_fingerprint = fingerprint
-                self._plan_read_at = moment
+                changed = self._read_plan(moment)
             plan = self._plan
+            assert plan is not None
+        finally:
+            self._lock.release()
         if changed:
             for listener in self.plan_listeners:
                 listener()
         return plan
+
+    def _read_plan(self, moment: float) -> bool:
+        """Read and compile the definitions (the caller holds the lock); whether they
+        changed. On failure the last ones stay and are tried again in RETRY_SECONDS."""
+        try:
+            segments = self.segments.all_segments()
+        except Unavailable as error:
+            if self._plan is None:
+                raise
+            log.warning("deciding on the segment definitions last read: %s", error.message)
+            self._plan_read_at = moment - self.refresh_seconds + RETRY_SECONDS
+            return False
+        # The definitions themselves: the listing carries no revisions.
+        fingerprint = tuple(sorted(repr(segment) for segment in segments))
+        changed = self._plan is not None and fingerprint != self._plan_fingerprint
+        self._plan = compile_plan(segments)
+        self._plan_fingerprint = fingerprint
+        self._plan_read_at = moment
+        return changed

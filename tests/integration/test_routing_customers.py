@@ -9,11 +9,17 @@ import pytest
 from google.protobuf import field_mask_pb2
 from switchboard.profiles.v1 import profiles_pb2 as ppb
 
-from services.core.errors import NotFound
+from services.core.errors import NotFound, Unavailable
 from services.core.server import RunningServer
 from services.routing.customers import CustomerDirectory, SegmentsClient
 from services.segments.profiles_client import ProfilesClient
-from tests.integration.routing_setup import MONDAY, Profiles, create_customer
+from tests.integration.routing_setup import (
+    MONDAY,
+    Profiles,
+    Segments,
+    create_customer,
+    create_segment,
+)
 from tests.support.access import keyed_channel
 
 GET_CUSTOMER = "/switchboard.profiles.v1.ProfileService/GetCustomer"
@@ -110,3 +116,37 @@ def test_the_kept_records_stay_within_the_cache_size(
 
     # a1 was dropped for a3 (oldest first) and read again; a3 stayed.
     assert reads_of_the_record(profiles_server) == 4
+
+
+def test_with_the_segments_service_gone_customers_keep_the_segments_last_defined(
+    profiles_server: RunningServer,
+    segments_server: RunningServer,
+    profiles: Profiles,
+    segments: Segments,
+    admin_key: str,
+) -> None:
+    create_customer(profiles, "acme", plan="enterprise", seats=120)
+    create_segment(segments, "enterprise", {"seats": {"$gte": 50}})
+    with (
+        keyed_channel(f"127.0.0.1:{profiles_server.port}", admin_key) as profiles_channel,
+        keyed_channel(f"127.0.0.1:{segments_server.port}", admin_key) as segments_channel,
+    ):
+        never_read = CustomerDirectory(
+            ProfilesClient(profiles_channel),
+            SegmentsClient(segments_channel),
+            refresh_seconds=0,
+        )
+        directory = CustomerDirectory(
+            ProfilesClient(profiles_channel),
+            SegmentsClient(segments_channel),
+            refresh_seconds=0,
+        )
+        assert directory.lookup("acme", MONDAY).segment_ids == {"enterprise"}
+
+        segments_server.stop(grace=0)
+
+        # A conversation is still routed on the definitions read before the outage...
+        assert directory.lookup("acme", MONDAY).segment_ids == {"enterprise"}
+        # ...but a process that never read them cannot guess them.
+        with pytest.raises(Unavailable):
+            never_read.lookup("acme", MONDAY)
