@@ -12,9 +12,8 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from services.core.clock import Clock, utc_now
+from services.core.clock import Clock, time_zone_named, utc_now
 from services.core.errors import FailedPrecondition, FieldViolation, NotFound
 from services.core.validation import raise_if, required
 from services.reports import logic
@@ -152,12 +151,8 @@ class Reports:
         stale_after: timedelta | None,
     ) -> SegmentHealth:
         problems = _selection_problems(family, segment_ids, required_one=False)
-        if time_zone:
-            try:
-                ZoneInfo(time_zone)
-            # zoneinfo signals a bad key in several ways: unknown, malformed, too long, ...
-            except (ZoneInfoNotFoundError, ValueError, OSError):
-                problems.append(FieldViolation("time_zone", "not an IANA time zone name"))
+        if time_zone and time_zone_named(time_zone) is None:
+            problems.append(FieldViolation("time_zone", "not an IANA time zone name"))
         if stale_after is not None and not timedelta(0) < stale_after <= MAX_STALE_AFTER:
             problems.append(
                 FieldViolation(

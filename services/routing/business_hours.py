@@ -34,8 +34,9 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from typing import TypeVar
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
+from services.core.clock import time_zone_named
 from services.core.errors import FieldViolation
 
 MINUTES_PER_DAY = 1440
@@ -128,7 +129,7 @@ def parse_day(text: str) -> date:
 def calendar_problems(calendar: BusinessCalendar, field: str = "calendar") -> list[FieldViolation]:
     """Every problem with a calendar at once, each at its field path under ``field``."""
     problems: list[FieldViolation] = []
-    if _zone_or_none(calendar.time_zone) is None:
+    if time_zone_named(calendar.time_zone) is None:
         problems.append(
             FieldViolation(f"{field}.time_zone", f"unknown time zone {calendar.time_zone!r}")
         )
@@ -198,14 +199,6 @@ def _interval_problems(interval: OpenInterval, field: str) -> list[FieldViolatio
             )
         )
     return problems
-
-
-def _zone_or_none(key: str) -> ZoneInfo | None:
-    try:
-        return ZoneInfo(key)
-    # zoneinfo signals a bad key in several ways: unknown, malformed, or a directory.
-    except (ZoneInfoNotFoundError, ValueError, OSError):
-        return None
 
 
 # ---- arithmetic ------------------------------------------------------------------------------
