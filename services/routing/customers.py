@@ -4,7 +4,8 @@ it is in, evaluated at routing time on segment definitions read from the Segment
 Definitions change rarely and are read on every routing call, so they are kept for
 ``refresh_seconds`` and compiled once per set. Records are kept too, and the profiles change
 log says which to forget: it is read at most every ``customer_refresh_seconds`` (0: before
-every lookup), so a decision never uses a record older than that. Evaluating here rather
+every lookup), so a decision never uses a record older than that (plus the one read in
+flight). Evaluating here rather
 than reading stored memberships means a conversation is routed on what the customer is now,
 not at the last recomputation.
 
@@ -97,7 +98,10 @@ class CustomerDirectory:
         self._plan: SegmentPlan | None = None
         self._plan_read_at = 0.0
         self._records: dict[str, Mapping[str, Any]] = {}
+        # Guards the kept records and the log position; never held over a call.
         self._sync_lock = threading.Lock()
+        # Held by the one call reading the change log.
+        self._reading_log = threading.Lock()
         # The change-log position the kept records are current to; None before the first read.
         self._sequence: int | None = None
         self._synced_at = -math.inf
@@ -123,24 +127,35 @@ class CustomerDirectory:
 
     def catch_up(self) -> None:
         """Forget the records the change log says changed, when it was last read longer
-        ago than ``customer_refresh_seconds``."""
+        ago than ``customer_refresh_seconds``.
+
+        One call reads the log; calls arriving meanwhile decide on the records kept rather
+        than queue behind it (a record is then at most one log read older than the bound),
+        so a slow profiles service delays one call, not all. With a bound of 0 every call
+        waits for a read that started after it."""
         if time.monotonic() - self._synced_at < self.customer_refresh_seconds:
             return
-        with self._sync_lock:
+        wait = self._sequence is None or self.customer_refresh_seconds == 0
+        if not self._reading_log.acquire(blocking=wait):
+            return
+        try:
             started = time.monotonic()
             if started - self._synced_at < self.customer_refresh_seconds:
                 return
             changed = self.profiles.changed_since(self._sequence or 0)
-            first_read = self._sequence is None
-            if first_read:
-                # The first read only finds where the log ends: nothing is kept yet.
-                self._records.clear()
-            elif changed.customer_ids:
-                self._generation += 1
-                for customer_id in changed.customer_ids:
-                    self._records.pop(customer_id, None)
-            self._sequence = changed.last_sequence
-            self._synced_at = started
+            with self._sync_lock:
+                first_read = self._sequence is None
+                if first_read:
+                    # The first read only finds where the log ends: nothing is kept yet.
+                    self._records.clear()
+                elif changed.customer_ids:
+                    self._generation += 1
+                    for customer_id in changed.customer_ids:
+                        self._records.pop(customer_id, None)
+                self._sequence = changed.last_sequence
+                self._synced_at = started
+        finally:
+            self._reading_log.release()
         if changed.customer_ids and not first_read:
             for listener in self.change_listeners:
                 listener(changed.customer_ids)

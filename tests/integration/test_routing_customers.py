@@ -3,6 +3,8 @@ log names it, so a decision is fast without being made on an old record."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -11,7 +13,7 @@ from switchboard.profiles.v1 import profiles_pb2 as ppb
 
 from services.core.errors import NotFound, Unavailable
 from services.core.server import RunningServer
-from services.routing.customers import CustomerDirectory, SegmentsClient
+from services.routing.customers import CustomerDirectory, KnownCustomer, SegmentsClient
 from services.segments.profiles_client import ProfilesClient
 from tests.integration.routing_setup import (
     MONDAY,
@@ -21,8 +23,10 @@ from tests.integration.routing_setup import (
     create_segment,
 )
 from tests.support.access import keyed_channel
+from tests.support.faults import stalled_service
 
 GET_CUSTOMER = "/switchboard.profiles.v1.ProfileService/GetCustomer"
+LIST_CHANGES = "/switchboard.profiles.v1.ProfileService/ListCustomerChanges"
 
 
 @pytest.fixture
@@ -150,3 +154,46 @@ def test_with_the_segments_service_gone_customers_keep_the_segments_last_defined
         # ...but a process that never read them cannot guess them.
         with pytest.raises(Unavailable):
             never_read.lookup("acme", MONDAY)
+
+
+def test_a_slow_change_log_read_holds_up_one_lookup_not_the_others(
+    segments_server: RunningServer, admin_key: str
+) -> None:
+    acme = ppb.GetCustomerResponse(customer=ppb.Customer(customer_id="acme", seats=120))
+    no_changes = ppb.ListCustomerChangesResponse().SerializeToString()
+    answers = {GET_CUSTOMER: acme.SerializeToString(), LIST_CHANGES: no_changes}
+    with (
+        stalled_service(answers) as profiles,
+        keyed_channel(profiles.address, admin_key) as profiles_channel,
+        keyed_channel(f"127.0.0.1:{segments_server.port}", admin_key) as segments_channel,
+    ):
+        profiles.release()
+        directory = CustomerDirectory(
+            ProfilesClient(profiles_channel),
+            SegmentsClient(segments_channel),
+            refresh_seconds=60,
+            customer_refresh_seconds=0.05,
+        )
+        assert directory.lookup("acme", MONDAY).attributes["seats"] == 120
+        reads_so_far = profiles.arrived.count(LIST_CHANGES)
+
+        profiles.hold()
+        time.sleep(0.1)
+        reading = threading.Thread(target=directory.lookup, args=("acme", MONDAY))
+        reading.start()
+        profiles.wait_for_call(LIST_CHANGES, count=reads_so_far + 1)
+
+        # The read is stuck in profiles; another lookup answers from the kept record.
+        answered: list[KnownCustomer] = []
+        meanwhile = threading.Thread(
+            target=lambda: answered.append(directory.lookup("acme", MONDAY))
+        )
+        meanwhile.start()
+        meanwhile.join(timeout=5)
+        answered_while_stuck = [customer.attributes["seats"] for customer in answered]
+        still_reading = reading.is_alive()
+        profiles.release()
+        meanwhile.join(timeout=10)
+        reading.join(timeout=10)
+        assert still_reading
+        assert answered_while_stuck == [120]

@@ -163,14 +163,19 @@ class StalledService:
         self.address = f"127.0.0.1:{self.port}"
         self.server.start()
 
-    def wait_for_call(self, method: str, timeout: float = 30) -> None:
-        """Block until a call to ``method`` (a full name, /package.Service/Method) arrived."""
+    def wait_for_call(self, method: str, timeout: float = 30, *, count: int = 1) -> None:
+        """Block until ``count`` calls to ``method`` (a full name, /package.Service/Method)
+        arrived."""
         with self._arrival:
-            if not self._arrival.wait_for(lambda: method in self.arrived, timeout):
-                raise AssertionError(f"no call to {method} arrived; got {self.arrived}")
+            if not self._arrival.wait_for(lambda: self.arrived.count(method) >= count, timeout):
+                raise AssertionError(f"no call {count} to {method} arrived; got {self.arrived}")
 
     def release(self) -> None:
         self.released.set()
+
+    def hold(self) -> None:
+        """Stall the calls that arrive from now on again, until the next ``release``."""
+        self.released.clear()
 
     def stop(self) -> None:
         self.released.set()
