@@ -129,12 +129,18 @@ def create_tiers(engine: Engine) -> None:
 
 
 def skip_to_end_of_change_log(engine: Engine) -> None:
-    """Yesterday's memberships count as evaluated: tonight's round sees only tonight."""
-    from services.segments.repository import SegmentRepository
+    """Yesterday's memberships count as evaluated, on today's definitions: tonight's round
+    sees only tonight's changes (else the new tier family would make it a round of all)."""
+    from services.segments.logic import definitions_fingerprint
+    from services.segments.repository import DEFINITIONS_EVALUATED, SegmentRepository
 
     with engine.connect() as connection:
         last = connection.exec_driver_sql("SELECT max(sequence) FROM customer_changes").scalar()
-    SegmentRepository(engine).save_cursor(int(last or 0), datetime.now(UTC))
+    repository = SegmentRepository(engine)
+    now = datetime.now(UTC)
+    repository.save_cursor(int(last or 0), now)
+    fingerprint = definitions_fingerprint(repository.list_all())
+    repository.save_cursor(fingerprint, now, DEFINITIONS_EVALUATED)
 
 
 def main() -> None:

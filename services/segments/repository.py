@@ -22,6 +22,7 @@ from sqlalchemy import (
     insert,
     literal,
     select,
+    tuple_,
     union_all,
     update,
     values,
@@ -325,44 +326,45 @@ class SegmentRepository:
                     insert(projection),
                     [_projection_values(cid, doc, now) for cid, doc in documents.items()],
                 )
-            changes: list[dict[str, Any]] = []
-            for outcome in outcomes:
-                gone = [t.segment_id for t in outcome.transitions if t.kind is ChangeKind.EXITED]
-                if gone:
-                    session.execute(
-                        delete(memberships).where(
-                            memberships.c.customer_id == outcome.customer_id,
-                            memberships.c.segment_id.in_(gone),
-                        )
-                    )
-                entered = [t for t in outcome.transitions if t.kind is ChangeKind.ENTERED]
-                if entered:
-                    session.execute(
-                        insert(memberships),
-                        [
-                            {
-                                "customer_id": outcome.customer_id,
-                                "segment_id": t.segment_id,
-                                "family": t.family,
-                                "enter_time": now,
-                                "rule_revision": revisions_by_segment.get(t.segment_id, 0),
-                            }
-                            for t in entered
-                        ],
-                    )
-                changes.extend(
-                    {
-                        "customer_id": outcome.customer_id,
-                        "segment_id": t.segment_id,
-                        "family": t.family,
-                        "kind": t.kind.value,
-                        "previous_winner": t.previous_winner,
-                        "change_time": now,
-                        "rule_revision": revisions_by_segment.get(t.segment_id, 0),
-                        "trigger": outcome.trigger.value,
-                    }
-                    for t in outcome.transitions
-                )
+            # A few statements for the whole batch, never a pair per customer: a nightly
+            # round moves tens of thousands of customers.
+            exits = [
+                (outcome.customer_id, t.segment_id)
+                for outcome in outcomes
+                for t in outcome.transitions
+                if t.kind is ChangeKind.EXITED
+            ]
+            member = tuple_(memberships.c.customer_id, memberships.c.segment_id)
+            for chunk in in_chunks(exits):
+                session.execute(delete(memberships).where(member.in_(chunk)))
+            entries = [
+                {
+                    "customer_id": outcome.customer_id,
+                    "segment_id": t.segment_id,
+                    "family": t.family,
+                    "enter_time": now,
+                    "rule_revision": revisions_by_segment.get(t.segment_id, 0),
+                }
+                for outcome in outcomes
+                for t in outcome.transitions
+                if t.kind is ChangeKind.ENTERED
+            ]
+            if entries:
+                session.execute(insert(memberships), entries)
+            changes = [
+                {
+                    "customer_id": outcome.customer_id,
+                    "segment_id": t.segment_id,
+                    "family": t.family,
+                    "kind": t.kind.value,
+                    "previous_winner": t.previous_winner,
+                    "change_time": now,
+                    "rule_revision": revisions_by_segment.get(t.segment_id, 0),
+                    "trigger": outcome.trigger.value,
+                }
+                for outcome in outcomes
+                for t in outcome.transitions
+            ]
             if changes:
                 _insert_changes(session, changes, outcomes, now)
 
