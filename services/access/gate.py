@@ -76,7 +76,7 @@ class AccessControl:
         self,
         method: str,
         metadata: Mapping[str, str],
-        peer: str,
+        peer: Callable[[], str],
         request_id: str,
         identities: Callable[[], Sequence[str]],
     ) -> Callable[[str], None]:
@@ -113,7 +113,9 @@ class AccessControl:
                     return Caller(key_id=CERTIFICATE_KEY_ID, name=name, role=Role.ADMIN)
         return self.cache.caller(bearer_token(metadata))
 
-    def _audit(self, caller: Caller, method: str, code: str, request_id: str, peer: str) -> None:
+    def _audit(
+        self, caller: Caller, method: str, code: str, request_id: str, peer: Callable[[], str]
+    ) -> None:
         entry = AuditEntry(
             time=self.keys.clock(),
             key_id=caller.key_id,
@@ -122,7 +124,7 @@ class AccessControl:
             method=method,
             code=code,
             request_id=request_id[:64],
-            peer=peer[:200],
+            peer=peer()[:200],
         )
         try:
             self.keys.record(entry)

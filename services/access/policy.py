@@ -143,10 +143,11 @@ def may_call(role: Role, method: str) -> bool:
     return role is Role.ADMIN or method in GRANTS.get(role, frozenset())
 
 
-# Calls that change something in some answers only (an escalation check routes the
-# conversation when it hands over): audited when the handler says it wrote, so a widget's
-# every bot turn does not fill the audit log (and wait for its insert).
-SOMETIMES_WRITES = frozenset({_WIDGETS + "EvaluateEscalation"})
+# Calls that change something in some answers only, audited when the handler says it may
+# have written: an escalation check routes the conversation only when it hands over (so a
+# widget's every bot turn does not fill the audit log, and wait for its insert), and a
+# validate_only RouteConversation is a dry run that stores nothing.
+SOMETIMES_WRITES = frozenset({_WIDGETS + "EvaluateEscalation", _ROUTING + "RouteConversation"})
 
 
 def is_write(method: str) -> bool:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import collections
 import logging
+import secrets
 import time
-import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -13,6 +13,7 @@ import grpc
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from services.core.errors import (
+    FieldViolation,
     InvalidArgument,
     SwitchboardError,
     Unavailable,
@@ -20,7 +21,7 @@ from services.core.errors import (
 )
 from services.core.logs import request_id_var
 from services.core.metrics import RpcMetrics
-from services.core.validation import nul_problems, raise_if
+from services.core.validation import nul_problems
 
 REQUEST_ID_HEADER = "x-request-id"
 
@@ -34,12 +35,13 @@ class Gatekeeper(Protocol):
         self,
         method: str,
         metadata: Mapping[str, str],
-        peer: str,
+        peer: Callable[[], str],
         request_id: str,
         identities: Callable[[], Sequence[str]],
     ) -> Callable[[str], None]:
         """Raise a SwitchboardError to refuse; else return what to call with the final code.
-        ``identities`` gives the identities in the caller's verified client certificate."""
+        ``peer`` gives the caller's address and ``identities`` the identities in its verified
+        client certificate; both are asked only when needed (an audit, a keyless call)."""
         ...
 
 
@@ -47,19 +49,23 @@ class Gatekeeper(Protocol):
 PROTOBUF_MAX_DEPTH = 100
 
 
-class _Malformed:
-    """Stands in for a request whose bytes could not be parsed, saying why."""
+class _Refused:
+    """Stands in for a request refused before its handler runs, with the reasons; the
+    caller is told only once admitted."""
 
-    def __init__(self, description: str) -> None:
-        self.description = description
+    def __init__(self, violations: list[FieldViolation]) -> None:
+        self.violations = violations
 
 
-_MALFORMED = _Malformed("the request bytes are not a valid message")
+_MALFORMED = [FieldViolation("request", "the request bytes are not a valid message")]
 # A rule of 10,000 nested conditions is valid protobuf that no parser reads: say so, with
 # the limit, rather than call it garbage.
-_TOO_DEEP = _Malformed(
-    f"the request nests messages deeper than protobuf's limit of {PROTOBUF_MAX_DEPTH} levels"
-)
+_TOO_DEEP = [
+    FieldViolation(
+        "request",
+        f"the request nests messages deeper than protobuf's limit of {PROTOBUF_MAX_DEPTH} levels",
+    )
+]
 
 
 class ServerInterceptor(grpc.ServerInterceptor):
@@ -73,6 +79,9 @@ class ServerInterceptor(grpc.ServerInterceptor):
     def __init__(self, metrics: RpcMetrics, gate: Gatekeeper | None = None) -> None:
         self.metrics = metrics
         self.gate = gate
+        # grpc asks for the handler on every call: each method's wrapped handler is built
+        # once, beside the handler it wraps (a different one is wrapped anew).
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler[Any, Any], Any]] = {}
 
     def intercept_service(
         self,
@@ -83,7 +92,18 @@ class ServerInterceptor(grpc.ServerInterceptor):
         if handler is None:
             return None
         method = handler_call_details.method
-        deserialize = _lenient(handler.request_deserializer)
+        known = self._wrapped.get(method)
+        if known is not None and known[0] is handler:
+            wrapped: grpc.RpcMethodHandler[Any, Any] = known[1]
+            return wrapped
+        wrapped = self._wrap(method, handler)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(
+        self, method: str, handler: grpc.RpcMethodHandler[Any, Any]
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        deserialize = _screened(handler.request_deserializer)
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
                 self._unary(method, handler.unary_unary),
@@ -145,7 +165,8 @@ class _CallScope:
             for key, value in self.context.invocation_metadata()
             if isinstance(value, str)
         }
-        self.request_id = str(self.metadata.get(REQUEST_ID_HEADER) or uuid.uuid4().hex)
+        # A uuid4's 32 hex digits without building a UUID: the id is only ever compared.
+        self.request_id = str(self.metadata.get(REQUEST_ID_HEADER) or secrets.token_hex(16))
         self.token = request_id_var.set(self.request_id)
         self.context.set_trailing_metadata(((REQUEST_ID_HEADER, self.request_id),))
         self.started = time.perf_counter()
@@ -154,14 +175,13 @@ class _CallScope:
     def admit(self, request: Any) -> None:
         """Admit the caller first (a stranger learns nothing, not even that its request was
         malformed), then refuse a request whose bytes did not parse or that holds a string
-        no store of ours can keep."""
+        no store of ours can keep (both found while parsing it)."""
         if self.gate is not None:
             self.finish = self.gate.admit(
-                self.method, self.metadata, self.context.peer(), self.request_id, self._identities
+                self.method, self.metadata, self.context.peer, self.request_id, self._identities
             )
-        if isinstance(request, _Malformed):
-            raise InvalidArgument.field("request", request.description)
-        raise_if(nul_problems(request))
+        if isinstance(request, _Refused):
+            raise InvalidArgument(request.violations)
 
     def _identities(self) -> list[str]:
         """The identities in the caller's verified client certificate (its subject alternative
@@ -186,7 +206,7 @@ class _CallScope:
             and not isinstance(error, GeneratorExit)
             and not _already_aborted(self.context)
         ):
-            error_id = uuid.uuid4().hex[:12]
+            error_id = secrets.token_hex(6)
             log.error("unexpected error %s in %s", error_id, self.method, exc_info=error)
             status = internal_status(error_id)
         code = status.code if status is not None else (_code_of(self.context) or grpc.StatusCode.OK)
@@ -218,14 +238,23 @@ def _already_aborted(context: grpc.ServicerContext) -> bool:
     return code is not None and code != grpc.StatusCode.OK
 
 
-def _lenient(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+def _screened(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """The request parser, answering a ``_Refused`` for bytes that do not parse or a
+    message with a NUL in a string (PostgreSQL stores none; refused on every backend)."""
     if deserialize is None:
         return None
 
     def parse(data: bytes) -> Any:
         try:
-            return deserialize(data)
+            request = deserialize(data)
         except Exception as error:
-            return _TOO_DEEP if "MaxDepth" in str(error) else _MALFORMED
+            return _Refused(_TOO_DEEP if "MaxDepth" in str(error) else _MALFORMED)
+        # A NUL character is encoded as a 0x00 byte, so bytes without one hold no NUL in any
+        # string and the walk over every field is spared.
+        if b"\x00" in data:
+            problems = nul_problems(request)
+            if problems:
+                return _Refused(problems)
+        return request
 
     return parse

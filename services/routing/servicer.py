@@ -8,6 +8,7 @@ import grpc
 from switchboard.routing.v1 import routing_pb2 as pb
 from switchboard.routing.v1 import routing_pb2_grpc
 
+from services.access.domain import note_write
 from services.routing.app import Routing
 from services.routing.console import console_agent, require_held, require_own_agent
 from services.routing.convert import (
@@ -233,6 +234,8 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
     def RouteConversation(
         self, request: pb.RouteConversationRequest, context: grpc.ServicerContext
     ) -> pb.RouteConversationResponse:
+        if not request.validate_only:
+            note_write()  # a dry run changes nothing: only a real route is audited
         decision, replayed = self.routing.route(request=route_request_from_proto(request))
         return pb.RouteConversationResponse(decision=decision_to_proto(decision), replayed=replayed)
 

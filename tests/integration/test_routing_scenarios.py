@@ -8,9 +8,11 @@ from datetime import UTC, datetime, timedelta
 import grpc
 import pytest
 from google.protobuf import field_mask_pb2
+from sqlalchemy import Engine
 from switchboard.profiles.v1 import profiles_pb2 as ppb
 from switchboard.routing.v1 import routing_pb2 as pb
 
+from services.access.keys import KeyStore
 from tests.integration.conftest import ManualClock
 from tests.integration.routing_setup import (
     MONDAY,
@@ -267,6 +269,24 @@ def test_validate_only_returns_the_decision_and_stores_nothing(
     assert error.code() == grpc.StatusCode.NOT_FOUND
     assert desk.waiting("priority") == []
     assert not desk.route("bloom-1", customer_id="bloom").replayed
+
+
+def test_a_dry_run_route_is_not_audited_and_a_real_route_is(
+    desk: Desk, segments: Segments, profiles: Profiles, engine: Engine
+) -> None:
+    team_one(desk, segments, profiles)
+    started = datetime.now(UTC)
+
+    desk.route("bloom-1", customer_id="bloom", validate_only=True)
+    dry_run_audit = KeyStore(engine).audit(since=started)
+    desk.route("bloom-1", customer_id="bloom")
+
+    assert dry_run_audit == []
+    audited = [
+        (entry.method.rsplit("/", 1)[-1], entry.code)
+        for entry in KeyStore(engine).audit(since=started)
+    ]
+    assert audited == [("RouteConversation", "OK")]
 
 
 def test_conversation_keeps_the_segments_the_customer_had_when_routed(

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
+from google.protobuf import timestamp_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
@@ -24,7 +25,7 @@ from services.core.server import RunningServer, ServiceSpec, create_server
 from services.core.settings import Settings
 from services.registry import SERVICES
 from tests.support.access import gate
-from tests.support.rpc import call_error, error_info
+from tests.support.rpc import call_error, error_info, field_violations
 
 GET_CUSTOMER = "/switchboard.profiles.v1.ProfileService/GetCustomer"
 
@@ -83,6 +84,51 @@ def test_bytes_that_are_not_a_message_are_invalid_argument(
     raw = profiles_channel.unary_unary(GET_CUSTOMER)
     error = call_error(lambda: raw(b"\xff\xff\xff\xff", timeout=5))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_strings_holding_nul_are_invalid_argument_naming_each_field(
+    profiles: profiles_pb2_grpc.ProfileServiceStub,
+) -> None:
+    customer = pb.Customer(customer_id="c\x00", tags=["ok", "\x00"], external_ids={"crm": "x"})
+    error = call_error(
+        lambda: profiles.CreateCustomer(pb.CreateCustomerRequest(customer=customer), timeout=5)
+    )
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert sorted(field_violations(error)) == ["customer.customer_id", "customer.tags[1]"]
+    assert profiles.ListCustomers(pb.ListCustomersRequest(), timeout=5).customers == []
+
+
+def test_zero_bytes_outside_strings_are_not_taken_for_nul(
+    profiles: profiles_pb2_grpc.ProfileServiceStub,
+) -> None:
+    # An empty timestamp encodes as a zero length: the request bytes hold 0x00, no string NUL.
+    request = pb.ListCustomersRequest(updated_since=timestamp_pb2.Timestamp())
+    assert b"\x00" in request.SerializeToString()
+    profiles.CreateCustomer(
+        pb.CreateCustomerRequest(customer=pb.Customer(customer_id="c1")), timeout=5
+    )
+    listed = profiles.ListCustomers(request, timeout=5)
+    assert [customer.customer_id for customer in listed.customers] == ["c1"]
+
+
+def test_a_handler_of_raw_bytes_gets_them_unchecked(engine: Engine) -> None:
+    """The benchmarks' echo service takes the request bytes as they came: no parser, so no
+    fields to check, NUL bytes included."""
+
+    def register(server: grpc.Server) -> None:
+        echo = grpc.unary_unary_rpc_method_handler(lambda request, _context: request)
+        handlers = grpc.method_handlers_generic_handler("bench.v1.EchoService", {"Echo": echo})
+        server.add_generic_rpc_handlers((handlers,))
+
+    spec = ServiceSpec("bench.v1.EchoService", register)
+    running = create_server([spec], address="127.0.0.1:0", gate=None, max_workers=2)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            echo = channel.unary_unary("/bench.v1.EchoService/Echo")
+            answers = [echo(body, timeout=5) for body in (b"hello", b"\x00\xff\x00")]
+    finally:
+        running.stop(grace=1)
+    assert answers == [b"hello", b"\x00\xff\x00"]
 
 
 def test_unexpected_failures_are_internal_with_an_id_found_in_the_log(
