@@ -21,7 +21,7 @@ and dropped at the end. Steps:
 ``--profile`` instead runs the server's handler in this process under cProfile (no network)
 and prints where the time goes. ``--floor`` instead times the database alone for the rows
 the service writes, in transactions of one batch: the raw insert's two rows per customer,
-then with the change-log row, then with the field-source rows too.
+then with the change-log row, then with each customer's field-source document on its row.
 """
 
 from __future__ import annotations
@@ -50,13 +50,18 @@ from switchboard.profiles.v1 import profiles_pb2 as pb  # noqa: E402
 from switchboard.profiles.v1 import profiles_pb2_grpc  # noqa: E402
 
 from bench.stack import DEFAULT_ADMIN_URL, Databases, RunningStack, running_services  # noqa: E402
+from services.profiles.domain import (  # noqa: E402
+    API_SOURCE,
+    FieldSourceDocument,
+    new_field_source_document,
+    refresh_stamp,
+)
 from services.profiles.repository import (  # noqa: E402
     _EMPTY_ROW,
     changes,
     customers,
     external_ids,
-    field_sources,
-    new_customer_id,
+    new_customer_ids,
 )
 
 SYSTEM = "billing"
@@ -222,12 +227,19 @@ def raw_rows(
     generated: Sequence[GeneratedCustomer], now: datetime
 ) -> tuple[list[str], list[dict[str, Any]], list[tuple[str, str, str]]]:
     """The ``customers`` columns, one dict per customer, and the external-id rows, with the
-    values the service stores (empty text columns as '', absent numbers as NULL)."""
-    columns = [column.name for column in customers.columns]
+    values the service stores (empty text columns as '', absent numbers as NULL). The
+    field-source document is left to its column default: the raw side has no sources."""
+    columns = [column.name for column in customers.columns if column.name != "field_sources"]
     customer_rows = []
     id_rows = []
-    for customer in generated:
-        customer_id = new_customer_id(now)
+    # Ids of the service's form for one moment: 100,000 of them share the time prefix, and
+    # their 40 random bits collide about once in 200 runs, so a repeat is drawn again.
+    customer_ids: dict[str, None] = {}
+    while len(customer_ids) < len(generated):
+        customer_ids.update(
+            dict.fromkeys(new_customer_ids(now, len(generated) - len(customer_ids)))
+        )
+    for customer, customer_id in zip(generated, customer_ids, strict=True):
         # The service's own defaults for absent fields, so both sides store identical rows.
         row: dict[str, Any] = dict(_EMPTY_ROW)
         row.update(customer.column_values())
@@ -245,17 +257,22 @@ def raw_rows(
 
 def service_rows(
     generated: Sequence[GeneratedCustomer], customer_rows: Sequence[dict[str, Any]], now: datetime
-) -> tuple[list[tuple[Any, ...]], list[list[tuple[Any, ...]]]]:
+) -> tuple[list[tuple[Any, ...]], list[FieldSourceDocument]]:
     """What the service writes per created customer besides the raw insert's rows: one
-    change-log row, and one field-source row per field written (the API as the source)."""
+    change-log row, and on the customer's row the field-source document naming the API as
+    the source of every field written."""
     change_rows: list[tuple[Any, ...]] = []
-    source_rows: list[list[tuple[Any, ...]]] = []
+    documents: list[FieldSourceDocument] = []
     for customer, row in zip(generated, customer_rows, strict=True):
         written = [*customer.column_values(), *(f"attributes.{k}" for k in customer.attributes)]
         logged = sorted([*customer.column_values(), "attributes", "external_ids"])
         change_rows.append((row["customer_id"], "created", logged, now))
-        source_rows.append([(row["customer_id"], name, "api", now, "") for name in written])
-    return change_rows, source_rows
+        documents.append(
+            new_field_source_document(
+                written, source=API_SOURCE, stamp=refresh_stamp(now), run_id=""
+            )
+        )
+    return change_rows, documents
 
 
 def _sqlite(url: str) -> sqlite3.Connection:
@@ -270,7 +287,7 @@ def _sqlite_value(name: str, value: Any) -> Any:
     """The text forms SQLAlchemy's SQLite dialect stores, so the rows are identical."""
     if isinstance(value, datetime):
         return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
-    if name in ("attributes", "changed_fields"):
+    if name in ("attributes", "changed_fields", "field_sources"):
         return json.dumps(value)
     return value
 
@@ -324,7 +341,7 @@ def raw_insert_postgresql(url: str, generated: Sequence[GeneratedCustomer]) -> f
         return time.perf_counter() - started
 
 
-FLOOR_STEPS = ("customers + external ids", "+ one change-log row each", "+ field-source rows")
+FLOOR_STEPS = ("customers + external ids", "+ one change-log row each", "+ field-source documents")
 
 
 def floor_insert(
@@ -335,12 +352,15 @@ def floor_insert(
     PostgreSQL, rows built before the clock as for the raw insert."""
     now = datetime.now(UTC)
     columns, customer_rows, id_rows = raw_rows(generated, now)
-    change_rows, source_rows = service_rows(generated, customer_rows, now)
+    change_rows, documents = service_rows(generated, customer_rows, now)
+    if step >= 2:
+        for customer_row, document in zip(customer_rows, documents, strict=True):
+            customer_row["field_sources"] = document
+        columns = [*columns, "field_sources"]
     names = {
         customers.name: columns,
         external_ids.name: ["system", "external_id", "customer_id"],
         changes.name: ["customer_id", "kind", "changed_fields", "change_time"],
-        field_sources.name: ["customer_id", "field", "source", "refresh_time", "run_id"],
     }
     batches = []
     for start in range(0, len(generated), batch):
@@ -349,9 +369,8 @@ def floor_insert(
             (customers.name, [tuple(row[n] for n in columns) for row in customer_rows[start:end]]),
             (external_ids.name, id_rows[start:end]),
             (changes.name, change_rows[start:end]),
-            (field_sources.name, [row for rows in source_rows[start:end] for row in rows]),
         ]
-        del tables[2 + step :]
+        del tables[2 + min(step, 1) :]
         batches.append(tables)
     if database == "sqlite":
         connection = _sqlite(url)
@@ -374,13 +393,13 @@ def floor_insert(
     import psycopg
     from psycopg.types.json import Jsonb
 
-    documents = {"attributes", "changed_fields"}
+    json_columns = {"attributes", "changed_fields", "field_sources"}
     with psycopg.connect(url) as pg:
         started = time.perf_counter()
         for tables in batches:
             with pg.cursor() as cursor:
                 for table, rows in tables:
-                    json_at = [i for i, n in enumerate(names[table]) if n in documents]
+                    json_at = [i for i, n in enumerate(names[table]) if n in json_columns]
                     with cursor.copy(
                         f"COPY {table} ({', '.join(names[table])}) FROM STDIN"
                     ) as copy:

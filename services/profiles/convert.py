@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -65,11 +65,13 @@ def values_from_proto(message: pb.Customer, fields: Iterable[str] | None = None)
     if fields is None:
         # ListFields yields exactly the set fields in one call: far cheaper than probing
         # each of the 21 writable fields, which matters for 1000-record upserts.
-        return {
-            descriptor.name: _convert(descriptor.name, value)
-            for descriptor, value in message.ListFields()
-            if descriptor.name in _WRITABLE
-        }
+        values = {}
+        for descriptor, value in message.ListFields():
+            found = _WRITABLE_BY_DESCRIPTOR.get(descriptor)
+            if found is not None:
+                name, convert = found
+                values[name] = value if convert is None else convert(value)
+        return values
     return {
         name: _convert(name, getattr(message, name)) if _is_set(message, name) else _empty(name)
         for name in fields
@@ -83,15 +85,8 @@ def _is_set(message: pb.Customer, name: str) -> bool:
 
 
 def _convert(name: str, value: Any) -> Any:
-    if name == "signup_time":
-        return timestamp_to_datetime(value, "customer.signup_time")
-    if name == "attributes":
-        return struct_to_dict(value)
-    if name == "external_ids":
-        return dict(value)
-    if name == "tags":
-        return list(value)
-    return value
+    conversion = _CONVERSIONS.get(name)
+    return value if conversion is None else conversion(value)
 
 
 def _empty(name: str) -> Any:
@@ -156,6 +151,27 @@ def _plain(value: struct_pb2.Value) -> Any:
     if kind == "null_value" or kind is None:
         return None
     return getattr(value, kind)
+
+
+def _timestamp_to_signup_time(timestamp: timestamp_pb2.Timestamp) -> datetime:
+    return timestamp_to_datetime(timestamp, "customer.signup_time")
+
+
+# The domain form of the fields not stored as they come.
+_CONVERSIONS: dict[str, Callable[[Any], Any]] = {
+    "signup_time": _timestamp_to_signup_time,
+    "attributes": struct_to_dict,
+    "external_ids": dict,
+    "tags": list,
+}
+# Each writable field's name and conversion (None: the value as it is), by descriptor. A
+# descriptor's ``name`` is a new string on every read, hashed again by every dict it meets
+# afterwards; these names are hashed once (half the cost of converting a record).
+_WRITABLE_BY_DESCRIPTOR: dict[Any, tuple[str, Callable[[Any], Any] | None]] = {
+    descriptor: (descriptor.name, _CONVERSIONS.get(descriptor.name))
+    for descriptor in pb.Customer.DESCRIPTOR.fields
+    if descriptor.name in _WRITABLE
+}
 
 
 def parse_update_mask(paths: Sequence[str]) -> tuple[list[str], list[str]]:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -52,6 +53,67 @@ class FieldSource:
 
     source: str
     refresh_time: datetime
+
+
+FieldSourceDocument = list[dict[str, Any]]
+"""A customer's field sources as stored with it: groups of fields that one source wrote or
+confirmed at one time in one run, each field in exactly one group, e.g.
+``[{"source": "billing", "refresh_time": "2025-05-07T02:00:00.000000Z", "run_id": "r1",
+"fields": ["plan", "seats"]}]``. One document per customer rather than a row per field:
+a write refreshes a dozen fields at once, and a row each was most of what it stored."""
+
+
+def refresh_stamp(moment: datetime) -> str:
+    """A refresh time as the document stores it: fixed-width UTC text, so that comparing
+    two stamps as text (as the freshness query does in SQL) compares the times."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def field_sources_from_document(document: FieldSourceDocument) -> dict[str, FieldSource]:
+    """The source of each field, by field name."""
+    sources: dict[str, FieldSource] = {}
+    for group in document:
+        origin = FieldSource(group["source"], datetime.fromisoformat(group["refresh_time"]))
+        for name in group["fields"]:
+            sources[name] = origin
+    return sources
+
+
+def new_field_source_document(
+    fields: Sequence[str], *, source: str, stamp: str, run_id: str
+) -> FieldSourceDocument:
+    """The document of a new customer whose ``fields`` all came from ``source``."""
+    if not fields:
+        return []
+    return [{"source": source, "refresh_time": stamp, "run_id": run_id, "fields": list(fields)}]
+
+
+def refreshed_document(
+    document: FieldSourceDocument,
+    fields: Iterable[str],
+    *,
+    source: str,
+    stamp: str,
+    run_id: str,
+) -> FieldSourceDocument:
+    """``document`` with ``source`` now the origin of ``fields``, refreshed at ``stamp``;
+    the other fields keep theirs."""
+    refreshed = list(dict.fromkeys(fields))
+    if not refreshed:
+        return document
+    taken = set(refreshed)
+    kept: FieldSourceDocument = []
+    for group in document:
+        remaining = [name for name in group["fields"] if name not in taken]
+        if len(remaining) == len(group["fields"]):
+            kept.append(group)
+        elif remaining:
+            kept.append({**group, "fields": remaining})
+    for position, group in enumerate(kept):
+        if (group["source"], group["refresh_time"], group["run_id"]) == (source, stamp, run_id):
+            kept[position] = {**group, "fields": [*group["fields"], *refreshed]}
+            return kept
+    return kept + new_field_source_document(refreshed, source=source, stamp=stamp, run_id=run_id)
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from services.core.clock import time_zone_named
 from services.core.errors import FieldViolation
 from services.profiles.countries import COUNTRY_CODES
 
@@ -113,7 +113,7 @@ def _country_rule(country: Any) -> Sequence[_Problem]:
 
 
 def _timezone_rule(timezone: Any) -> Sequence[_Problem]:
-    if timezone and not _is_time_zone(timezone):
+    if timezone and time_zone_named(timezone) is None:
         return [(22, "timezone", f"{timezone!r} is not an IANA time zone")]
     return _FINE
 
@@ -218,17 +218,6 @@ def validate_tags(tags: Iterable[str], field: str = "tags") -> list[FieldViolati
                 FieldViolation(f"{field}[{index}]", f"a tag is at most {MAX_TAG_LENGTH} characters")
             )
     return problems
-
-
-def _is_time_zone(name: str) -> bool:
-    if name.startswith("/") or ".." in name:
-        return False
-    try:
-        ZoneInfo(name)
-    # zoneinfo signals a bad key in several ways: unknown, malformed, too long, a directory.
-    except (ZoneInfoNotFoundError, ValueError, OSError):
-        return False
-    return True
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, Index, UniqueConstraint
+from sqlalchemy import BigInteger, Column, Index, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 from services.core.db import AutoIncrementId, JsonDocument, UTCDateTime
@@ -38,6 +38,11 @@ class CustomerRow(SQLModel, table=True):
     nps: int | None = None
     channel_preference: str = Field(default="", max_length=32)
     attributes: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JsonDocument))
+    # Where each field's value came from and when: see ``FieldSourceDocument``.
+    field_sources: list[dict[str, Any]] = Field(
+        default_factory=list,
+        sa_column=Column(JsonDocument, nullable=False, server_default=text("'[]'")),
+    )
     create_time: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
     update_time: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
     version: int = 1
@@ -90,18 +95,3 @@ class CustomerChangeRow(SQLModel, table=True):
     kind: str = Field(max_length=32)
     changed_fields: list[str] = Field(default_factory=list, sa_column=Column(JsonDocument))
     change_time: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
-
-
-class CustomerFieldSourceRow(SQLModel, table=True):
-    """Where a field's value came from ("billing", "crm", "api") and when that source last
-    wrote or confirmed it; one row per customer and field."""
-
-    __tablename__ = "customer_field_sources"
-
-    customer_id: str = Field(
-        primary_key=True, foreign_key="customers.customer_id", ondelete="CASCADE", max_length=64
-    )
-    field: str = Field(primary_key=True, max_length=200)
-    source: str = Field(max_length=32)
-    refresh_time: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
-    run_id: str = Field(default="", max_length=64)

@@ -52,16 +52,19 @@ from services.profiles.domain import (
     Customer,
     CustomerChange,
     ExternalIdKey,
-    FieldSource,
+    FieldSourceDocument,
     SyncChunkResult,
     SyncRecord,
     SyncRejection,
     UsageEvent,
+    field_sources_from_document,
+    new_field_source_document,
+    refresh_stamp,
+    refreshed_document,
 )
 from services.profiles.logic import MetricWindows, trait_window_bounds, traits_from_windows
 from services.profiles.models import (
     CustomerChangeRow,
-    CustomerFieldSourceRow,
     CustomerRow,
     ExternalIdRow,
     TagRow,
@@ -73,7 +76,6 @@ external_ids: Table = ExternalIdRow.__table__  # type: ignore[attr-defined]
 tags: Table = TagRow.__table__  # type: ignore[attr-defined]
 usage_events: Table = UsageEventRow.__table__  # type: ignore[attr-defined]
 changes: Table = CustomerChangeRow.__table__  # type: ignore[attr-defined]
-field_sources: Table = CustomerFieldSourceRow.__table__  # type: ignore[attr-defined]
 
 # Arbitrary constant naming the change-log lock for pg_advisory_xact_lock.
 _CHANGE_LOG_LOCK = 0x5B0C_0001
@@ -224,15 +226,14 @@ class CustomerRepository:
                 if exists:
                     raise AlreadyExists("customer", customer_id)
                 _ensure_external_ids_free(session, {customer_id: values.get("external_ids", {})})
-                _insert_customers(session, [(customer_id, values)], now)
-                _append_changes(session, [(customer_id, ChangeKind.CREATED, sorted(values))], now)
-                _record_field_sources(
-                    session,
-                    created=[(customer_id, _source_fields({}, values))],
+                document = new_field_source_document(
+                    _source_fields({}, values),
                     source=API_SOURCE,
+                    stamp=refresh_stamp(now),
                     run_id="",
-                    now=now,
                 )
+                _insert_customers(session, [(customer_id, values, document)], now)
+                _append_changes(session, [(customer_id, ChangeKind.CREATED, sorted(values))], now)
         except IntegrityError as error:
             raise _conflict_from(error, customer_id) from error
         return self.get(customer_id=customer_id, now=now)
@@ -267,11 +268,9 @@ class CustomerRepository:
                         _ensure_external_ids_free(session, {customer_id: incoming["external_ids"]})
                     _write_changes(session, stored, incoming, changed, now, replace=True)
                     _append_changes(session, [(customer_id, ChangeKind.UPDATED, changed)], now)
-                    _record_field_sources(
+                    _refresh_field_sources(
                         session,
-                        refreshed=[
-                            (customer_id, _source_fields(stored.attributes, incoming, changed))
-                        ],
+                        [(customer_id, _source_fields(stored.attributes, incoming, changed))],
                         source=API_SOURCE,
                         run_id="",
                         now=now,
@@ -319,7 +318,7 @@ class CustomerRepository:
                 reason="CONCURRENT_UPSERT",
             ) from error
         if any(outcome.outcome == "created" for outcome in outcomes):
-            _analyze_external_ids_if_grown(self.engine)
+            _analyze_if_grown(self.engine)
         return outcomes
 
     def apply_sync_chunk(
@@ -342,7 +341,7 @@ class CustomerRepository:
             result = _apply_sync_chunk(session, source, system, records, run_id, now)
             also(session, result)
         if result.created:
-            _analyze_external_ids_if_grown(self.engine)
+            _analyze_if_grown(self.engine)
         return result
 
     def record_usage(self, *, events: Sequence[UsageEvent], now: datetime) -> UsageRecordResult:
@@ -404,25 +403,37 @@ class CustomerRepository:
         """Per source and field: customers, those refreshed before ``stale_before`` and the
         oldest refresh, ordered by source then field; only ``source`` when given, else
         every source but the API's (its values are written, not synced)."""
-        stale = case((field_sources.c.refresh_time < stale_before, 1), else_=0)
-        query = (
-            select(
-                field_sources.c.source,
-                field_sources.c.field,
-                func.count(),
-                func.sum(stale),
-                func.min(field_sources.c.refresh_time),
+        # Each customer's document unnested into (group, field) pairs; stamps compare as
+        # text (see ``refresh_stamp``).
+        if is_postgresql(self.engine):
+            origin, stamp = "grp.value ->> 'source'", "grp.value ->> 'refresh_time'"
+            pairs = (
+                "jsonb_array_elements(customers.field_sources) AS grp(value), "
+                "jsonb_array_elements_text(grp.value -> 'fields') AS fld(value)"
             )
-            .where(
-                field_sources.c.source == source if source else field_sources.c.source != API_SOURCE
+        else:
+            origin, stamp = (
+                "json_extract(grp.value, '$.source')",
+                "json_extract(grp.value, '$.refresh_time')",
             )
-            .group_by(field_sources.c.source, field_sources.c.field)
-            .order_by(field_sources.c.source, field_sources.c.field)
+            pairs = (
+                "json_each(customers.field_sources) AS grp, json_each(grp.value, '$.fields') AS fld"
+            )
+        query = text(
+            f"SELECT {origin} AS source, fld.value AS field, count(*) AS customer_count, "
+            f"sum(CASE WHEN {stamp} < :stale_before THEN 1 ELSE 0 END) AS stale, "
+            f"min({stamp}) AS oldest "
+            f"FROM customers, {pairs} "
+            f"WHERE {origin} {'=' if source else '<>'} :source "
+            "GROUP BY 1, 2 ORDER BY 1, 2"
         )
+        parameters = {"stale_before": refresh_stamp(stale_before), "source": source or API_SOURCE}
         with read_session(self.engine) as session:
-            rows = session.execute(query).all()
+            rows = session.execute(query, parameters).all()
         return [
-            FieldFreshness(origin, field, int(customers), int(stale_count), oldest)
+            FieldFreshness(
+                origin, field, int(customers), int(stale_count), datetime.fromisoformat(oldest)
+            )
             for origin, field, customers, stale_count, oldest in rows
         ]
 
@@ -456,29 +467,31 @@ def _select_in(session: Session, column: Any, values: Sequence[Any]) -> list[Any
     return found
 
 
-def _analyze_external_ids_if_grown(engine: Engine) -> None:
-    """Refresh PostgreSQL's statistics of the external ids once the table has more than
-    doubled on disk since they were taken.
+def _analyze_if_grown(engine: Engine) -> None:
+    """Refresh PostgreSQL's statistics of the tables a bulk write grows (customers and
+    their external ids) once one has more than doubled on disk since they were taken.
 
-    Autovacuum analyzes a table after 10% of it changed, at most once a minute, so while a
-    bulk load fills a fresh table the planner believes it holds a few dozen rows. It then
-    looked up each batch's keys by reading every id of the system (22 ms per 500 keys at
-    100,000 ids, growing with the table) rather than through the primary key (under 1 ms).
-    The table's size on disk is current at once, unlike the activity counters; doubling
-    means a handful of analyses per load, each a few tens of ms."""
+    Autovacuum analyzes a table after 10% of it changed, at most once a minute (and never
+    where it is switched off), so while a bulk load fills a fresh table the planner
+    believes it holds a few dozen rows. It then looked up each batch's keys by reading
+    every id of the system (22 ms per 500 keys at 100,000 ids, growing with the table)
+    rather than through the primary key (under 1 ms). The table's size on disk is current
+    at once, unlike the activity counters; doubling means a handful of analyses per load,
+    each a few tens of ms."""
     if not is_postgresql(engine):
         return
     with engine.connect() as connection:
         grown = connection.execute(
             text(
-                "SELECT pg_relation_size(c.oid) / current_setting('block_size')::int "
-                "> 2 * greatest(c.relpages, 0) + 16 "
-                "FROM pg_class c WHERE c.oid = to_regclass(:table)"
+                "SELECT c.relname FROM pg_class c "
+                "WHERE c.oid = ANY(CAST(:tables AS regclass[])) "
+                "AND pg_relation_size(c.oid) / current_setting('block_size')::int "
+                "> 2 * greatest(c.relpages, 0) + 16"
             ),
-            {"table": external_ids.name},
-        ).scalar()
-        if grown:
-            connection.exec_driver_sql(f"ANALYZE {external_ids.name}")
+            {"tables": [customers.name, external_ids.name]},
+        ).scalars()
+        for table in list(grown):
+            connection.exec_driver_sql(f'ANALYZE "{table}"')
         connection.commit()
 
 
@@ -491,16 +504,16 @@ def _load(
     session: Session, customer_ids: Sequence[str], now: datetime, *, compared_only: bool = False
 ) -> dict[str, Customer]:
     """Full customers (with ids, tags, field sources and traits), a few queries per 500 ids.
-    ``compared_only`` leaves out the field sources and traits, which no write compares: at
-    a dozen field sources per customer they were most of the rows an upsert read."""
+    ``compared_only`` leaves out the field sources and traits, which no write compares."""
     if not customer_ids:
         return {}
     ids = list(dict.fromkeys(customer_ids))
     rows: list[Any] = []
     external: dict[str, dict[str, str]] = defaultdict(dict)
     tag_sets: dict[str, list[str]] = defaultdict(list)
+    columns = _COMPARED_COLUMNS if compared_only else list(customers.c)
     for chunk in in_chunks(ids):
-        rows.extend(session.execute(select(customers).where(customers.c.customer_id.in_(chunk))))
+        rows.extend(session.execute(select(*columns).where(customers.c.customer_id.in_(chunk))))
         for ext in session.execute(
             select(external_ids).where(external_ids.c.customer_id.in_(chunk))
         ):
@@ -509,14 +522,6 @@ def _load(
             select(tags).where(tags.c.customer_id.in_(chunk)).order_by(tags.c.tag)
         ):
             tag_sets[tag.customer_id].append(tag.tag)
-    sources: dict[str, dict[str, FieldSource]] = defaultdict(dict)
-    for chunk in [] if compared_only else in_chunks(ids):
-        for source in session.execute(
-            select(field_sources).where(field_sources.c.customer_id.in_(chunk))
-        ):
-            sources[source.customer_id][source.field] = FieldSource(
-                source.source, source.refresh_time
-            )
     traits = {} if compared_only else _traits(session, ids, now)
     loaded = {}
     for row in rows:
@@ -530,12 +535,16 @@ def _load(
             tags=tuple(tag_sets.get(row.customer_id, ())),
             attributes=dict(row.attributes or {}),
             traits=traits.get(row.customer_id, {}),
-            field_sources=sources.get(row.customer_id, {}),
+            field_sources={} if compared_only else field_sources_from_document(row.field_sources),
             values={
                 name: mapping[name] for name in SCALAR_FIELDS if mapping[name] not in (None, "")
             },
         )
     return loaded
+
+
+# What a write compares: everything but the field sources.
+_COMPARED_COLUMNS = [column for column in customers.c if column.name != "field_sources"]
 
 
 def _traits(session: Session, ids: Sequence[str], now: datetime) -> dict[str, dict[str, float]]:
@@ -654,22 +663,26 @@ def _external_id_owners(
 
 
 def _insert_customers(
-    session: Session, records: Sequence[tuple[str, Mapping[str, Any]]], now: datetime
+    session: Session,
+    records: Sequence[tuple[str, Mapping[str, Any], FieldSourceDocument]],
+    now: datetime,
 ) -> None:
-    """New customers with their external ids and tags, built column by column (cheaper
-    than a dict per row for batches of thousands)."""
+    """New customers, each with its values and field-source document, and their external
+    ids and tags, built column by column (cheaper than a dict per row for batches of
+    thousands). Records sharing one document object have it JSON-encoded once."""
     if not records:
         return
-    columns: dict[str, list[Any]] = {"customer_id": [customer_id for customer_id, _ in records]}
+    columns: dict[str, list[Any]] = {"customer_id": [customer_id for customer_id, _, _ in records]}
     for name, default in _EMPTY_ROW.items():
-        columns[name] = [values.get(name, default) for _, values in records]
-    columns["attributes"] = [values.get("attributes", _NO_ATTRIBUTES) for _, values in records]
+        columns[name] = [values.get(name, default) for _, values, _ in records]
+    columns["attributes"] = [values.get("attributes", _NO_ATTRIBUTES) for _, values, _ in records]
+    columns["field_sources"] = [document for _, _, document in records]
     columns["create_time"] = columns["update_time"] = [now] * len(records)
     columns["version"] = [1] * len(records)
     insert_columns(session, customers, columns)
     id_rows = [
         (customer_id, system, ext)
-        for customer_id, values in records
+        for customer_id, values, _ in records
         for system, ext in values.get("external_ids", {}).items()
     ]
     if id_rows:
@@ -678,7 +691,7 @@ def _insert_customers(
             session, external_ids, {"customer_id": owners, "system": systems, "external_id": ids}
         )
     tag_rows = [
-        (customer_id, tag) for customer_id, values in records for tag in values.get("tags", ())
+        (customer_id, tag) for customer_id, values, _ in records for tag in values.get("tags", ())
     ]
     if tag_rows:
         owners, names = zip(*tag_rows, strict=True)
@@ -795,60 +808,61 @@ def _source_fields(
     return fields
 
 
-def _record_field_sources(
+def _refresh_field_sources(
     session: Session,
+    refreshed: Sequence[tuple[str, Iterable[str]]],
     *,
-    created: Sequence[tuple[str, Sequence[str]]] = (),
-    refreshed: Iterable[tuple[str, Iterable[str]]] = (),
     source: str,
     run_id: str,
     now: datetime,
 ) -> None:
-    """Record ``source`` as the origin of each (customer, fields) entry, refreshed now.
-
-    Customers ``created`` in this transaction have no field sources yet and get a plain bulk
-    insert (COPY on PostgreSQL); the ``refreshed`` ones an upsert. Either way one statement
-    per call whatever the number of rows: a sync refreshes every field it delivers, several
-    per customer, and row-by-row upserts were 20x slower."""
-    if created:
-        owners = [customer_id for customer_id, names in created for _ in names]
-        insert_columns(
-            session,
-            field_sources,
-            {
-                "customer_id": owners,
-                "field": [name for _, names in created for name in names],
-                "source": [source] * len(owners),
-                "refresh_time": [now] * len(owners),
-                "run_id": [run_id] * len(owners),
-            },
-        )
-    pairs = [(customer_id, name) for customer_id, names in refreshed for name in names]
-    if not pairs:
+    """Record ``source`` as the origin of each (customer, fields) entry, refreshed now, in
+    the stored documents of customers that exist: one read and one write per call."""
+    wanted = [(customer_id, names) for customer_id, names in refreshed if names]
+    if not wanted:
         return
+    postgresql = is_postgresql(session.get_bind())  # type: ignore[arg-type]
     connection = session.connection()
-    conflict = (
-        "ON CONFLICT (customer_id, field) DO UPDATE SET source = excluded.source, "
-        "refresh_time = excluded.refresh_time, run_id = excluded.run_id"
-    )
-    if is_postgresql(session.get_bind()):  # type: ignore[arg-type]
-        connection.exec_driver_sql(
-            "INSERT INTO customer_field_sources (customer_id, field, source, refresh_time, run_id) "
-            "SELECT pair.customer_id, pair.field, %s, %s, %s "
-            "FROM unnest(%s::text[], %s::text[]) AS pair(customer_id, field) " + conflict,
-            (source, now, run_id, [c for c, _ in pairs], [f for _, f in pairs]),
+    # Driver-level SQL both ways: SQLAlchemy's compiling of IN lists and executemany cost
+    # more than the statements themselves, and a sync refreshes every customer it delivers.
+    query = "SELECT customer_id, field_sources FROM customers WHERE customer_id "
+    stored: dict[str, FieldSourceDocument] = {}
+    owners = list(dict.fromkeys(customer_id for customer_id, _ in wanted))
+    if postgresql:
+        # psycopg hands back a jsonb document decoded.
+        for customer_id, document in connection.exec_driver_sql(query + "= ANY(%s)", (owners,)):
+            stored[customer_id] = document
+    else:
+        for chunk in in_chunks(owners):
+            marks = ", ".join("?" * len(chunk))
+            for customer_id, text_document in connection.exec_driver_sql(
+                query + f"IN ({marks})", tuple(chunk)
+            ):
+                stored[customer_id] = json.loads(text_document)
+    stamp = refresh_stamp(now)
+    documents: dict[str, FieldSourceDocument] = {}
+    for customer_id, names in wanted:
+        documents[customer_id] = refreshed_document(
+            documents.get(customer_id, stored[customer_id]),
+            names,
+            source=source,
+            stamp=stamp,
+            run_id=run_id,
         )
-        return
-    # The dialect's own processor, so the text is the one every other insert stores
-    # ("2025-05-07 02:00:00.000000"): SQLite compares these times as strings.
-    column_type = field_sources.c.refresh_time.type.dialect_impl(connection.dialect)
-    stamp = column_type.bind_processor(connection.dialect)
-    refreshed_at = stamp(now) if stamp else now
-    connection.exec_driver_sql(
-        "INSERT INTO customer_field_sources (customer_id, field, source, refresh_time, run_id) "
-        "VALUES (?, ?, ?, ?, ?) " + conflict,
-        [(customer_id, name, source, refreshed_at, run_id) for customer_id, name in pairs],
-    )
+    ids = list(documents)
+    encoded = [json.dumps(document) for document in documents.values()]
+    if postgresql:
+        connection.exec_driver_sql(
+            "UPDATE customers SET field_sources = refreshed.document "
+            "FROM unnest(%s::text[], %s::text[]::jsonb[]) AS refreshed(customer_id, document) "
+            "WHERE customers.customer_id = refreshed.customer_id",
+            (ids, encoded),
+        )
+    else:
+        connection.exec_driver_sql(
+            "UPDATE customers SET field_sources = ? WHERE customer_id = ?",
+            list(zip(encoded, ids, strict=True)),
+        )
 
 
 @dataclass
@@ -930,10 +944,23 @@ def _apply_sync_chunk(
             result.unchanged += 1
     creates = [t for t in targets.values() if t.new]
     updates = [t for t in targets.values() if not t.new and t.changed]
+    stamp = refresh_stamp(now)
+    # One document object per set of delivered fields, so each is JSON-encoded once.
+    documents: dict[tuple[str, ...], FieldSourceDocument] = {}
+    for t in creates:
+        delivered = tuple(t.delivered)
+        if delivered not in documents:
+            documents[delivered] = new_field_source_document(
+                delivered, source=source, stamp=stamp, run_id=run_id
+            )
     _insert_customers(
         session,
         [
-            (t.customer_id, {**t.values, "attributes": t.attributes, "external_ids": t.added_ids})
+            (
+                t.customer_id,
+                {**t.values, "attributes": t.attributes, "external_ids": t.added_ids},
+                documents[tuple(t.delivered)],
+            )
             for t in creates
         ],
         now,
@@ -952,12 +979,9 @@ def _apply_sync_chunk(
         + [(t.customer_id, ChangeKind.UPDATED, sorted(t.changed)) for t in updates],
         now,
     )
-    _record_field_sources(
+    _refresh_field_sources(
         session,
-        created=[(t.customer_id, list(t.delivered)) for t in creates],
-        refreshed=[
-            (t.customer_id, t.delivered) for t in targets.values() if not t.new and t.delivered
-        ],
+        [(t.customer_id, t.delivered) for t in targets.values() if not t.new],
         source=source,
         run_id=run_id,
         now=now,
@@ -1089,14 +1113,14 @@ def _upsert(
             record.index, "rejected", violations=[FieldViolation(field_name, why)]
         )
 
-    creates: list[tuple[str, Mapping[str, Any]]] = []
+    creates: list[tuple[str, Mapping[str, Any], FieldSourceDocument]] = []
     log: list[tuple[str, ChangeKind, Sequence[str]]] = []
-    created_sources: list[tuple[str, list[str]]] = []
     refreshed_sources: list[tuple[str, list[str]]] = []
-    # A created record's logged fields and field-source names, per shape (its fields and
-    # custom fields): a batch repeats a few shapes, and a list shared by the change-log
-    # entries of one shape is JSON-encoded once.
-    created_fields: dict[tuple[tuple[str, ...], ...], tuple[list[str], list[str]]] = {}
+    stamp = refresh_stamp(now)
+    # A created record's logged fields and field-source document, per shape (its fields
+    # and custom fields): a batch repeats a few shapes, and a list or document shared by
+    # the records of one shape is JSON-encoded once.
+    created_fields: dict[tuple[tuple[str, ...], ...], tuple[list[str], FieldSourceDocument]] = {}
     seen_keys: set[str] = set()
     claimed: dict[tuple[str, str], str] = {}
     for record, key in zip(records, keys, strict=True):
@@ -1127,11 +1151,12 @@ def _upsert(
             if names is None:
                 names = created_fields[shape] = (
                     sorted(record.values),
-                    _source_fields({}, record.values),
+                    new_field_source_document(
+                        _source_fields({}, record.values), source=API_SOURCE, stamp=stamp, run_id=""
+                    ),
                 )
-            creates.append((target, record.values))
+            creates.append((target, record.values, names[1]))
             log.append((target, ChangeKind.CREATED, names[0]))
-            created_sources.append((target, names[1]))
             outcomes[record.index] = UpsertOutcome(record.index, "created", target)
             continue
         current = stored[owner]
@@ -1146,14 +1171,7 @@ def _upsert(
             outcomes[record.index] = UpsertOutcome(record.index, "unchanged", owner)
     _insert_customers(session, creates, now)
     _append_changes(session, log, now)
-    _record_field_sources(
-        session,
-        created=created_sources,
-        refreshed=refreshed_sources,
-        source=API_SOURCE,
-        run_id="",
-        now=now,
-    )
+    _refresh_field_sources(session, refreshed_sources, source=API_SOURCE, run_id="", now=now)
     return [outcomes[record.index] for record in records]
 
 

@@ -20,7 +20,7 @@ from switchboard.segments.v1 import segments_pb2 as spb
 
 from services.core.server import RunningServer
 from services.demo import demo_customers
-from services.profiles.repository import changes, field_sources
+from services.profiles.repository import changes, customers, external_ids, tags, usage_events
 from tests.integration.routing_setup import Profiles, Segments, create_segment, create_tier_segments
 from tests.support.workers import fresh_redis_database, running_worker, worker_environment
 
@@ -167,13 +167,17 @@ def test_a_rule_can_require_fresh_billing_data_and_api_writes_are_sourced_api(
     assert updated.field_sources["seats"].source == "billing"
 
     profiles.DeleteCustomer(ppb.DeleteCustomerRequest(customer_id=globex.customer_id))
+    # Its field sources went with its row; nothing of the profiles store names it now.
     with engine.connect() as connection:
-        left = connection.execute(
-            select(func.count())
-            .select_from(field_sources)
-            .where(field_sources.c.customer_id == globex.customer_id)
-        ).scalar_one()
-    assert left == 0
+        left = {
+            table.name: connection.execute(
+                select(func.count())
+                .select_from(table)
+                .where(table.c.customer_id == globex.customer_id)
+            ).scalar_one()
+            for table in (customers, external_ids, tags, usage_events)
+        }
+    assert set(left.values()) == {0}
 
 
 def test_a_new_source_is_a_mapping_file(

@@ -17,12 +17,12 @@ import pytest
 from sqlalchemy import select
 
 from services.core.db import create_db_engine
+from services.profiles.domain import field_sources_from_document
 from services.profiles.repository import (
     CustomerRepository,
     changes,
     customers,
     external_ids,
-    field_sources,
 )
 from services.sync.app import SyncRuns
 from services.sync.repository import SyncRun, SyncRunRepository
@@ -79,17 +79,20 @@ def store_of(url: str) -> dict[str, Any]:
                     select(external_ids).where(external_ids.c.system == "billing")
                 )
             }
+            stored = list(connection.execute(select(customers)))
+            # Refresh times differ between the runs, so not their field-source documents.
             records = {
                 by_id[row.customer_id]: {
                     k: v
                     for k, v in row._mapping.items()
-                    if k not in ("customer_id", "create_time", "update_time")
+                    if k not in ("customer_id", "create_time", "update_time", "field_sources")
                 }
-                for row in connection.execute(select(customers))
+                for row in stored
             }
             sources = sorted(
-                (by_id[row.customer_id], row.field, row.source)
-                for row in connection.execute(select(field_sources))
+                (by_id[row.customer_id], field, origin.source)
+                for row in stored
+                for field, origin in field_sources_from_document(row.field_sources).items()
             )
             created = Counter(
                 by_id.get(row.customer_id)
