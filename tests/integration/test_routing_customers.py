@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import pytest
 from google.protobuf import field_mask_pb2
@@ -29,20 +31,35 @@ GET_CUSTOMER = "/switchboard.profiles.v1.ProfileService/GetCustomer"
 LIST_CHANGES = "/switchboard.profiles.v1.ProfileService/ListCustomerChanges"
 
 
-@pytest.fixture
-def directory(
-    profiles_server: RunningServer, segments_server: RunningServer, admin_key: str
-) -> Iterator[CustomerDirectory]:
+@contextmanager
+def directories(
+    profiles_address: str, segments_address: str, admin_key: str
+) -> Iterator[Callable[..., CustomerDirectory]]:
+    """Makes directories (with the given options) over channels to these two services."""
     with (
-        keyed_channel(f"127.0.0.1:{profiles_server.port}", admin_key) as profiles,
-        keyed_channel(f"127.0.0.1:{segments_server.port}", admin_key) as segments,
+        keyed_channel(profiles_address, admin_key) as profiles,
+        keyed_channel(segments_address, admin_key) as segments,
     ):
-        yield CustomerDirectory(
-            ProfilesClient(profiles),
-            SegmentsClient(segments),
-            refresh_seconds=0,
-            customer_refresh_seconds=0,
-        )
+
+        def directory(**options: Any) -> CustomerDirectory:
+            return CustomerDirectory(ProfilesClient(profiles), SegmentsClient(segments), **options)
+
+        yield directory
+
+
+@pytest.fixture
+def new_directory(
+    profiles_server: RunningServer, segments_server: RunningServer, admin_key: str
+) -> Iterator[Callable[..., CustomerDirectory]]:
+    with directories(
+        f"127.0.0.1:{profiles_server.port}", f"127.0.0.1:{segments_server.port}", admin_key
+    ) as directory:
+        yield directory
+
+
+@pytest.fixture
+def directory(new_directory: Callable[..., CustomerDirectory]) -> CustomerDirectory:
+    return new_directory(refresh_seconds=0, customer_refresh_seconds=0)
 
 
 def reads_of_the_record(profiles_server: RunningServer, code: str = "OK") -> float:
@@ -97,63 +114,39 @@ def test_an_erased_customer_is_no_longer_found(
 
 
 def test_the_kept_records_stay_within_the_cache_size(
+    new_directory: Callable[..., CustomerDirectory],
     profiles_server: RunningServer,
-    segments_server: RunningServer,
     profiles: Profiles,
-    admin_key: str,
 ) -> None:
     for customer_id in ("a1", "a2", "a3"):
         create_customer(profiles, customer_id, seats=1)
-    with (
-        keyed_channel(f"127.0.0.1:{profiles_server.port}", admin_key) as profiles_channel,
-        keyed_channel(f"127.0.0.1:{segments_server.port}", admin_key) as segments_channel,
-    ):
-        small = CustomerDirectory(
-            ProfilesClient(profiles_channel),
-            SegmentsClient(segments_channel),
-            refresh_seconds=0,
-            customer_refresh_seconds=0,
-            cache_size=2,
-        )
-        for customer_id in ("a1", "a2", "a3", "a3", "a1"):
-            small.lookup(customer_id, MONDAY)
+    small = new_directory(refresh_seconds=0, customer_refresh_seconds=0, cache_size=2)
+    for customer_id in ("a1", "a2", "a3", "a3", "a1"):
+        small.lookup(customer_id, MONDAY)
 
     # a1 was dropped for a3 (oldest first) and read again; a3 stayed.
     assert reads_of_the_record(profiles_server) == 4
 
 
 def test_with_the_segments_service_gone_customers_keep_the_segments_last_defined(
-    profiles_server: RunningServer,
+    new_directory: Callable[..., CustomerDirectory],
     segments_server: RunningServer,
     profiles: Profiles,
     segments: Segments,
-    admin_key: str,
 ) -> None:
     create_customer(profiles, "acme", plan="enterprise", seats=120)
     create_segment(segments, "enterprise", {"seats": {"$gte": 50}})
-    with (
-        keyed_channel(f"127.0.0.1:{profiles_server.port}", admin_key) as profiles_channel,
-        keyed_channel(f"127.0.0.1:{segments_server.port}", admin_key) as segments_channel,
-    ):
-        never_read = CustomerDirectory(
-            ProfilesClient(profiles_channel),
-            SegmentsClient(segments_channel),
-            refresh_seconds=0,
-        )
-        directory = CustomerDirectory(
-            ProfilesClient(profiles_channel),
-            SegmentsClient(segments_channel),
-            refresh_seconds=0,
-        )
-        assert directory.lookup("acme", MONDAY).segment_ids == {"enterprise"}
+    never_read = new_directory(refresh_seconds=0)
+    directory = new_directory(refresh_seconds=0)
+    assert directory.lookup("acme", MONDAY).segment_ids == {"enterprise"}
 
-        segments_server.stop(grace=0)
+    segments_server.stop(grace=0)
 
-        # A conversation is still routed on the definitions read before the outage...
-        assert directory.lookup("acme", MONDAY).segment_ids == {"enterprise"}
-        # ...but a process that never read them cannot guess them.
-        with pytest.raises(Unavailable):
-            never_read.lookup("acme", MONDAY)
+    # A conversation is still routed on the definitions read before the outage...
+    assert directory.lookup("acme", MONDAY).segment_ids == {"enterprise"}
+    # ...but a process that never read them cannot guess them.
+    with pytest.raises(Unavailable):
+        never_read.lookup("acme", MONDAY)
 
 
 def test_a_slow_change_log_read_holds_up_one_lookup_not_the_others(
@@ -164,16 +157,12 @@ def test_a_slow_change_log_read_holds_up_one_lookup_not_the_others(
     answers = {GET_CUSTOMER: acme.SerializeToString(), LIST_CHANGES: no_changes}
     with (
         stalled_service(answers) as profiles,
-        keyed_channel(profiles.address, admin_key) as profiles_channel,
-        keyed_channel(f"127.0.0.1:{segments_server.port}", admin_key) as segments_channel,
+        directories(
+            profiles.address, f"127.0.0.1:{segments_server.port}", admin_key
+        ) as new_directory,
     ):
         profiles.release()
-        directory = CustomerDirectory(
-            ProfilesClient(profiles_channel),
-            SegmentsClient(segments_channel),
-            refresh_seconds=60,
-            customer_refresh_seconds=0.05,
-        )
+        directory = new_directory(refresh_seconds=60, customer_refresh_seconds=0.05)
         assert directory.lookup("acme", MONDAY).attributes["seats"] == 120
         reads_so_far = profiles.arrived.count(LIST_CHANGES)
 
