@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    Connection,
     Engine,
     Table,
     and_,
@@ -815,30 +816,19 @@ def _refresh_field_sources(
     source: str,
     run_id: str,
     now: datetime,
+    stored: Mapping[str, FieldSourceDocument] | None = None,
 ) -> None:
     """Record ``source`` as the origin of each (customer, fields) entry, refreshed now, in
-    the stored documents of customers that exist: one read and one write per call."""
+    the stored documents of customers that exist: one read (none when the caller already
+    holds them as ``stored``) and one write per call."""
     wanted = [(customer_id, names) for customer_id, names in refreshed if names]
     if not wanted:
         return
     postgresql = is_postgresql(session.get_bind())  # type: ignore[arg-type]
     connection = session.connection()
-    # Driver-level SQL both ways: SQLAlchemy's compiling of IN lists and executemany cost
-    # more than the statements themselves, and a sync refreshes every customer it delivers.
-    query = "SELECT customer_id, field_sources FROM customers WHERE customer_id "
-    stored: dict[str, FieldSourceDocument] = {}
-    owners = list(dict.fromkeys(customer_id for customer_id, _ in wanted))
-    if postgresql:
-        # psycopg hands back a jsonb document decoded.
-        for customer_id, document in connection.exec_driver_sql(query + "= ANY(%s)", (owners,)):
-            stored[customer_id] = document
-    else:
-        for chunk in in_chunks(owners):
-            marks = ", ".join("?" * len(chunk))
-            for customer_id, text_document in connection.exec_driver_sql(
-                query + f"IN ({marks})", tuple(chunk)
-            ):
-                stored[customer_id] = json.loads(text_document)
+    if stored is None:
+        owners = list(dict.fromkeys(customer_id for customer_id, _ in wanted))
+        stored = _stored_documents(connection, owners, postgresql=postgresql)
     stamp = refresh_stamp(now)
     documents: dict[str, FieldSourceDocument] = {}
     for customer_id, names in wanted:
@@ -865,6 +855,29 @@ def _refresh_field_sources(
         )
 
 
+def _stored_documents(
+    connection: Connection, owners: Sequence[str], *, postgresql: bool
+) -> dict[str, FieldSourceDocument]:
+    """The field-source documents of these customers.
+
+    Driver-level SQL: SQLAlchemy's compiling of IN lists costs more than the statement
+    itself, and a write may refresh thousands of customers at once."""
+    query = "SELECT customer_id, field_sources FROM customers WHERE customer_id "
+    stored: dict[str, FieldSourceDocument] = {}
+    if postgresql:
+        # psycopg hands back a jsonb document decoded.
+        for customer_id, document in connection.exec_driver_sql(query + "= ANY(%s)", (owners,)):
+            stored[customer_id] = document
+    else:
+        for chunk in in_chunks(owners):
+            marks = ", ".join("?" * len(chunk))
+            for customer_id, text_document in connection.exec_driver_sql(
+                query + f"IN ({marks})", tuple(chunk)
+            ):
+                stored[customer_id] = json.loads(text_document)
+    return stored
+
+
 @dataclass
 class _SyncTarget:
     """A customer as a sync chunk sees it while applying rows in order."""
@@ -878,6 +891,8 @@ class _SyncTarget:
     changed: set[str] = field(default_factory=set)
     added_ids: dict[str, str] = field(default_factory=dict)
     delivered: dict[str, None] = field(default_factory=dict)
+    # The stored field-source document (none for a new customer), refreshed at the end.
+    field_sources: FieldSourceDocument = field(default_factory=list)
 
 
 def _load_sync_targets(session: Session, customer_ids: Sequence[str]) -> dict[str, _SyncTarget]:
@@ -889,6 +904,7 @@ def _load_sync_targets(session: Session, customer_ids: Sequence[str]) -> dict[st
                 customers.c.customer_id,
                 customers.c.version,
                 customers.c.attributes,
+                customers.c.field_sources,
                 *[customers.c[name] for name in SCALAR_FIELDS],
             ).where(customers.c.customer_id.in_(chunk))
         ):
@@ -900,6 +916,7 @@ def _load_sync_targets(session: Session, customer_ids: Sequence[str]) -> dict[st
                 attributes=dict(row.attributes or {}),
                 external_ids={},
                 new=False,
+                field_sources=row.field_sources,
             )
         for ext in session.execute(
             select(external_ids).where(external_ids.c.customer_id.in_(chunk))
@@ -979,12 +996,14 @@ def _apply_sync_chunk(
         + [(t.customer_id, ChangeKind.UPDATED, sorted(t.changed)) for t in updates],
         now,
     )
+    known = [t for t in targets.values() if not t.new]
     _refresh_field_sources(
         session,
-        [(t.customer_id, t.delivered) for t in targets.values() if not t.new],
+        [(t.customer_id, t.delivered) for t in known],
         source=source,
         run_id=run_id,
         now=now,
+        stored={t.customer_id: t.field_sources for t in known},
     )
     return result
 
