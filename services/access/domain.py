@@ -70,9 +70,9 @@ current_caller: ContextVar[Caller | None] = ContextVar("current_caller", default
 _call_wrote: ContextVar[bool] = ContextVar("call_wrote", default=False)
 
 
-def note_write() -> None:
-    """Say that the call being served changed something, so it is audited."""
-    _call_wrote.set(True)
+def note_write(wrote: bool = True) -> None:
+    """Say whether the call being served changed something: it is audited if so."""
+    _call_wrote.set(wrote)
 
 
 def call_wrote() -> bool:

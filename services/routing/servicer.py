@@ -237,6 +237,8 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
         if not request.validate_only:
             note_write()  # a dry run changes nothing: only a real route is audited
         decision, replayed = self.routing.route(request=route_request_from_proto(request))
+        if replayed:
+            note_write(False)  # answered from the stored decision: nothing changed
         return pb.RouteConversationResponse(decision=decision_to_proto(decision), replayed=replayed)
 
     def GetConversation(

@@ -271,7 +271,7 @@ def test_validate_only_returns_the_decision_and_stores_nothing(
     assert not desk.route("bloom-1", customer_id="bloom").replayed
 
 
-def test_a_dry_run_route_is_not_audited_and_a_real_route_is(
+def test_a_real_route_is_audited_and_a_dry_run_or_a_replay_is_not(
     desk: Desk, segments: Segments, profiles: Profiles, engine: Engine
 ) -> None:
     team_one(desk, segments, profiles)
@@ -280,13 +280,17 @@ def test_a_dry_run_route_is_not_audited_and_a_real_route_is(
     desk.route("bloom-1", customer_id="bloom", validate_only=True)
     dry_run_audit = KeyStore(engine).audit(since=started)
     desk.route("bloom-1", customer_id="bloom")
+    assert desk.route("bloom-1", customer_id="bloom").replayed
+    refused = call_error(lambda: desk.route("bloom 2", customer_id="bloom"))
 
     assert dry_run_audit == []
+    assert refused.code() == grpc.StatusCode.INVALID_ARGUMENT
     audited = [
         (entry.method.rsplit("/", 1)[-1], entry.code)
         for entry in KeyStore(engine).audit(since=started)
     ]
-    assert audited == [("RouteConversation", "OK")]
+    # Newest first: the refused attempt is kept, the replay (which changed nothing) is not.
+    assert audited == [("RouteConversation", "INVALID_ARGUMENT"), ("RouteConversation", "OK")]
 
 
 def test_conversation_keeps_the_segments_the_customer_had_when_routed(
