@@ -2,17 +2,19 @@
 
 Every call made through them carries the current request id (so one user action can be
 followed across services in the logs) and a deadline (so a slow service slows its callers
-down by a bounded amount instead of hanging them).
+down by a bounded amount instead of hanging them). Made while serving a call whose caller set
+a deadline, it gets no more than the time that call has left.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
 import grpc
 
-from services.core.interceptors import REQUEST_ID_HEADER
+from services.core.interceptors import REQUEST_ID_HEADER, answer_due_var
 from services.core.logs import request_id_var
 from services.core.settings import Settings
 from services.core.tls import channel_credentials
@@ -51,6 +53,10 @@ class _PropagatingInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStream
         if request_id and not any(key == REQUEST_ID_HEADER for key, _ in metadata):
             metadata += ((REQUEST_ID_HEADER, request_id),)
         timeout = details.timeout if details.timeout is not None else self.deadline_seconds
+        due = answer_due_var.get()
+        if due is not None:
+            left = max(due - time.monotonic(), 0.0)
+            timeout = left if timeout is None else min(timeout, left)
         return _ClientCallDetails(
             details.method,
             timeout,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import contextvars
 import logging
 import secrets
 import time
@@ -24,6 +25,15 @@ from services.core.metrics import RpcMetrics
 from services.core.validation import nul_problems
 
 REQUEST_ID_HEADER = "x-request-id"
+
+# When the call being served must be answered (on ``time.monotonic()``), if its caller set a
+# deadline: what it asks of other services while serving it gets no longer than that, so a
+# hung neighbour holds a server thread only as long as someone still waits for the answer.
+answer_due_var: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "answer_due", default=None
+)
+# grpc reports a call without a deadline as due in about 292 years.
+_NO_DEADLINE_SECONDS = 1e9
 
 log = logging.getLogger("switchboard.rpc")
 
@@ -170,6 +180,12 @@ class _CallScope:
         self.token = request_id_var.set(self.request_id)
         self.context.set_trailing_metadata(((REQUEST_ID_HEADER, self.request_id),))
         self.started = time.perf_counter()
+        remaining = self.context.time_remaining()
+        self.due_token = answer_due_var.set(
+            time.monotonic() + remaining
+            if remaining is not None and remaining < _NO_DEADLINE_SECONDS
+            else None
+        )
         return self
 
     def admit(self, request: Any) -> None:
@@ -215,6 +231,7 @@ class _CallScope:
         if self.finish is not None:
             self.finish(code_name)
         request_id_var.reset(self.token)
+        answer_due_var.reset(self.due_token)
         if status is not None:
             # abort replaces trailing metadata, so the request id travels inside the status;
             # abort raises, which is how grpc ends the call with this status.

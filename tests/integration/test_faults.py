@@ -943,3 +943,45 @@ def test_a_downstream_that_never_answers_costs_callers_deadlines_not_a_hang(
     assert not isinstance(widget, grpc.RpcError), widget.details()
     assert widget.config.persona.persona_id == "visitor"
     assert not widget.cached
+
+
+def test_a_call_to_a_neighbour_gets_no_more_time_than_the_caller_left(engine: Engine) -> None:
+    admin = new_key(engine)
+    with stalled_service() as hung:
+        settings = Settings(
+            api_key=admin,
+            profiles_address=hung.address,
+            call_deadline_seconds=PATIENCE,
+            customer_refresh_seconds=0,
+        )
+        server = create_server(
+            SERVICES["segments"].build(engine, settings),
+            address="127.0.0.1:0",
+            gate=gate(engine),
+            max_workers=4,
+        )
+        try:
+            with keyed_channel(f"127.0.0.1:{server.port}", admin) as channel:
+                segments = segments_pb2_grpc.SegmentServiceStub(channel)
+                evaluate = spb.EvaluateCustomerRequest(customer_id="acme")
+                hurried = outcome(lambda: segments.EvaluateCustomer(evaluate, timeout=2))
+                hung.wait_for_call(GET_CUSTOMER)
+                # The caller without a deadline of its own: the configured one applies.
+                patient = threading.Thread(
+                    target=lambda: outcome(lambda: segments.EvaluateCustomer(evaluate)),
+                    daemon=True,
+                )
+                patient.start()
+                hung.wait_for_call(GET_CUSTOMER, count=2)
+                hung.release()
+                patient.join(timeout=PATIENCE)
+        finally:
+            server.stop(grace=1)
+
+    assert isinstance(hurried, grpc.RpcError)
+    assert hurried.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    hurried_left, patient_left = hung.time_left
+    # Profiles was asked to answer within what the hurried caller had left, not within the
+    # configured minute that would have held a segments thread long after it gave up.
+    assert hurried_left <= 2.0
+    assert patient_left > PATIENCE - 10

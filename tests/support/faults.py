@@ -150,11 +150,12 @@ class StalledService:
     """A gRPC server that accepts every call to any method and does not answer it until
     ``release``: a downstream service that hangs. ``arrived`` lists the methods called;
     after ``release`` a method answers the bytes ``answers`` holds for it (UNIMPLEMENTED
-    for the others)."""
+    for the others). ``time_left`` holds, per arrival, the seconds its caller gave it."""
 
     def __init__(self, answers: Mapping[str, bytes] = {}) -> None:
         self.answers = dict(answers)
         self.arrived: list[str] = []
+        self.time_left: list[float] = []
         self.released = threading.Event()
         self._arrival = threading.Condition()
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
@@ -184,6 +185,7 @@ class StalledService:
     def _hold(self, method: str, context: grpc.ServicerContext) -> bytes:
         with self._arrival:
             self.arrived.append(method)
+            self.time_left.append(context.time_remaining())
             self._arrival.notify_all()
         while not self.released.wait(0.05):
             if not context.is_active():
