@@ -111,8 +111,18 @@ def write_transaction(engine: Engine) -> Iterator[Session]:
         yield session
 
 
+# Each SQLite database's lock, by the path an engine names it with (and by its real path,
+# which is looked up once: engines naming one file by two paths share the lock).
 _sqlite_writers: dict[str, threading.RLock] = {}
 _sqlite_writers_guard = threading.Lock()
+
+
+def _writers_of(database: str) -> threading.RLock:
+    with _sqlite_writers_guard:
+        real = str(Path(database or ":memory:").resolve())
+        turn = _sqlite_writers.setdefault(real, threading.RLock())
+        _sqlite_writers[database] = turn
+        return turn
 
 
 @contextmanager
@@ -126,9 +136,8 @@ def _sqlite_writer_turn(engine: Engine) -> Iterator[None]:
     other processes still meet in SQLite's busy wait; a turn not had within that same
     timeout is taken anyway, so a writer waits no longer than before, whatever happens.
     """
-    name = str(Path(engine.url.database or ":memory:").resolve())
-    with _sqlite_writers_guard:
-        turn = _sqlite_writers.setdefault(name, threading.RLock())
+    database = engine.url.database or ""
+    turn = _sqlite_writers.get(database) or _writers_of(database)
     acquired = turn.acquire(timeout=SQLITE_BUSY_SECONDS)
     try:
         yield
