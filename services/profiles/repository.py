@@ -34,6 +34,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql.elements import BindParameter
 from sqlmodel import Session
 
 from services.core.db import (
@@ -512,16 +513,13 @@ def _load(
     rows: list[Any] = []
     external: dict[str, dict[str, str]] = defaultdict(dict)
     tag_sets: dict[str, list[str]] = defaultdict(list)
-    columns = _COMPARED_COLUMNS if compared_only else list(customers.c)
+    customer_query = _COMPARED_CUSTOMERS if compared_only else _FULL_CUSTOMERS
     for chunk in in_chunks(ids):
-        rows.extend(session.execute(select(*columns).where(customers.c.customer_id.in_(chunk))))
-        for ext in session.execute(
-            select(external_ids).where(external_ids.c.customer_id.in_(chunk))
-        ):
+        wanted = {"ids": list(chunk)}
+        rows.extend(session.execute(customer_query, wanted))
+        for ext in session.execute(_EXTERNAL_IDS_OF, wanted):
             external[ext.customer_id][ext.system] = ext.external_id
-        for tag in session.execute(
-            select(tags).where(tags.c.customer_id.in_(chunk)).order_by(tags.c.tag)
-        ):
+        for tag in session.execute(_TAGS_OF, wanted):
             tag_sets[tag.customer_id].append(tag.tag)
     traits = {} if compared_only else _traits(session, ids, now)
     loaded = {}
@@ -544,39 +542,44 @@ def _load(
     return loaded
 
 
+# The reads of ``_load`` and ``_traits``, built once: building and keying a statement cost
+# more CPU than SQLite took to run it on a GetCustomer.
+_WANTED_IDS: BindParameter[str] = bindparam("ids", expanding=True)
 # What a write compares: everything but the field sources.
 _COMPARED_COLUMNS = [column for column in customers.c if column.name != "field_sources"]
+_FULL_CUSTOMERS = select(customers).where(customers.c.customer_id.in_(_WANTED_IDS))
+_COMPARED_CUSTOMERS = select(*_COMPARED_COLUMNS).where(customers.c.customer_id.in_(_WANTED_IDS))
+_EXTERNAL_IDS_OF = select(external_ids).where(external_ids.c.customer_id.in_(_WANTED_IDS))
+_TAGS_OF = select(tags).where(tags.c.customer_id.in_(_WANTED_IDS)).order_by(tags.c.tag)
+
+
+def _usage_windows_query() -> Any:
+    """Per customer and metric, the sums of the last 7 days and of the 7 days before."""
+    week_start = bindparam("week_start", type_=UTCDateTime)
+    prev_start = bindparam("prev_start", type_=UTCDateTime)
+    value, occurred = usage_events.c.value, usage_events.c.occur_time
+    last_7d = func.sum(case((occurred > week_start, value), else_=0))
+    prev_7d = func.sum(case((and_(occurred > prev_start, occurred <= week_start), value), else_=0))
+    return (
+        select(usage_events.c.customer_id, usage_events.c.metric, last_7d, prev_7d)
+        .where(
+            usage_events.c.customer_id.in_(_WANTED_IDS),
+            occurred <= bindparam("now", type_=UTCDateTime),
+        )
+        .group_by(usage_events.c.customer_id, usage_events.c.metric)
+    )
+
+
+_USAGE_WINDOWS = _usage_windows_query()
 
 
 def _traits(session: Session, ids: Sequence[str], now: datetime) -> dict[str, dict[str, float]]:
     prev_start, week_start = trait_window_bounds(now)
-    bound_week = bindparam("week_start", week_start, type_=UTCDateTime)
-    bound_prev = bindparam("prev_start", prev_start, type_=UTCDateTime)
-    last_7d = func.sum(
-        case((usage_events.c.occur_time > bound_week, usage_events.c.value), else_=0)
-    )
-    prev_7d = func.sum(
-        case(
-            (
-                and_(
-                    usage_events.c.occur_time > bound_prev, usage_events.c.occur_time <= bound_week
-                ),
-                usage_events.c.value,
-            ),
-            else_=0,
-        )
-    )
+    bounds = {"week_start": week_start, "prev_start": prev_start, "now": now}
     windows: dict[str, list[MetricWindows]] = defaultdict(list)
     for chunk in in_chunks(ids):
-        query = (
-            select(usage_events.c.customer_id, usage_events.c.metric, last_7d, prev_7d)
-            .where(
-                usage_events.c.customer_id.in_(chunk),
-                usage_events.c.occur_time <= bindparam("now", now, type_=UTCDateTime),
-            )
-            .group_by(usage_events.c.customer_id, usage_events.c.metric)
-        )
-        for customer_id, metric, last, prev in session.execute(query):
+        found = session.execute(_USAGE_WINDOWS, {"ids": list(chunk), **bounds})
+        for customer_id, metric, last, prev in found:
             windows[customer_id].append(MetricWindows(metric, float(last or 0), float(prev or 0)))
     return {customer_id: traits_from_windows(w) for customer_id, w in windows.items()}
 
