@@ -262,6 +262,16 @@ def read_desk(rows: Iterable[Any]) -> Desk:
 _DESK_QUERY = _desk_query()
 
 
+# Statements every route or replay runs, built once: building a select of the wide
+# conversations table and computing its cache key took about twice as long as SQLite took to
+# run it.
+_CONFIG_VERSION = select(config_version.c.version).where(config_version.c.name == "config")
+_CONVERSATION = select(conversations).where(
+    conversations.c.conversation_id == bindparam("conversation_id")
+)
+_CONVERSATION_LOCKED = _CONVERSATION.with_for_update()
+
+
 class PlacementStore(Protocol):
     """What placing a conversation reads and writes: a ``Store`` in a write transaction, or
     a ``PreviewStore`` that keeps every write to itself."""
@@ -355,10 +365,7 @@ class Store:
     # ---- definitions ------------------------------------------------------------------------
 
     def config_version(self) -> int:
-        value = self.session.execute(
-            select(config_version.c.version).where(config_version.c.name == "config")
-        ).scalar()
-        return int(value or 0)
+        return int(self.session.execute(_CONFIG_VERSION).scalar() or 0)
 
     def _bump_version(self) -> None:
         self.config_changed = True
@@ -637,10 +644,8 @@ class Store:
     def find_conversation(
         self, conversation_id: str, *, lock: bool = False
     ) -> dict[str, Any] | None:
-        query = select(conversations).where(conversations.c.conversation_id == conversation_id)
-        if lock and self.locking:
-            query = query.with_for_update()
-        row = self.session.execute(query).first()
+        query = _CONVERSATION_LOCKED if lock and self.locking else _CONVERSATION
+        row = self.session.execute(query, {"conversation_id": conversation_id}).first()
         return dict(row._mapping) if row else None
 
     def insert_conversation(self, values: Mapping[str, Any]) -> None:
