@@ -133,8 +133,9 @@ def _sqlite_writer_turn(engine: Engine) -> Iterator[None]:
     and tries again (after 1, 2, 5 ... then 100 ms), so under many concurrent writes some
     waited far longer than the writes ahead of them took: fresh routes at 16 concurrent had
     a p99 of 1.5 s. Here each waiter is woken as soon as the one before commits. Writers in
-    other processes still meet in SQLite's busy wait; a turn not had within that same
-    timeout is taken anyway, so a writer waits no longer than before, whatever happens.
+    other processes still meet in SQLite's busy wait. A turn not had within that same
+    timeout is taken anyway: a writer stuck in its transaction delays the others, but
+    cannot hold them for good.
     """
     database = engine.url.database or ""
     turn = _sqlite_writers.get(database) or _writers_of(database)
