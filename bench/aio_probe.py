@@ -44,6 +44,7 @@ from bench.grpc_load import (  # noqa: E402
     grpc_frame,
     run_h2load,
 )
+from services.widgets.cache import encode_command  # noqa: E402
 from tests.support.stores import redis_server  # noqa: E402
 
 ECHO_SERVICE = ECHO_METHOD.split("/")[1]
@@ -61,10 +62,8 @@ class _Redis:
         self.turn = asyncio.Lock()
 
     async def call(self, *command: bytes) -> object:
-        data = b"*%d\r\n" % len(command)
-        data += b"".join(b"$%d\r\n%s\r\n" % (len(part), part) for part in command)
         async with self.turn:
-            self.writer.write(data)
+            self.writer.write(encode_command(command))
             reply = self.replies.gets()
             while reply is False:
                 self.replies.feed(await self.reader.read(65536))
