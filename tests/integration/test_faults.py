@@ -983,5 +983,6 @@ def test_a_call_to_a_neighbour_gets_no_more_time_than_the_caller_left(engine: En
     hurried_left, patient_left = hung.time_left
     # Profiles was asked to answer within what the hurried caller had left, not within the
     # configured minute that would have held a segments thread long after it gave up.
-    assert hurried_left <= 2.0
+    # (grpc rounds a deadline up as it crosses the wire: a few milliseconds may come back.)
+    assert hurried_left <= 2.1
     assert patient_left > PATIENCE - 10
