@@ -60,6 +60,7 @@ def serve(service: str) -> None:
             if settings.tls_cert_file
             else None
         ),
+        edge_address=entry.edge_address(settings),
     )
     metrics_port = running.metrics.serve(settings.metrics_host, entry.metrics_port(settings))
     log.info(
@@ -67,6 +68,7 @@ def serve(service: str) -> None:
         extra={
             "address": entry.address(settings),
             "port": running.port,
+            "edge": entry.edge_address(settings),
             "metrics": f"http://{settings.metrics_host}:{metrics_port}/metrics",
         },
     )
@@ -258,6 +260,8 @@ def _describe_addresses(settings: Settings) -> str:
             f"  {name:<9} grpc {entry.address(settings):<22} "
             f"metrics http://{settings.metrics_host}:{entry.metrics_port(settings)}/metrics"
         )
+        if (edge := entry.edge_address(settings)) is not None:
+            lines.append(f"  {'':<9} grpc {edge:<22} the widget port (WidgetService)")
     lines.append(f"  dashboard http://{settings.dashboard_host}:{settings.dashboard_port}/")
     lines.append("  workers (sync, and everything else) and beat running. Ctrl-C stops everything.")
     return "\n".join(lines)

@@ -21,6 +21,8 @@ class ServiceEntry:
     build: Callable[[Engine, Settings], list[ServiceSpec]]
     address: Callable[[Settings], str]
     metrics_port: Callable[[Settings], int]
+    # Where the server's asyncio edge listens, if it has one (services.core.edge).
+    edge_address: Callable[[Settings], str | None] = lambda _settings: None
 
 
 SERVICES: dict[str, ServiceEntry] = {
@@ -37,6 +39,10 @@ SERVICES: dict[str, ServiceEntry] = {
         lambda s: s.segments_metrics_port,
     ),
     "routing": ServiceEntry(
-        "routing", routing_specs, lambda s: s.routing_address, lambda s: s.routing_metrics_port
+        "routing",
+        routing_specs,
+        lambda s: s.routing_address,
+        lambda s: s.routing_metrics_port,
+        lambda s: s.widgets_address,
     ),
 }

@@ -90,6 +90,31 @@ class AccessControl:
                 f"a {caller.role.value} key may not call {method.rsplit('/', 1)[-1]}",
                 reason="ROLE_NOT_ALLOWED",
             )
+        return self._enter(caller, method, request_id, peer)
+
+    def admit_from_memory(
+        self, method: str, metadata: Mapping[str, str], request_id: str
+    ) -> Callable[[str], None] | None:
+        """``admit`` for a caller whose key is in the fresh copy, calling a method its role
+        may call and that is not audited: decided without the store. None when deciding
+        needs more (the store, an audit, a certificate): ``admit`` must decide then. An
+        event loop, which must not wait on the store, calls this first."""
+        if policy.is_public(method):
+            return _nothing
+        if policy.is_write(method) or AUTHORIZATION_HEADER not in metadata:
+            return None
+        try:
+            caller = self.cache.remembered(bearer_token(metadata))
+        except Unauthenticated:
+            return None
+        if caller is None or not policy.may_call(caller.role, method):
+            return None
+        return self._enter(caller, method, request_id, lambda: "")
+
+    def _enter(
+        self, caller: Caller, method: str, request_id: str, peer: Callable[[], str]
+    ) -> Callable[[str], None]:
+        """Bind the admitted caller to the call; what ends it (and audits a write)."""
         token = current_caller.set(caller)
         start_call()
 

@@ -176,7 +176,7 @@ class KeyCache:
         if key_id is None:
             raise Unauthenticated("the API key is malformed", reason="BAD_API_KEY")
         digest = hash_token(token)
-        if time.monotonic() - self._loaded_at > self.refresh_seconds:
+        if self._stale():
             self._reload()
         known = self._known.get(key_id)
         if known is None or not hmac.compare_digest(known[0], digest):
@@ -186,6 +186,20 @@ class KeyCache:
         if known is None or not hmac.compare_digest(known[0], digest):
             raise Unauthenticated("the API key is unknown or revoked", reason="BAD_API_KEY")
         return known[1]
+
+    def remembered(self, token: str) -> Caller | None:
+        """The caller of a key in a copy still fresh, without asking the store; None for
+        anything else (``caller`` decides then)."""
+        key_id = key_id_of(token)
+        if key_id is None or self._stale():
+            return None
+        known = self._known.get(key_id)
+        if known is None or not hmac.compare_digest(known[0], hash_token(token)):
+            return None
+        return known[1]
+
+    def _stale(self) -> bool:
+        return time.monotonic() - self._loaded_at > self.refresh_seconds
 
     def _reload(self) -> None:
         with self._lock:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import contextvars
+import itertools
 import logging
+import os
 import secrets
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -38,6 +41,25 @@ _NO_DEADLINE_SECONDS = 1e9
 log = logging.getLogger("switchboard.rpc")
 
 
+class _RequestIds:
+    """32 hex digits like a uuid4's, unique without a system call per call: a random prefix
+    drawn per process (again in a forked child), then a counter. Ids are only compared."""
+
+    def __init__(self) -> None:
+        self.renew()
+        os.register_at_fork(after_in_child=self.renew)
+
+    def renew(self) -> None:
+        self.prefix = secrets.token_hex(8)
+        self.numbers = itertools.count()
+
+    def next(self) -> str:
+        return f"{self.prefix}{next(self.numbers):016x}"
+
+
+new_request_id = _RequestIds().next
+
+
 class Gatekeeper(Protocol):
     """Decides whether a call may run (services.access implements it)."""
 
@@ -54,12 +76,19 @@ class Gatekeeper(Protocol):
         client certificate; both are asked only when needed (an audit, a keyless call)."""
         ...
 
+    def admit_from_memory(
+        self, method: str, metadata: Mapping[str, str], request_id: str
+    ) -> Callable[[str], None] | None:
+        """``admit`` decided without waiting on anything (no store, no audit); None when
+        ``admit`` must decide. An event loop asks this first."""
+        ...
+
 
 # How deep upb, protobuf's parser, lets messages nest; past it a request does not parse.
 PROTOBUF_MAX_DEPTH = 100
 
 
-class _Refused:
+class Refused:
     """Stands in for a request refused before its handler runs, with the reasons; the
     caller is told only once admitted."""
 
@@ -113,7 +142,7 @@ class ServerInterceptor(grpc.ServerInterceptor):
     def _wrap(
         self, method: str, handler: grpc.RpcMethodHandler[Any, Any]
     ) -> grpc.RpcMethodHandler[Any, Any]:
-        deserialize = _screened(handler.request_deserializer)
+        deserialize = screened(handler.request_deserializer)
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
                 self._unary(method, handler.unary_unary),
@@ -130,7 +159,7 @@ class ServerInterceptor(grpc.ServerInterceptor):
 
     def _unary(self, method: str, behaviour: Callable[..., Any]) -> Callable[..., Any]:
         def handle(request: Any, context: grpc.ServicerContext) -> Any:
-            with _CallScope(self.metrics, method, context, self.gate) as scope:
+            with CallScope(self.metrics, method, context, self.gate) as scope:
                 scope.admit(request)
                 return behaviour(request, context)
 
@@ -138,7 +167,7 @@ class ServerInterceptor(grpc.ServerInterceptor):
 
     def _streaming(self, method: str, behaviour: Callable[..., Any]) -> Callable[..., Any]:
         def handle(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-            with _CallScope(self.metrics, method, context, self.gate) as scope:
+            with CallScope(self.metrics, method, context, self.gate) as scope:
                 scope.admit(request)
                 yield from behaviour(request, context)
 
@@ -152,7 +181,11 @@ class _StatusWithMetadata(
     pass
 
 
-class _CallScope:
+# The context of a call on the thread-pool server or on the asyncio edge.
+AnyContext = grpc.ServicerContext | grpc.aio.ServicerContext[Any, Any]
+
+
+class CallScope:
     """Context for one call: binds the request id, admits the caller and turns exceptions
     into statuses."""
 
@@ -160,7 +193,7 @@ class _CallScope:
         self,
         metrics: RpcMetrics,
         method: str,
-        context: grpc.ServicerContext,
+        context: AnyContext,
         gate: Gatekeeper | None,
     ) -> None:
         self.metrics = metrics
@@ -169,14 +202,17 @@ class _CallScope:
         self.gate = gate
         self.finish: Callable[[str], None] | None = None
 
-    def __enter__(self) -> _CallScope:
+    def __enter__(self) -> CallScope:
+        return self.open()
+
+    def open(self) -> CallScope:
+        """Bind the request id and the answer's due time to the call (``close`` unbinds)."""
         self.metadata = {
             key: value
-            for key, value in self.context.invocation_metadata()
+            for key, value in self.context.invocation_metadata() or ()
             if isinstance(value, str)
         }
-        # A uuid4's 32 hex digits without building a UUID: the id is only ever compared.
-        self.request_id = str(self.metadata.get(REQUEST_ID_HEADER) or secrets.token_hex(16))
+        self.request_id = str(self.metadata.get(REQUEST_ID_HEADER) or new_request_id())
         self.token = request_id_var.set(self.request_id)
         self.context.set_trailing_metadata(((REQUEST_ID_HEADER, self.request_id),))
         self.started = time.perf_counter()
@@ -196,8 +232,17 @@ class _CallScope:
             self.finish = self.gate.admit(
                 self.method, self.metadata, self.context.peer, self.request_id, self._identities
             )
-        if isinstance(request, _Refused):
+        if isinstance(request, Refused):
             raise InvalidArgument(request.violations)
+
+    def admit_from_memory(self) -> bool:
+        """``admit`` when the gate can decide without waiting; False when it cannot (the
+        call was neither admitted nor refused)."""
+        if self.gate is None:
+            return True
+        finish = self.gate.admit_from_memory(self.method, self.metadata, self.request_id)
+        self.finish = finish
+        return finish is not None
 
     def _identities(self) -> list[str]:
         """The identities in the caller's verified client certificate (its subject alternative
@@ -205,6 +250,16 @@ class _CallScope:
         return [name.decode() for name in self.context.peer_identities() or ()]
 
     def __exit__(self, exc_type: Any, error: BaseException | None, _tb: Any) -> None:
+        status = self.close(error)
+        if status is not None:
+            # abort raises, which is how grpc ends the call with this status (the thread-pool
+            # server's context: the edge aborts on its loop).
+            assert isinstance(self.context, grpc.ServicerContext)
+            self.context.abort_with_status(status)
+
+    def close(self, error: BaseException | None) -> grpc.Status | None:
+        """End the call: measure it, let the gate finish it, unbind the request id; the
+        status to abort with, if the call ended in ``error`` (None: it stands as it is)."""
         status: grpc.Status | None = None
         if isinstance(error, OperationalError | InterfaceError):
             # The store is down, restarting or locked: the caller should retry, and the
@@ -218,45 +273,49 @@ class _CallScope:
             log.info("rejected %s: %s", self.method, error.message, extra={"reason": error.reason})
         elif (
             error is not None
-            # A client that stops reading a stream closes the generator; not a fault.
-            and not isinstance(error, GeneratorExit)
+            # A client that stops reading a stream closes the generator, and one that goes
+            # away cancels its asyncio task: not faults.
+            and not isinstance(error, GeneratorExit | asyncio.CancelledError)
             and not _already_aborted(self.context)
         ):
             error_id = secrets.token_hex(6)
             log.error("unexpected error %s in %s", error_id, self.method, exc_info=error)
             status = internal_status(error_id)
         code = status.code if status is not None else (_code_of(self.context) or grpc.StatusCode.OK)
+        if isinstance(error, asyncio.CancelledError):
+            code = grpc.StatusCode.CANCELLED
         code_name = code.name if isinstance(code, grpc.StatusCode) else str(code)
         self.metrics.observe(self.method, code_name, time.perf_counter() - self.started)
         if self.finish is not None:
             self.finish(code_name)
+        self.unbind()
+        if status is None:
+            return None
+        # abort replaces trailing metadata, so the request id travels inside the status.
+        return _StatusWithMetadata(
+            status.code,
+            status.details,
+            (*status.trailing_metadata, (REQUEST_ID_HEADER, self.request_id)),
+        )
+
+    def unbind(self) -> None:
         request_id_var.reset(self.token)
         answer_due_var.reset(self.due_token)
-        if status is not None:
-            # abort replaces trailing metadata, so the request id travels inside the status;
-            # abort raises, which is how grpc ends the call with this status.
-            self.context.abort_with_status(
-                _StatusWithMetadata(
-                    status.code,
-                    status.details,
-                    (*status.trailing_metadata, (REQUEST_ID_HEADER, self.request_id)),
-                )
-            )
 
 
-def _code_of(context: grpc.ServicerContext) -> grpc.StatusCode | None:
+def _code_of(context: AnyContext) -> grpc.StatusCode | None:
     # The runtime context has code() (grpcio >= 1.38); the stubs do not declare it yet.
     code: grpc.StatusCode | None = getattr(context, "code")()  # noqa: B009
     return code
 
 
-def _already_aborted(context: grpc.ServicerContext) -> bool:
+def _already_aborted(context: AnyContext) -> bool:
     code = _code_of(context)
     return code is not None and code != grpc.StatusCode.OK
 
 
-def _screened(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
-    """The request parser, answering a ``_Refused`` for bytes that do not parse or a
+def screened(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """The request parser, answering a ``Refused`` for bytes that do not parse or a
     message with a NUL in a string (PostgreSQL stores none; refused on every backend)."""
     if deserialize is None:
         return None
@@ -265,13 +324,13 @@ def _screened(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], A
         try:
             request = deserialize(data)
         except Exception as error:
-            return _Refused(_TOO_DEEP if "MaxDepth" in str(error) else _MALFORMED)
+            return Refused(_TOO_DEEP if "MaxDepth" in str(error) else _MALFORMED)
         # A NUL character is encoded as a 0x00 byte, so bytes without one hold no NUL in any
         # string and the walk over every field is spared.
         if b"\x00" in data:
             problems = nul_problems(request)
             if problems:
-                return _Refused(problems)
+                return Refused(problems)
         return request
 
     return parse

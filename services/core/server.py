@@ -22,6 +22,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client.registry import Collector
 
+from services.core.edge import EdgeMethods, EdgeServer
 from services.core.interceptors import Gatekeeper, ServerInterceptor
 from services.core.metrics import RpcMetrics
 
@@ -32,6 +33,11 @@ MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 # How long a server stopped by a signal keeps answering after turning NOT_SERVING (at most
 # half the grace): long enough for clients watching health to move to another instance.
 DRAIN_SECONDS = 1.0
+SERVER_OPTIONS = (
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.so_reuseport", 0),
+)
 
 
 @dataclass(frozen=True)
@@ -42,6 +48,8 @@ class ServiceSpec:
     register: Callable[[grpc.Server], None]
     # Metrics of its own, served beside the RPC metrics on the server's metrics port.
     collectors: tuple[Collector, ...] = ()
+    # Served on the asyncio edge too (see services.core.edge), when the server has one.
+    edge: EdgeMethods | None = None
 
 
 class DrainingHealth(health.HealthServicer):  # type: ignore[misc]
@@ -121,18 +129,25 @@ class RunningServer:
     health: DrainingHealth
     metrics: RpcMetrics
     service_names: tuple[str, ...]
+    # The asyncio edge beside this server, if it serves one.
+    edge: EdgeServer | None = None
 
     def stop(self, grace: float | None = None, *, drain: float = 0.0) -> None:
         """Say NOT_SERVING first and keep answering for ``drain`` seconds, so balancers and
         clients watching health move away; then refuse new calls and let in-flight calls
         finish within ``grace``."""
         self.health.enter_graceful_shutdown()
+        if self.edge is not None:
+            self.edge.enter_graceful_shutdown()
         if drain > 0:
             time.sleep(drain)
         # An open health watch is a call in flight too: it would hold the stop for the whole
         # grace, then be cut. It has said NOT_SERVING; end it now.
         self.health.end_watches()
-        self.server.stop(grace).wait()
+        stopped = self.server.stop(grace)
+        if self.edge is not None:
+            self.edge.stop(grace)
+        stopped.wait()
 
 
 def create_server(
@@ -142,21 +157,19 @@ def create_server(
     gate: Gatekeeper | None,
     max_workers: int = 32,
     tls: grpc.ServerCredentials | None = None,
+    edge_address: str | None = None,
 ) -> RunningServer:
     """Build and start a server for ``specs`` on ``address`` (port 0 picks a free port).
 
     ``gate`` admits every call; None serves without credentials, which only tests of other
     concerns and the echo benchmark do: ``switchboard serve`` always passes one.
+    ``edge_address`` also serves the specs that have ``edge`` on an asyncio server there.
     """
     metrics = RpcMetrics()
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
         interceptors=[ServerInterceptor(metrics, gate)],
-        options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.so_reuseport", 0),
-        ],
+        options=SERVER_OPTIONS,
         maximum_concurrent_rpcs=max_workers * 8,
     )
     health_servicer = DrainingHealth(
@@ -180,10 +193,22 @@ def create_server(
     port = server.add_secure_port(address, tls) if tls else server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"could not bind {address}")
+    edged = [(spec.register, spec.edge) for spec in specs if spec.edge is not None]
+    edge = None
+    if edge_address is not None and edged:
+        edge = EdgeServer(
+            edged,
+            address=edge_address,
+            metrics=metrics,
+            gate=gate,
+            options=SERVER_OPTIONS,
+            max_workers=max_workers,
+            tls=tls,
+        ).start()
     server.start()
     for name in ("", *names):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return RunningServer(server, port, health_servicer, metrics, names)
+    return RunningServer(server, port, health_servicer, metrics, names, edge)
 
 
 def serve_until_stopped(running: RunningServer, *, grace: float) -> None:

@@ -37,6 +37,12 @@ class Settings(BaseSettings):
     profiles_address: str = "127.0.0.1:50051"
     segments_address: str = "127.0.0.1:50052"
     routing_address: str = "127.0.0.1:50053"
+    widgets_address: str = Field(
+        default="127.0.0.1:50054",
+        description="The widget port: the routing process serves WidgetService here too, on "
+        "an asyncio server that answers warm GetWidgetConfig calls from the cache without "
+        "a thread hand-off. Chat widgets should call this port.",
+    )
     profiles_metrics_port: int = 9151
     segments_metrics_port: int = 9152
     routing_metrics_port: int = 9153

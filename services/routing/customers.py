@@ -125,6 +125,15 @@ class CustomerDirectory:
         members = self.plan().evaluator(now)(attributes)
         return KnownCustomer(customer_id, attributes, members)
 
+    def refresh_due(self) -> bool:
+        """Whether ``catch_up`` or ``plan`` would read from another service now."""
+        moment = time.monotonic()
+        return (
+            moment - self._synced_at >= self.customer_refresh_seconds
+            or self._plan is None
+            or moment - self._plan_read_at >= self.refresh_seconds
+        )
+
     def catch_up(self) -> None:
         """Forget the records the change log says changed, when it was last read longer
         ago than ``customer_refresh_seconds``.

@@ -9,6 +9,7 @@ from switchboard.routing.v1 import routing_pb2, routing_pb2_grpc, widgets_pb2, w
 
 from services.core.channels import open_channel
 from services.core.clock import Clock, utc_now
+from services.core.edge import EdgeMethods
 from services.core.server import ServiceSpec
 from services.core.settings import Settings
 from services.reports.server import reports_spec
@@ -70,6 +71,11 @@ def routing_specs(engine: Engine, settings: Settings, clock: Clock = utc_now) ->
 
     return [
         ServiceSpec(SERVICE_NAME, register_routing),
-        ServiceSpec(WIDGET_SERVICE_NAME, register_widgets, (widgets.metrics.lookups,)),
+        ServiceSpec(
+            WIDGET_SERVICE_NAME,
+            register_widgets,
+            (widgets.metrics.lookups,),
+            EdgeMethods(fast={"GetWidgetConfig": widget_servicer.cached_widget_config}),
+        ),
         reports_spec(engine, settings, clock),
     ]

@@ -378,6 +378,31 @@ class Widgets:
             self._keep(catalog.version, entries, publish=catalog.version > version)
         return Answer(encoded, cached=False)
 
+    async def cached_widget_config(self, *, visitor: Visitor) -> Answer | None:
+        """The answer ``widget_config`` would read from the cache, read without blocking
+        an event loop; None when that call must answer (it has more to do than one cache
+        read: a check or refresh due, a lookup, a miss, the cache down)."""
+        customers = self.routing.customers
+        if (
+            not visitor.customer_id
+            or visitor.external_system
+            or visitor.greeting_values
+            or self._cache_down
+            or self._version_due()
+            or customers.refresh_due()
+            or visitor_problems(visitor)
+        ):
+            return None
+        try:
+            _version, found = await self.cache.read_async(entry_name(visitor.customer_id))
+        except CacheDown as error:
+            self._went_down(error)
+            return None
+        if found is None:
+            return None
+        self.metrics.count("hit")
+        return Answer(found, cached=True)
+
     def evaluate_escalation(
         self, *, visitor: Visitor, turn: BotTurn, conversation_id: str
     ) -> EscalationAnswer:

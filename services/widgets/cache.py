@@ -14,14 +14,16 @@ is the embedded default's, inside the one routing process.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
+from weakref import WeakKeyDictionary
 
 import hiredis
 import redis
@@ -60,6 +62,10 @@ class Entry:
 
 
 class WidgetCache(Protocol):
+    async def read_async(self, name: str) -> tuple[int, bytes | None]:
+        """``read`` for an event loop, which it never blocks."""
+        ...
+
     def read(self, name: str) -> tuple[int, bytes | None]:
         """The version in force (0 = none published yet) and the entry at it, if any."""
         ...
@@ -96,7 +102,8 @@ class RedisWidgetCache:
         self._publish = self.client.register_script(_PUBLISH)
         self._per_thread = threading.local()
         # Refuses an address the fast reader cannot use now, not on the first widget call.
-        _ReadConnection(url, timeout_seconds)
+        self._address = _Address.of(url)
+        self._loop_reads = _PipelinedReads(self._address, timeout_seconds)
 
     def _connect(self, *, single: bool) -> redis.Redis:
         # Short timeouts and no retries: a widget call facing a dead Redis computes instead.
@@ -109,18 +116,18 @@ class RedisWidgetCache:
             single_connection_client=single,
         )
 
+    async def read_async(self, name: str) -> tuple[int, bytes | None]:
+        return _entry_of(await self._loop_reads.call(_read_command(name)))
+
     def read(self, name: str) -> tuple[int, bytes | None]:
         reader = getattr(self._per_thread, "reader", None)
         if reader is None:
-            reader = self._per_thread.reader = _ReadConnection(self.url, self.timeout_seconds)
+            reader = self._per_thread.reader = _ReadConnection(self._address, self.timeout_seconds)
         try:
-            version, value = reader.call(b"MGET", VERSION_KEY_BYTES, PREFIX_BYTES + name.encode())
+            reply = reader.call(*_read_command(name))
         except (OSError, redis.RedisError) as error:
             raise CacheDown(str(error)) from error
-        if version is None:
-            return 0, None
-        stamp, _, config = (value or b"").partition(b":")
-        return int(version), config if value and stamp == version else None
+        return _entry_of(reply)
 
     def write(self, version: int, entries: Sequence[Entry]) -> None:
         now = self.clock()
@@ -170,18 +177,50 @@ def encode_command(command: Sequence[bytes]) -> bytes:
     return b"".join(parts)
 
 
+def _read_command(name: str) -> tuple[bytes, ...]:
+    """The version in force and the entry, in one round trip."""
+    return (b"MGET", VERSION_KEY_BYTES, PREFIX_BYTES + name.encode())
+
+
+def _entry_of(reply: Any) -> tuple[int, bytes | None]:
+    """(version in force, the entry if it was computed at that version)."""
+    version, value = reply
+    if version is None:
+        return 0, None
+    stamp, _, config = (value or b"").partition(b":")
+    return int(version), config if value and stamp == version else None
+
+
+@dataclass(frozen=True)
+class _Address:
+    """Where the fast readers find Redis, and what they say on connecting."""
+
+    host: str
+    port: int
+    handshake: tuple[tuple[bytes, ...], ...]
+
+    @classmethod
+    def of(cls, url: str) -> _Address:
+        parts = urlsplit(url)
+        if parts.scheme != "redis":
+            raise ValueError(f"the widget cache reads Redis over redis:// only, not {url!r}")
+        database = parts.path.strip("/") or "0"
+        user, password = unquote(parts.username or "default"), unquote(parts.password or "")
+        handshake: list[tuple[bytes, ...]] = []
+        if password:
+            handshake.append((b"AUTH", user.encode(), password.encode()))
+        if database != "0":
+            handshake.append((b"SELECT", database.encode()))
+        return cls(parts.hostname or "localhost", parts.port or 6379, tuple(handshake))
+
+
 class _ReadConnection:
     """One thread's connection for the read on every widget call: the command written
     whole, the reply parsed by hiredis. It costs about half the CPU of redis-py's general
     client, which on this call is most of the server's work; anything else uses redis-py."""
 
-    def __init__(self, url: str, timeout_seconds: float) -> None:
-        parts = urlsplit(url)
-        if parts.scheme != "redis":
-            raise ValueError(f"the widget cache reads Redis over redis:// only, not {url!r}")
-        self.address = (parts.hostname or "localhost", parts.port or 6379)
-        self.database = parts.path.strip("/") or "0"
-        self.credentials = [unquote(parts.username or "default"), unquote(parts.password or "")]
+    def __init__(self, address: _Address, timeout_seconds: float) -> None:
+        self.address = address
         self.timeout_seconds = timeout_seconds
         self._socket: socket.socket | None = None
         self._replies = hiredis.Reader()
@@ -201,13 +240,12 @@ class _ReadConnection:
         self._replies = hiredis.Reader()
 
     def _open(self) -> socket.socket:
-        connection = socket.create_connection(self.address, timeout=self.timeout_seconds)
+        address = (self.address.host, self.address.port)
+        connection = socket.create_connection(address, timeout=self.timeout_seconds)
         connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._socket = connection
-        if self.credentials[1]:
-            self._exchange(connection, [b"AUTH", *(c.encode() for c in self.credentials)])
-        if self.database != "0":
-            self._exchange(connection, [b"SELECT", self.database.encode()])
+        for command in self.address.handshake:
+            self._exchange(connection, command)
         return connection
 
     def _exchange(self, connection: socket.socket, command: Sequence[bytes]) -> Any:
@@ -224,6 +262,117 @@ class _ReadConnection:
         return reply
 
 
+class _PipelinedReads:
+    """Reads for an event loop: one connection, and the commands of one turn of the loop
+    written to it together, so sixteen concurrent calls cost Redis and the kernel about
+    one exchange. A command not answered within ``timeout_seconds`` fails with CacheDown,
+    with every command waiting on the same connection; the next opens a new one."""
+
+    def __init__(self, address: _Address, timeout_seconds: float) -> None:
+        self.address = address
+        self.timeout_seconds = timeout_seconds
+        # A connection belongs to the loop that opened it, and a loop to its thread; found
+        # by thread, as asking for the running loop costs a system call (getpid).
+        self._links: dict[int, _Link] = {}
+        self._opening: WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+            WeakKeyDictionary()
+        )
+
+    async def call(self, command: Sequence[bytes]) -> Any:
+        link = self._links.get(threading.get_ident())
+        if link is None or link.closed or link.loop.is_closed():
+            link = await self._open()
+        return await link.call(command)
+
+    async def _open(self) -> _Link:
+        loop = asyncio.get_running_loop()
+        async with self._opening.setdefault(loop, asyncio.Lock()):
+            opened = self._links.get(threading.get_ident())
+            if opened is not None and not opened.closed and opened.loop is loop:
+                return opened
+            try:
+                _, link = await asyncio.wait_for(
+                    loop.create_connection(
+                        lambda: _Link(loop, self.timeout_seconds),
+                        self.address.host,
+                        self.address.port,
+                    ),
+                    self.timeout_seconds,
+                )
+            except (OSError, TimeoutError) as error:
+                raise CacheDown(f"cannot reach Redis: {error!r}") from error
+            for command in self.address.handshake:
+                await link.call(command)
+            self._links[threading.get_ident()] = link
+            return link
+
+
+class _Link(asyncio.Protocol):
+    """One pipelined connection: replies come back in the order the commands went out."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, timeout_seconds: float) -> None:
+        self.loop = loop
+        self.timeout_seconds = timeout_seconds
+        self.closed = False
+        self._transport: asyncio.Transport | None = None
+        self._replies = hiredis.Reader()
+        self._waiting: deque[asyncio.Future[Any]] = deque()
+        self._unsent: list[bytes] = []
+        self._sent = 0
+        self._answered = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+
+    def connection_lost(self, error: Exception | None) -> None:
+        self._fail(CacheDown(f"Redis closed the connection: {error!r}"))
+
+    def data_received(self, data: bytes) -> None:
+        self._replies.feed(data)
+        while (reply := self._replies.gets()) is not False:
+            self._answered += 1
+            waiter = self._waiting.popleft()
+            if waiter.done():  # its call was cancelled: the caller went away
+                continue
+            if isinstance(reply, hiredis.ReplyError):
+                waiter.set_exception(CacheDown(str(reply)))
+            else:
+                waiter.set_result(reply)
+
+    def call(self, command: Sequence[bytes]) -> asyncio.Future[Any]:
+        if self.closed:
+            raise CacheDown("the connection to Redis was lost")
+        if not self._unsent:
+            self.loop.call_soon(self._flush)
+        self._unsent.append(encode_command(command))
+        waiter: asyncio.Future[Any] = self.loop.create_future()
+        self._waiting.append(waiter)
+        return waiter
+
+    def _flush(self) -> None:
+        if self.closed or self._transport is None:
+            return
+        self._transport.write(b"".join(self._unsent))
+        self._sent += len(self._unsent)
+        self._unsent.clear()
+        self.loop.call_later(self.timeout_seconds, self._expire, self._sent)
+
+    def _expire(self, sent: int) -> None:
+        if self._answered < sent and not self.closed:
+            self._fail(CacheDown(f"Redis did not answer within {self.timeout_seconds} s"))
+
+    def _fail(self, error: CacheDown) -> None:
+        self.closed = True
+        if self._transport is not None:
+            self._transport.abort()
+        for waiter in self._waiting:
+            if not waiter.done():
+                waiter.set_exception(error)
+        self._waiting.clear()
+        self._unsent.clear()
+
+
 class LocalWidgetCache:
     """Entries in this process, the most recently written kept up to ``size``."""
 
@@ -233,6 +382,9 @@ class LocalWidgetCache:
         self._lock = threading.Lock()
         self._version = 0
         self._entries: OrderedDict[str, tuple[int, bytes, datetime]] = OrderedDict()
+
+    async def read_async(self, name: str) -> tuple[int, bytes | None]:
+        return self.read(name)
 
     def read(self, name: str) -> tuple[int, bytes | None]:
         version = self._version

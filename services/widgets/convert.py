@@ -341,3 +341,25 @@ def offer_to_proto(offer: Offer) -> wpb.Offer.ValueType:
 
 def reason_to_proto(reason: HandoverReason) -> wpb.HandoverReason.ValueType:
     return _REASONS[reason]
+
+
+# GetWidgetConfigResponse's fields on the wire: ``config`` (1, length-delimited) and
+# ``cached`` (2, varint) set to true.
+_CONFIG_TAG = b"\x0a"
+_CACHED = wpb.GetWidgetConfigResponse(cached=True).SerializeToString()
+
+
+def cached_response(config: bytes) -> bytes:
+    """``GetWidgetConfigResponse(config=config, cached=True)`` serialized, around the stored
+    config's bytes rather than by parsing and encoding them again: a message's encoding is
+    its fields' encodings one after another."""
+    return _CONFIG_TAG + _varint(len(config)) + config + _CACHED
+
+
+def _varint(value: int) -> bytes:
+    encoded = bytearray()
+    while value > 0x7F:
+        encoded.append(value & 0x7F | 0x80)
+        value >>= 7
+    encoded.append(value)
+    return bytes(encoded)

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 from switchboard.routing.v1 import widgets_pb2 as wpb
 from switchboard.routing.v1 import widgets_pb2_grpc
 
 from services.access.domain import note_write
 from services.routing.convert import decision_to_proto
-from services.widgets.app import Widgets
+from services.widgets.app import Answer, Widgets
 from services.widgets.convert import (
     bot_turn_from_proto,
+    cached_response,
     escalation_from_proto,
     escalation_to_proto,
     offer_to_proto,
@@ -127,10 +130,17 @@ class WidgetServicer(widgets_pb2_grpc.WidgetServiceServicer):
     def GetWidgetConfig(
         self, request: wpb.GetWidgetConfigRequest, context: grpc.ServicerContext
     ) -> wpb.GetWidgetConfigResponse:
-        answer = self.widgets.widget_config(visitor=visitor_from_proto(request.visitor))
-        return wpb.GetWidgetConfigResponse(
-            config=wpb.WidgetConfig.FromString(answer.encoded), cached=answer.cached
+        return _response(self.widgets.widget_config(visitor=visitor_from_proto(request.visitor)))
+
+    async def cached_widget_config(
+        self, request: wpb.GetWidgetConfigRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> bytes | None:
+        """GetWidgetConfig's fast path on the asyncio edge: a cached answer, already
+        serialized, or None."""
+        answer = await self.widgets.cached_widget_config(
+            visitor=visitor_from_proto(request.visitor)
         )
+        return None if answer is None else cached_response(answer.encoded)
 
     def EvaluateEscalation(
         self, request: wpb.EvaluateEscalationRequest, context: grpc.ServicerContext
@@ -152,3 +162,9 @@ class WidgetServicer(widgets_pb2_grpc.WidgetServiceServicer):
             expectation=answer.expectation,
             decision=decision_to_proto(answer.decision) if answer.decision else None,
         )
+
+
+def _response(answer: Answer) -> wpb.GetWidgetConfigResponse:
+    return wpb.GetWidgetConfigResponse(
+        config=wpb.WidgetConfig.FromString(answer.encoded), cached=answer.cached
+    )

@@ -135,6 +135,9 @@ def test_servers_bind_every_interface_and_publish_their_ports(compose: dict[str,
         assert f"{port}:{port}" in service["ports"]
         assert f"{metrics_port}:{metrics_port}" in service["ports"]
         assert environment["SWITCHBOARD_METRICS_HOST"] == "0.0.0.0"
+    widgets = services["routing"]["environment"]["SWITCHBOARD_WIDGETS_ADDRESS"]
+    host, port = widgets.rsplit(":", 1)
+    assert host == "0.0.0.0" and f"{port}:{port}" in services["routing"]["ports"]
 
 
 def test_nothing_starts_before_the_schema_is_migrated(compose: dict[str, Any]) -> None:

@@ -40,6 +40,7 @@ def stack_env(data_dir: Path, database_url: str) -> dict[str, str]:
     for service in ("profiles", "segments", "routing"):
         env[f"SWITCHBOARD_{service.upper()}_ADDRESS"] = f"127.0.0.1:{free_port()}"
         env[f"SWITCHBOARD_{service.upper()}_METRICS_PORT"] = str(free_port())
+    env["SWITCHBOARD_WIDGETS_ADDRESS"] = f"127.0.0.1:{free_port()}"
     env["SWITCHBOARD_DASHBOARD_PORT"] = str(free_port())
     if backend_under_test() == "postgresql":
         env["SWITCHBOARD_DATABASE_URL"] = database_url

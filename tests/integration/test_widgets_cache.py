@@ -13,19 +13,18 @@ import pytest
 import redis
 from sqlalchemy import Engine
 from switchboard.profiles.v1 import profiles_pb2 as ppb
-from switchboard.routing.v1 import routing_pb2_grpc, widgets_pb2_grpc
 from switchboard.routing.v1 import widgets_pb2 as wpb
+from switchboard.routing.v1 import widgets_pb2_grpc
 
 from services.core.clock import utc_now
-from services.core.server import RunningServer, create_server
+from services.core.server import RunningServer
 from services.core.settings import Settings
-from services.routing.server import routing_specs
 from services.widgets.cache import PRECOMPUTED_KEY, VERSION_KEY
 from services.widgets.precompute import REFRESHED_KEY
 from tests.integration.conftest import ManualClock
 from tests.integration.routing_setup import Profiles, Segments
-from tests.integration.widgets_setup import Widgets, config_of, set_up_team
-from tests.support.access import gate, keyed_channel
+from tests.integration.widgets_setup import Widgets, config_of, serve_widgets, set_up_team_on
+from tests.support.access import keyed_channel
 from tests.support.stores import redis_server
 from tests.support.workers import (
     fresh_redis_database,
@@ -35,30 +34,6 @@ from tests.support.workers import (
     worker_environment,
 )
 from workers.app import create_celery_app
-
-
-def serve_routing(
-    engine: Engine,
-    profiles_server: RunningServer,
-    segments_server: RunningServer,
-    clock: ManualClock,
-    redis_url: str,
-    api_key: str,
-) -> RunningServer:
-    settings = Settings(
-        profiles_address=f"127.0.0.1:{profiles_server.port}",
-        segments_address=f"127.0.0.1:{segments_server.port}",
-        redis_url=redis_url,
-        segment_refresh_seconds=0,
-        customer_refresh_seconds=0,
-        api_key=api_key,
-    )
-    return create_server(
-        routing_specs(engine, settings, clock),
-        address="127.0.0.1:0",
-        gate=gate(engine),
-        max_workers=8,
-    )
 
 
 @pytest.fixture
@@ -79,14 +54,13 @@ def widgets_on_redis(
 ) -> Iterator[Widgets]:
     # The worker computes on the wall clock, so the servers use it too.
     segments_clock.now = utc_now()
-    running = serve_routing(
-        engine, profiles_server, segments_server, segments_clock, fresh_redis, admin_key
+    running = serve_widgets(
+        engine, profiles_server, segments_server, fresh_redis, admin_key, clock=segments_clock
     )
     try:
+        set_up_team_on(running, admin_key, segments, profiles)
         with keyed_channel(f"127.0.0.1:{running.port}", admin_key) as channel:
-            widgets = widgets_pb2_grpc.WidgetServiceStub(channel)
-            set_up_team(routing_pb2_grpc.RoutingServiceStub(channel), segments, profiles, widgets)
-            yield widgets
+            yield widgets_pb2_grpc.WidgetServiceStub(channel)
     finally:
         running.stop(grace=1)
 
@@ -192,12 +166,12 @@ def test_with_redis_gone_widgets_are_still_answered_and_the_metric_says_so(
 ) -> None:
     segments_clock.now = utc_now()
     with redis_server() as doomed_redis:
-        running = serve_routing(
-            engine, profiles_server, segments_server, segments_clock, doomed_redis, admin_key
+        running = serve_widgets(
+            engine, profiles_server, segments_server, doomed_redis, admin_key, clock=segments_clock
         )
+        set_up_team_on(running, admin_key, segments, profiles)
         channel = keyed_channel(f"127.0.0.1:{running.port}", admin_key)
         widgets = widgets_pb2_grpc.WidgetServiceStub(channel)
-        set_up_team(routing_pb2_grpc.RoutingServiceStub(channel), segments, profiles, widgets)
         config_of(widgets, customer_id="acme")
         assert config_of(widgets, customer_id="acme").cached
     try:

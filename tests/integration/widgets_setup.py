@@ -6,10 +6,15 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+from sqlalchemy import Engine
 from switchboard.routing.v1 import routing_pb2 as pb
+from switchboard.routing.v1 import routing_pb2_grpc, widgets_pb2_grpc
 from switchboard.routing.v1 import widgets_pb2 as wpb
-from switchboard.routing.v1 import widgets_pb2_grpc
 
+from services.core.clock import Clock, utc_now
+from services.core.server import RunningServer, create_server
+from services.core.settings import Settings
+from services.routing.server import routing_specs
 from tests.integration.routing_setup import (
     Profiles,
     Routing,
@@ -26,6 +31,7 @@ from tests.integration.routing_setup import (
     sla_policy,
     struct,
 )
+from tests.support.access import gate, keyed_channel
 
 Widgets = widgets_pb2_grpc.WidgetServiceStub
 
@@ -176,3 +182,46 @@ def config_of(widgets: Widgets, **visitor: object) -> wpb.GetWidgetConfigRespons
     if attributes is not None:
         message.attributes.CopyFrom(struct(attributes))  # type: ignore[arg-type]
     return widgets.GetWidgetConfig(wpb.GetWidgetConfigRequest(visitor=message))
+
+
+def serve_widgets(
+    engine: Engine,
+    profiles_server: RunningServer,
+    segments_server: RunningServer,
+    redis_url: str,
+    api_key: str,
+    *,
+    clock: Clock = utc_now,
+    refresh_seconds: float = 0.0,
+    edge: bool = False,
+) -> RunningServer:
+    """A routing server (and with ``edge`` its widget port) keeping widget answers in
+    ``redis_url``, re-reading customers and segments after ``refresh_seconds``."""
+    settings = Settings(
+        profiles_address=f"127.0.0.1:{profiles_server.port}",
+        segments_address=f"127.0.0.1:{segments_server.port}",
+        redis_url=redis_url,
+        segment_refresh_seconds=refresh_seconds,
+        customer_refresh_seconds=refresh_seconds,
+        api_key=api_key,
+    )
+    return create_server(
+        routing_specs(engine, settings, clock),
+        address="127.0.0.1:0",
+        gate=gate(engine),
+        max_workers=8,
+        edge_address="127.0.0.1:0" if edge else None,
+    )
+
+
+def set_up_team_on(
+    running: RunningServer, api_key: str, segments: Segments, profiles: Profiles
+) -> None:
+    """``set_up_team`` through ``running``'s main port, as an admin."""
+    with keyed_channel(f"127.0.0.1:{running.port}", api_key) as channel:
+        set_up_team(
+            routing_pb2_grpc.RoutingServiceStub(channel),
+            segments,
+            profiles,
+            widgets_pb2_grpc.WidgetServiceStub(channel),
+        )

@@ -16,6 +16,7 @@ from services.core.errors import InvalidArgument
 from services.routing.domain import Channel
 from services.widgets.convert import (
     bot_turn_from_proto,
+    cached_response,
     escalation_from_proto,
     escalation_to_proto,
     offer_to_proto,
@@ -291,3 +292,13 @@ def test_every_offer_and_handover_reason_has_its_own_wire_value() -> None:
     assert wpb.HANDOVER_REASON_UNSPECIFIED not in reasons
     assert offer_to_proto(Offer.LIVE_CHAT) == wpb.OFFER_LIVE_CHAT
     assert reason_to_proto(HandoverReason.KEYWORD) == wpb.HANDOVER_REASON_KEYWORD
+
+
+@pytest.mark.parametrize("size", [0, 127, 128, 16_384, 300_000])
+def test_a_cached_answer_is_sent_as_the_response_it_stands_for(size: int) -> None:
+    config = wpb.WidgetConfig(expectation="x" * size)
+    stored = config.SerializeToString()
+
+    response = wpb.GetWidgetConfigResponse.FromString(cached_response(stored))
+
+    assert response == wpb.GetWidgetConfigResponse(config=config, cached=True)
