@@ -339,15 +339,22 @@ def _milliseconds_cell(value: float) -> str:
 
 
 @contextmanager
-def echo_server_process(*, ready_timeout: float = 30.0) -> Iterator[str]:
-    """``bench/echo_server.py`` in its own process on a free port; yields its address.
+def echo_server_process(*, ready_timeout: float = 30.0, edge: bool = False) -> Iterator[str]:
+    """``bench/echo_server.py`` in its own process on a free port; yields its address, or
+    with ``edge`` the address of its asyncio edge.
 
     It inherits this environment, so ``SWITCHBOARD_GRPC_MAX_WORKERS`` applies to it as it
     does to the service it is compared with.
     """
     environment = {"SWITCHBOARD_LOG_LEVEL": "WARNING", **os.environ}
     server = subprocess.Popen(
-        [sys.executable, str(ECHO_SERVER), "--address", "127.0.0.1:0"],
+        [
+            sys.executable,
+            str(ECHO_SERVER),
+            "--address",
+            "127.0.0.1:0",
+            *(["--edge", "127.0.0.1:0"] if edge else []),
+        ],
         stdout=subprocess.PIPE,
         text=True,
         env=environment,
@@ -355,7 +362,7 @@ def echo_server_process(*, ready_timeout: float = 30.0) -> Iterator[str]:
     try:
         assert server.stdout is not None
         readable, _, _ = select.select([server.stdout], [], [], ready_timeout)
-        port_line = server.stdout.readline().strip() if readable else ""
+        port_line = server.stdout.readline().strip().split(" ")[-1] if readable else ""
         if not port_line.isdigit():
             raise RuntimeError(
                 f"echo server did not report its port (exit code {server.poll()}, "

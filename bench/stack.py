@@ -133,6 +133,7 @@ def service_environment(database_url: str, data_dir: str, api_key: str) -> dict[
     for name in SERVICE_NAMES:
         environment[f"SWITCHBOARD_{name.upper()}_ADDRESS"] = f"127.0.0.1:{free_port()}"
         environment[f"SWITCHBOARD_{name.upper()}_METRICS_PORT"] = str(free_port())
+    environment["SWITCHBOARD_WIDGETS_ADDRESS"] = f"127.0.0.1:{free_port()}"
     return environment
 
 
@@ -176,6 +177,8 @@ def running_services(
                 _serving(name, address, environment, ready_timeout, log)
             )
             addresses[name] = address
+            if name == "routing":  # and its widget port
+                addresses["widgets"] = environment["SWITCHBOARD_WIDGETS_ADDRESS"]
             metrics_port = environment[f"SWITCHBOARD_{name.upper()}_METRICS_PORT"]
             metrics_urls[name] = f"http://127.0.0.1:{metrics_port}/metrics"
         yield RunningStack(addresses, metrics_urls, pids, api_key)
