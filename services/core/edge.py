@@ -24,6 +24,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from prometheus_client import Counter
 
 from services.core.interceptors import CallScope, Gatekeeper, Refused, screened
 from services.core.metrics import RpcMetrics
@@ -79,6 +80,7 @@ class _Served:
         metrics: RpcMetrics,
         gate: Gatekeeper | None,
         threads: futures.Executor,
+        answered: Counter,
     ) -> None:
         self.method = method
         self.behaviour = behaviour
@@ -86,6 +88,8 @@ class _Served:
         self.metrics = metrics
         self.gate = gate
         self.threads = threads
+        self._on_loop = answered.labels(method, "loop")
+        self._in_a_thread = answered.labels(method, "thread")
 
     async def handle(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         if self.fast is None or isinstance(request, Refused):
@@ -98,9 +102,12 @@ class _Served:
             response = await self.fast(request, context)
             if response is None:
                 # The thread sees the call's request id, due time and caller.
+                self._in_a_thread.inc()
                 response = await asyncio.get_running_loop().run_in_executor(
                     self.threads, contextvars.copy_context().run, self.behaviour, request, context
                 )
+            else:
+                self._on_loop.inc()
         except BaseException as error:
             status = scope.close(error)
             if status is None:
@@ -110,6 +117,7 @@ class _Served:
         return response
 
     async def _in_thread(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        self._in_a_thread.inc()
         response, status = await asyncio.get_running_loop().run_in_executor(
             self.threads, contextvars.copy_context().run, self._scoped, request, context
         )
@@ -137,6 +145,7 @@ def _edge_handler(
     metrics: RpcMetrics,
     gate: Gatekeeper | None,
     threads: futures.Executor,
+    answered: Counter,
 ) -> grpc.RpcMethodHandler[Any, Any]:
     if handler.unary_unary is None:
         raise ValueError(f"the edge serves unary methods only, not {method}")
@@ -149,7 +158,7 @@ def _edge_handler(
         return serialize(response)
 
     return grpc.unary_unary_rpc_method_handler(
-        _Served(method, handler.unary_unary, fast, metrics, gate, threads).handle,
+        _Served(method, handler.unary_unary, fast, metrics, gate, threads, answered).handle,
         request_deserializer=screened(handler.request_deserializer),
         response_serializer=serialized,
     )
@@ -176,6 +185,13 @@ class EdgeServer:
         self.options = options
         self.tls = tls
         self.threads = futures.ThreadPoolExecutor(max_workers, thread_name_prefix="edge")
+        answered = Counter(
+            "switchboard_edge_answers",
+            "Calls the asyncio edge answered, by method and where: on its event loop (a fast "
+            "path) or in a thread (the ordinary handler)",
+            ("method", "where"),
+            registry=metrics.registry,
+        )
         self.handlers: dict[str, dict[str, grpc.RpcMethodHandler[Any, Any]]] = {}
         # By full method name: what the loop tries before a thread.
         self.fast_paths: dict[str, FastPath] = {}
@@ -192,6 +208,7 @@ class EdgeServer:
                         metrics,
                         gate,
                         self.threads,
+                        answered,
                     )
                     for name, handler in handlers.items()
                 }

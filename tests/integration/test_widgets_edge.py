@@ -113,6 +113,19 @@ def test_a_warm_widget_call_on_the_edge_is_answered_from_the_cache(
     assert again.config == first.config
     assert again.config.persona.greeting == "Good morning Ada, welcome back to Acme support."
     assert ("x-request-id", "widget-42") in call.trailing_metadata()
+    # The first call computed in a thread; warm ones are answered on the event loop (but for
+    # one that finds the cache's version check due, every second, and runs it in a thread).
+    for _ in range(2):
+        assert config_of(edge, customer_id="acme").cached
+    answered = {
+        where: served[0].metrics.registry.get_sample_value(
+            "switchboard_edge_answers_total",
+            {"method": f"/{WIDGET_SERVICE_NAME}/GetWidgetConfig", "where": where},
+        )
+        for where in ("loop", "thread")
+    }
+    assert answered["loop"] is not None and answered["thread"] is not None
+    assert answered["loop"] >= 1 and answered["loop"] + answered["thread"] == 4
 
 
 def test_the_event_loop_read_answers_only_what_needs_nothing_more(
