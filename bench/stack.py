@@ -252,13 +252,19 @@ def _serving(
 def rpc_calls(metrics_url: str) -> Counter[tuple[str, str]]:
     """How many calls the server at ``metrics_url`` has answered, by (method, status code),
     from its ``switchboard_rpc_calls`` counter."""
+    counts = counted(metrics_url, "switchboard_rpc_calls", ("method", "code"))
+    return Counter({(method, code): count for (method, code), count in counts.items()})
+
+
+def counted(metrics_url: str, counter: str, labels: Sequence[str]) -> Counter[tuple[str, ...]]:
+    """The server's ``counter`` at ``metrics_url``, by the values of ``labels``."""
     with urllib.request.urlopen(metrics_url, timeout=10) as response:
         text = response.read().decode()
-    counts: Counter[tuple[str, str]] = Counter()
+    counts: Counter[tuple[str, ...]] = Counter()
     for family in text_string_to_metric_families(text):
-        if family.name != "switchboard_rpc_calls":
+        if family.name != counter:
             continue
         for sample in family.samples:
             if sample.name.endswith("_total"):
-                counts[sample.labels["method"], sample.labels["code"]] += int(sample.value)
+                counts[tuple(sample.labels[label] for label in labels)] += int(sample.value)
     return counts

@@ -78,6 +78,7 @@ from bench.stack import (  # noqa: E402
     SERVICE_NAMES,
     Databases,
     RunningStack,
+    counted,
     running_services,
     stack_environment,
     switchboard_process,
@@ -454,7 +455,7 @@ def measure_warm(
     concurrencies: Sequence[int],
     duration_seconds: float,
     threads: int,
-) -> tuple[list[WarmLevel], dict[str, int]]:
+) -> tuple[list[WarmLevel], dict[str, int], Counter[str]]:
     """Echo and GetWidgetConfig on both ports at each concurrency in turn, so machine noise
     hits all alike; and the calls the routing server answered other than OK meanwhile."""
     body = widget_config_body(customer)
@@ -463,6 +464,7 @@ def measure_warm(
     echo_body = grpc_frame(echo_payload)
     levels = []
     before = calls_by_code(stack.metrics_urls["routing"], WIDGET_CONFIG_METHOD)
+    where_before = answered_where(stack)
     with (
         echo_server_process() as echo_address,
         echo_server_process(edge=True) as edge_echo_address,
@@ -491,7 +493,22 @@ def measure_warm(
             ]
             levels.append(WarmLevel(*results))
     after = calls_by_code(stack.metrics_urls["routing"], WIDGET_CONFIG_METHOD)
-    return levels, _without_stop_cancels(_not_ok(before, after), sum(concurrencies))
+    where = answered_where(stack)
+    where.subtract(where_before)
+    return levels, _without_stop_cancels(_not_ok(before, after), sum(concurrencies)), where
+
+
+def answered_where(stack: RunningStack) -> Counter[str]:
+    """GetWidgetConfig calls the widget port answered so far, on its event loop ("loop") and
+    in a thread ("thread"): how often the fast path held."""
+    counts = counted(stack.metrics_urls["routing"], "switchboard_edge_answers", ("method", "where"))
+    return Counter(
+        {
+            where: count
+            for (method, where), count in counts.items()
+            if method == WIDGET_CONFIG_METHOD
+        }
+    )
 
 
 def _without_stop_cancels(not_ok: dict[str, int], in_flight_at_stop: int) -> dict[str, int]:
@@ -658,6 +675,7 @@ class Run:
     upsert_seconds: float
     precompute: Precompute
     warm: list[WarmLevel]
+    warm_where: Counter[str]
     warm_random: ClientLoad
     cold: ClientLoad
     cold_available: int
@@ -714,6 +732,10 @@ def print_report(run: Run, *, duration_seconds: float, client_processes: int) ->
             f"| {level.edge.requests_per_second / level.edge_echo.requests_per_second:.0%} "
             f"| {level.edge.p99_ms:.2f} |"
         )
+    print(
+        f"\nwidget port, warm h2load runs: {run.warm_where['loop']:,} calls answered on the "
+        f"event loop, {run.warm_where['thread']:,} in a thread"
+    )
     for label, load in (("warm random", run.warm_random), ("cold", run.cold)):
         print(
             f"\n{label}: {load.result.succeeded:,} answers checked (persona, escalation, cached), "
@@ -828,7 +850,7 @@ def main() -> None:
                     timeout=args.precompute_timeout,
                 )
                 one = rng.choice(known)
-                warm, warm_not_ok = measure_warm(
+                warm, warm_not_ok, warm_where = measure_warm(
                     stack,
                     one,
                     concurrencies=args.concurrency,
@@ -873,6 +895,7 @@ def main() -> None:
                 upsert_seconds=upsert_seconds,
                 precompute=precomputed,
                 warm=warm,
+                warm_where=warm_where,
                 warm_random=warm_random,
                 cold=cold,
                 cold_available=len(never_asked),
