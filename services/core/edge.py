@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import logging
 import threading
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,8 +27,6 @@ from prometheus_client import Counter
 
 from services.core.interceptors import CallScope, Gatekeeper, Refused, screened
 from services.core.metrics import RpcMetrics
-
-log = logging.getLogger("switchboard.edge")
 
 # Answers the call from the event loop (a response, or its serialized bytes), or None to let
 # the ordinary handler answer.
@@ -180,8 +177,6 @@ class EdgeServer:
         tls: grpc.ServerCredentials | None,
     ) -> None:
         self.address = address
-        self.metrics = metrics
-        self.gate = gate
         self.options = options
         self.tls = tls
         self.threads = futures.ThreadPoolExecutor(max_workers, thread_name_prefix="edge")
@@ -242,9 +237,9 @@ class EdgeServer:
         self._thread.join()
         self.threads.shutdown(wait=False)
 
-    def _on_loop(self, work: Awaitable[Any]) -> Any:
+    def _on_loop(self, work: Coroutine[Any, Any, Any]) -> Any:
         assert self._loop is not None
-        return asyncio.run_coroutine_threadsafe(_awaited(work), self._loop).result()
+        return asyncio.run_coroutine_threadsafe(work, self._loop).result()
 
     def _run(self) -> None:
         try:
@@ -287,7 +282,3 @@ class EdgeServer:
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._started.set()
         await self._stopped.wait()
-
-
-async def _awaited(work: Awaitable[Any]) -> Any:
-    return await work

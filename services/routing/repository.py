@@ -980,9 +980,9 @@ class _DeskReader:
             _DESK_QUERY.compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True})
         )
         self._turn = threading.Condition()
+        # Reads started and finished so far: one is running while they differ.
         self._started = 0
         self._finished = 0
-        self._reading = False
         self._outcome: Desk | BaseException | None = None
         self._connection: Any = None
 
@@ -990,11 +990,10 @@ class _DeskReader:
         with self._turn:
             # The first read to start after this call arrived answers it.
             wanted = self._started + 1
-            while self._finished < wanted and self._reading:
+            while self._finished < wanted and self._started > self._finished:
                 self._turn.wait()
             if self._finished < wanted:
                 self._started += 1
-                self._reading = True
             else:
                 return _desk_or_raise(self._outcome)
         outcome: Desk | BaseException
@@ -1005,7 +1004,6 @@ class _DeskReader:
         with self._turn:
             self._outcome = outcome
             self._finished = self._started
-            self._reading = False
             self._turn.notify_all()
         return _desk_or_raise(outcome)
 
