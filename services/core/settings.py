@@ -64,6 +64,12 @@ class Settings(BaseSettings):
         description="How old a customer record routing may decide on: it reads the profiles "
         "change log at most this often; 0 reads it before every decision.",
     )
+    widget_memory_entries: int = Field(
+        default=200_000,
+        ge=0,
+        description="With Redis, how many widget answers the widget port keeps in memory, "
+        "forgotten when Redis reports them changed; 0 reads every answer from Redis.",
+    )
     widget_refresh_seconds: float = Field(
         default=10.0,
         gt=0,

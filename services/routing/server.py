@@ -47,7 +47,9 @@ def routing_app(engine: Engine, settings: Settings, clock: Clock = utc_now) -> R
 def widget_cache(settings: Settings, clock: Clock = utc_now) -> WidgetCache:
     """Redis, shared with the workers that precompute, when configured; else in-process."""
     if settings.redis_url:
-        return RedisWidgetCache(settings.redis_url, clock=clock)
+        return RedisWidgetCache(
+            settings.redis_url, remembered_entries=settings.widget_memory_entries, clock=clock
+        )
     return LocalWidgetCache(clock=clock)
 
 

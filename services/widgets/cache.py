@@ -8,6 +8,12 @@ agree, so an entry computed from a policy that has since changed is never served
 wrote it and when. An entry also ends when the handover queue's calendar opens or closes,
 since what the visitor is offered and promised depends on that.
 
+An event loop's reader also remembers what it has read, the version in force included,
+with Redis tracking those keys (server-assisted client-side caching): Redis reports every
+write to a tracked key on a second connection, in the same step as the write, and the
+reader applies every report that has arrived before it answers a call from memory. So a
+warm call costs Redis nothing, and an answer from a changed policy is still not served.
+
 ``RedisWidgetCache`` is production's, shared by servers and workers; ``LocalWidgetCache``
 is the embedded default's, inside the one routing process.
 """
@@ -15,6 +21,8 @@ is the embedded default's, inside the one routing process.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import math
 import socket
 import threading
 from collections import OrderedDict, deque
@@ -94,7 +102,14 @@ def _end(expire_at: datetime | None, now: datetime) -> datetime:
 
 
 class RedisWidgetCache:
-    def __init__(self, url: str, *, timeout_seconds: float = 0.25, clock: Clock = utc_now) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout_seconds: float = 0.25,
+        remembered_entries: int = 200_000,
+        clock: Clock = utc_now,
+    ) -> None:
         self.url = url
         self.timeout_seconds = timeout_seconds
         self.clock = clock
@@ -103,7 +118,7 @@ class RedisWidgetCache:
         self._per_thread = threading.local()
         # Refuses an address the fast reader cannot use now, not on the first widget call.
         self._address = _Address.of(url)
-        self._loop_reads = _PipelinedReads(self._address, timeout_seconds)
+        self._loop_reads = _PipelinedReads(self._address, timeout_seconds, remembered_entries)
 
     def _connect(self, *, single: bool) -> redis.Redis:
         # Short timeouts and no retries: a widget call facing a dead Redis computes instead.
@@ -117,7 +132,35 @@ class RedisWidgetCache:
         )
 
     async def read_async(self, name: str) -> tuple[int, bytes | None]:
-        return _entry_of(await self._loop_reads.call(_read_command(name)))
+        link = await self._loop_reads.link()
+        if link.invalidations is not None:
+            link.invalidations.apply()
+            if link.closed:  # the reports stopped: start again with nothing remembered
+                link = await self._loop_reads.link()
+        memory = link.memory
+        if memory is None:
+            return _entry_of(await link.call(_read_command(name)))
+        key = PREFIX_BYTES + name.encode()
+        now = link.loop.time()
+        in_force = memory.get(VERSION_KEY_BYTES, now)
+        kept = memory.get(key, now)
+        if in_force is not None and kept is not None and kept[0] == in_force[0]:
+            return in_force[0], kept[1]
+        version_ticket, entry_ticket = memory.expect(VERSION_KEY_BYTES), memory.expect(key)
+        read = link.call(_read_command(name))
+        remaining = link.call((b"PTTL", key))
+        try:
+            version, config = _entry_of(await read)
+        except BaseException:
+            _abandon(remaining)
+            raise
+        milliseconds = await remaining
+        now = link.loop.time()
+        memory.keep(version_ticket, VERSION_KEY_BYTES, version, b"", math.inf)
+        # -1: no expiry (not written by ``write``, which always sets one).
+        lasts = milliseconds / 1000 if milliseconds >= 0 else MAX_AGE.total_seconds()
+        memory.keep(entry_ticket, key, version, config, now + lasts)
+        return version, config
 
     def read(self, name: str) -> tuple[int, bytes | None]:
         reader = getattr(self._per_thread, "reader", None)
@@ -180,6 +223,12 @@ def encode_command(command: Sequence[bytes]) -> bytes:
 def _read_command(name: str) -> tuple[bytes, ...]:
     """The version in force and the entry, in one round trip."""
     return (b"MGET", VERSION_KEY_BYTES, PREFIX_BYTES + name.encode())
+
+
+def _abandon(waiter: asyncio.Future[Any]) -> None:
+    """Nobody will await ``waiter``: cancel it, or take its error so none is logged."""
+    if not waiter.cancel() and not waiter.cancelled():
+        waiter.exception()
 
 
 def _entry_of(reply: Any) -> tuple[int, bytes | None]:
@@ -266,11 +315,16 @@ class _PipelinedReads:
     """Reads for an event loop: one connection, and the commands of one turn of the loop
     written to it together, so sixteen concurrent calls cost Redis and the kernel about
     one exchange. A command not answered within ``timeout_seconds`` fails with CacheDown,
-    with every command waiting on the same connection; the next opens a new one."""
+    with every command waiting on the same connection; the next opens a new one.
 
-    def __init__(self, address: _Address, timeout_seconds: float) -> None:
+    With ``remembered_entries`` the connection is tracked: Redis reports writes to the keys
+    it has read on a second connection (``_Invalidations``), and what it read is remembered
+    until such a report arrives. Losing either connection loses both, and the memory."""
+
+    def __init__(self, address: _Address, timeout_seconds: float, remembered_entries: int) -> None:
         self.address = address
         self.timeout_seconds = timeout_seconds
+        self.remembered_entries = remembered_entries
         # A connection belongs to the loop that opened it, and a loop to its thread; found
         # by thread, as asking for the running loop costs a system call (getpid).
         self._links: dict[int, _Link] = {}
@@ -278,11 +332,11 @@ class _PipelinedReads:
             WeakKeyDictionary()
         )
 
-    async def call(self, command: Sequence[bytes]) -> Any:
+    async def link(self) -> _Link:
         link = self._links.get(threading.get_ident())
         if link is None or link.closed or link.loop.is_closed():
             link = await self._open()
-        return await link.call(command)
+        return link
 
     async def _open(self) -> _Link:
         loop = asyncio.get_running_loop()
@@ -290,21 +344,219 @@ class _PipelinedReads:
             opened = self._links.get(threading.get_ident())
             if opened is not None and not opened.closed and opened.loop is loop:
                 return opened
+            link = await self._connect(loop)
             try:
-                _, link = await asyncio.wait_for(
-                    loop.create_connection(
-                        lambda: _Link(loop, self.timeout_seconds),
-                        self.address.host,
-                        self.address.port,
-                    ),
-                    self.timeout_seconds,
-                )
-            except (OSError, TimeoutError) as error:
-                raise CacheDown(f"cannot reach Redis: {error!r}") from error
-            for command in self.address.handshake:
-                await link.call(command)
+                for command in self.address.handshake:
+                    await link.call(command)
+                if self.remembered_entries > 0:
+                    await self._track(link)
+            except CacheDown:
+                link.close()
+                raise
             self._links[threading.get_ident()] = link
             return link
+
+    async def _connect(self, loop: asyncio.AbstractEventLoop) -> _Link:
+        try:
+            _, link = await asyncio.wait_for(
+                loop.create_connection(
+                    lambda: _Link(loop, self.timeout_seconds),
+                    self.address.host,
+                    self.address.port,
+                ),
+                self.timeout_seconds,
+            )
+        except (OSError, TimeoutError) as error:
+            raise CacheDown(f"cannot reach Redis: {error!r}") from error
+        return link
+
+    async def _track(self, link: _Link) -> None:
+        """Have Redis report writes to the keys ``link`` reads. A Redis that cannot track
+        (older than 6, or forbidden by its ACL) leaves the link reading every entry."""
+        memory = _Remembered(self.remembered_entries)
+        invalidations = await _Invalidations.open(link, memory, self.address, self.timeout_seconds)
+        if invalidations is None:
+            return
+        try:
+            await link.call(
+                (b"CLIENT", b"TRACKING", b"ON", b"REDIRECT", b"%d" % invalidations.client_id)
+            )
+        except CacheDown:
+            invalidations.close()
+            if link.closed:
+                raise
+            return
+        link.memory, link.invalidations = memory, invalidations
+
+
+# Where Redis publishes the names of tracked keys that changed (RESP2 clients).
+INVALIDATIONS = b"__redis__:invalidate"
+# How often the invalidations connection proves it is alive; a PING not answered by the
+# next beat ends it (and the memory), so a silently dead connection is trusted 2 s at most.
+HEARTBEAT_SECONDS = 1.0
+
+
+class _Invalidations:
+    """The connection on which Redis reports writes to the keys a tracked link has read.
+
+    A plain non-blocking socket rather than a transport, so that ``apply`` can take in
+    whatever has arrived right now, before a call is answered from memory, instead of
+    whenever the event loop next gets to it."""
+
+    def __init__(
+        self, link: _Link, memory: _Remembered, connection: socket.socket, client_id: int
+    ) -> None:
+        self.link = link
+        self.memory = memory
+        self.client_id = client_id
+        self.closed = False
+        self._socket = connection
+        self._replies = hiredis.Reader()
+        self._unanswered_pings = 0
+        link.loop.add_reader(connection.fileno(), self.apply)
+        self._beat = link.loop.call_later(HEARTBEAT_SECONDS, self._heartbeat)
+
+    @classmethod
+    async def open(
+        cls, link: _Link, memory: _Remembered, address: _Address, timeout_seconds: float
+    ) -> _Invalidations | None:
+        """Subscribed, or None if Redis refuses (no tracking then); CacheDown if it cannot
+        be reached."""
+        loop = link.loop
+        try:
+            found = await loop.getaddrinfo(address.host, address.port, type=socket.SOCK_STREAM)
+        except OSError as error:
+            raise CacheDown(f"cannot find Redis at {address.host}: {error!r}") from error
+        family, kind, protocol, _, where = found[0]
+        connection = socket.socket(family, kind, protocol)
+        connection.setblocking(False)
+        replies = hiredis.Reader()
+        commands = [c for c in address.handshake if c[0] == b"AUTH"]
+        commands += [(b"CLIENT", b"ID"), (b"SUBSCRIBE", INVALIDATIONS)]
+
+        async def handshake() -> int | None:
+            await loop.sock_connect(connection, where)
+            await loop.sock_sendall(connection, b"".join(map(encode_command, commands)))
+            answers: list[Any] = []
+            while len(answers) < len(commands):
+                data = await loop.sock_recv(connection, 65536)
+                if not data:
+                    raise ConnectionError("Redis closed the connection")
+                replies.feed(data)
+                while (reply := replies.gets()) is not False:
+                    answers.append(reply)
+            refused = [a for a in answers if isinstance(a, hiredis.ReplyError)]
+            return None if refused else int(answers[-2])
+
+        try:
+            client_id = await asyncio.wait_for(handshake(), timeout_seconds)
+        except (OSError, TimeoutError) as error:
+            connection.close()
+            raise CacheDown(f"cannot subscribe to Redis's invalidations: {error!r}") from error
+        if client_id is None:
+            connection.close()
+            return None
+        invalidations = cls(link, memory, connection, client_id)
+        invalidations._replies = replies
+        return invalidations
+
+    def apply(self) -> None:
+        """Forget whatever Redis has reported changed so far; on a lost connection, forget
+        everything (the link goes too)."""
+        if self.closed:
+            return
+        while True:
+            try:
+                data = self._socket.recv(65536)
+            except BlockingIOError:
+                break
+            except OSError:
+                data = b""
+            if not data:
+                self.link.close()
+                return
+            self._replies.feed(data)
+        while (reply := self._replies.gets()) is not False:
+            if isinstance(reply, list) and reply and reply[0] == b"pong":
+                self._unanswered_pings = 0
+            else:
+                self.memory.invalidated(reply)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._beat.cancel()
+        with contextlib.suppress(ValueError, OSError):
+            self.link.loop.remove_reader(self._socket.fileno())
+        self._socket.close()
+
+    def _heartbeat(self) -> None:
+        if self.closed:
+            return
+        if self._unanswered_pings:
+            self.link.close()
+            return
+        try:
+            self._socket.send(encode_command((b"PING",)))
+        except OSError:
+            self.link.close()
+            return
+        self._unanswered_pings += 1
+        self._beat = self.link.loop.call_later(HEARTBEAT_SECONDS, self._heartbeat)
+
+
+class _Remembered:
+    """Entries a tracked connection has read, until Redis says they changed.
+
+    A read's reply and the invalidation of what it read come on different connections, in
+    either order. So a read first ``expect``s its key, an invalidation withdraws every
+    expectation of its keys, and a reply is kept only if its expectation still stands."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        # key -> (version the entry was computed at, the entry, loop time it ends)
+        self._entries: dict[bytes, tuple[int, bytes, float]] = {}
+        self._expected: dict[bytes, object] = {}
+
+    def get(self, key: bytes, now: float) -> tuple[int, bytes, float] | None:
+        kept = self._entries.get(key)
+        if kept is not None and kept[2] <= now:
+            del self._entries[key]
+            return None
+        return kept
+
+    def expect(self, key: bytes) -> object:
+        ticket = self._expected[key] = object()
+        return ticket
+
+    def keep(
+        self, ticket: object, key: bytes, version: int, entry: bytes | None, until: float
+    ) -> None:
+        """Remember the reply to the read that took ``ticket``, unless a report overtook it
+        or a later read of the key is under way. No entry (a miss): nothing to remember."""
+        if self._expected.get(key) is not ticket:
+            return
+        del self._expected[key]
+        if entry is None:
+            return
+        if len(self._entries) >= self.capacity and key not in self._entries:
+            del self._entries[next(iter(self._entries))]  # the longest remembered
+        self._entries[key] = (version, entry, until)
+
+    def invalidated(self, message: Any) -> None:
+        """A message on the invalidation channel: the keys that changed, or None when
+        Redis dropped them all (FLUSHDB, FLUSHALL)."""
+        if not isinstance(message, list) or len(message) != 3 or message[0] != b"message":
+            return
+        keys = message[2]
+        if keys is None:
+            self._entries.clear()
+            self._expected.clear()
+            return
+        for key in keys:
+            self._entries.pop(key, None)
+            self._expected.pop(key, None)
 
 
 class _Link(asyncio.Protocol):
@@ -314,6 +566,9 @@ class _Link(asyncio.Protocol):
         self.loop = loop
         self.timeout_seconds = timeout_seconds
         self.closed = False
+        # Set when Redis tracks what this link reads: lost together with the link.
+        self.memory: _Remembered | None = None
+        self.invalidations: _Invalidations | None = None
         self._transport: asyncio.Transport | None = None
         self._replies = hiredis.Reader()
         self._waiting: deque[asyncio.Future[Any]] = deque()
@@ -350,6 +605,9 @@ class _Link(asyncio.Protocol):
         self._waiting.append(waiter)
         return waiter
 
+    def close(self) -> None:
+        self._fail(CacheDown("the connection to Redis was closed"))
+
     def _flush(self) -> None:
         if self.closed or self._transport is None:
             return
@@ -363,7 +621,10 @@ class _Link(asyncio.Protocol):
             self._fail(CacheDown(f"Redis did not answer within {self.timeout_seconds} s"))
 
     def _fail(self, error: CacheDown) -> None:
+        if self.closed:
+            return
         self.closed = True
+        self.memory = None
         if self._transport is not None:
             self._transport.abort()
         for waiter in self._waiting:
@@ -371,6 +632,8 @@ class _Link(asyncio.Protocol):
                 waiter.set_exception(error)
         self._waiting.clear()
         self._unsent.clear()
+        if self.invalidations is not None:
+            self.invalidations.close()
 
 
 class LocalWidgetCache:
