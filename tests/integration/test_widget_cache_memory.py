@@ -12,7 +12,8 @@ import pytest
 import redis
 
 from services.core.clock import utc_now
-from services.widgets.cache import Entry, RedisWidgetCache
+from services.widgets.cache import HEARTBEAT_SECONDS, Entry, RedisWidgetCache
+from tests.support.network import SilenceableProxy
 from tests.support.stores import redis_server
 from tests.support.workers import fresh_redis_database
 
@@ -159,3 +160,19 @@ def test_a_redis_that_refuses_tracking_is_read_on_every_call(private_redis: str)
     finally:
         admin.acl_deluser("widgets")
         admin.close()
+
+
+def test_an_invalidations_connection_gone_silent_is_given_up(private_redis: str) -> None:
+    port = int(private_redis.rsplit(":", 1)[1].split("/")[0])
+    with SilenceableProxy("127.0.0.1", port) as proxy:
+
+        async def steps(writer: RedisWidgetCache, reader: RedisWidgetCache) -> None:
+            # Nothing gets through, not even the report of the next write, yet nothing
+            # closes: only the heartbeat going unanswered shows the reports have stopped.
+            proxy.silent.set()
+            await asyncio.sleep(2 * HEARTBEAT_SECONDS + 0.5)
+            writer.write(7, [Entry(ACME, FRIENDLY, None)])
+            proxy.silent.clear()
+            assert await reader.read_async(ACME) == (7, FRIENDLY)
+
+        after_remembering(private_redis, steps, reader_url=f"redis://127.0.0.1:{proxy.port}/0")
