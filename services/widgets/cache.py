@@ -476,11 +476,14 @@ class _Invalidations:
                 self.link.close()
                 return
             self._replies.feed(data)
-        while (reply := self._replies.gets()) is not False:
-            if isinstance(reply, list) and reply and reply[0] == b"pong":
-                self._unanswered_pings = 0
-            else:
-                self.memory.invalidated(reply)
+        try:
+            while (reply := self._replies.gets()) is not False:
+                if isinstance(reply, list) and reply and reply[0] == b"pong":
+                    self._unanswered_pings = 0
+                else:
+                    self.memory.invalidated(reply)
+        except hiredis.ProtocolError:  # not Redis speaking: no report can be trusted
+            self.link.close()
 
     def close(self) -> None:
         if self.closed:
