@@ -52,14 +52,74 @@ def widgets_on_redis(
     segments: Segments,
     admin_key: str,
 ) -> Iterator[Widgets]:
+    yield from _team_served(
+        engine,
+        profiles_server,
+        segments_server,
+        segments_clock,
+        fresh_redis,
+        profiles,
+        segments,
+        admin_key,
+        widget_port=False,
+    )
+
+
+@pytest.fixture
+def widget_port_on_redis(
+    engine: Engine,
+    profiles_server: RunningServer,
+    segments_server: RunningServer,
+    segments_clock: ManualClock,
+    fresh_redis: str,
+    profiles: Profiles,
+    segments: Segments,
+    admin_key: str,
+) -> Iterator[Widgets]:
+    """A client of the widget port, which remembers the answers it reads."""
+    yield from _team_served(
+        engine,
+        profiles_server,
+        segments_server,
+        segments_clock,
+        fresh_redis,
+        profiles,
+        segments,
+        admin_key,
+        widget_port=True,
+    )
+
+
+def _team_served(
+    engine: Engine,
+    profiles_server: RunningServer,
+    segments_server: RunningServer,
+    segments_clock: ManualClock,
+    fresh_redis: str,
+    profiles: Profiles,
+    segments: Segments,
+    admin_key: str,
+    *,
+    widget_port: bool,
+) -> Iterator[Widgets]:
     # The worker computes on the wall clock, so the servers use it too.
     segments_clock.now = utc_now()
     running = serve_widgets(
-        engine, profiles_server, segments_server, fresh_redis, admin_key, clock=segments_clock
+        engine,
+        profiles_server,
+        segments_server,
+        fresh_redis,
+        admin_key,
+        clock=segments_clock,
+        # On the widget port, long enough that no refresh falls due: warm calls are then
+        # answered on its event loop, from what it remembers.
+        refresh_seconds=600.0 if widget_port else 0.0,
+        edge=widget_port,
     )
     try:
         set_up_team_on(running, admin_key, segments, profiles)
-        with keyed_channel(f"127.0.0.1:{running.port}", admin_key) as channel:
+        port = running.edge.port if running.edge is not None else running.port
+        with keyed_channel(f"127.0.0.1:{port}", admin_key) as channel:
             yield widgets_pb2_grpc.WidgetServiceStub(channel)
     finally:
         running.stop(grace=1)
@@ -153,6 +213,38 @@ def test_a_customer_who_moves_tier_is_recomputed_by_the_workers_refresh(
     assert after is not None and after.persona.persona_id == "detailed"
     answer = config_of(widgets_on_redis, customer_id="cleo")
     assert answer.cached and answer.config.escalation.policy_id == "enterprise_fast"
+
+
+def test_the_widget_port_answers_what_the_workers_refresh_not_what_it_remembered(
+    widget_port_on_redis: Widgets, worker: Settings, profiles: Profiles
+) -> None:
+    run_task(worker, "switchboard.routing.refresh_widget_configs", REFRESHED_KEY)
+    for _ in range(3):
+        remembered = config_of(widget_port_on_redis, customer_id="cleo")
+        assert remembered.cached and remembered.config.persona.persona_id == "starter_bot"
+
+    profiles.UpdateCustomer(
+        ppb.UpdateCustomerRequest(
+            customer=ppb.Customer(customer_id="cleo", seats=80),
+            update_mask={"paths": ["seats"]},
+        )
+    )
+    run_task(worker, "switchboard.routing.refresh_widget_configs", REFRESHED_KEY)
+
+    # Redis reports the rewritten entry to the widget port on a connection of its own: it
+    # lands a moment after the write, not necessarily before the next call.
+    answer = wait_for(
+        lambda: _if_enterprise(config_of(widget_port_on_redis, customer_id="cleo")),
+        "the widget port to answer cleo's new tier",
+    )
+    assert answer.cached and answer.config.escalation.policy_id == "enterprise_fast"
+    for _ in range(5):  # and from then on, whichever way the port answers
+        again = config_of(widget_port_on_redis, customer_id="cleo")
+        assert again.config.persona.persona_id == "detailed"
+
+
+def _if_enterprise(answer: wpb.GetWidgetConfigResponse) -> wpb.GetWidgetConfigResponse | None:
+    return answer if answer.config.persona.persona_id == "detailed" else None
 
 
 def test_with_redis_gone_widgets_are_still_answered_and_the_metric_says_so(
