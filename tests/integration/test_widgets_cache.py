@@ -5,7 +5,8 @@ still answered when Redis is gone."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,7 @@ def fresh_redis(redis_url: str) -> Iterator[str]:
 
 
 @pytest.fixture
-def widgets_on_redis(
+def serve_team(
     engine: Engine,
     profiles_server: RunningServer,
     segments_server: RunningServer,
@@ -51,78 +52,43 @@ def widgets_on_redis(
     profiles: Profiles,
     segments: Segments,
     admin_key: str,
-) -> Iterator[Widgets]:
-    yield from _team_served(
-        engine,
-        profiles_server,
-        segments_server,
-        segments_clock,
-        fresh_redis,
-        profiles,
-        segments,
-        admin_key,
-        widget_port=False,
-    )
+) -> Iterator[Callable[[bool], Widgets]]:
+    """Serves the team with its widget answers in Redis; called with ``widget_port``, gives
+    a client of the widget port (which remembers the answers it reads), else of the main."""
+    # The worker computes on the wall clock, so the servers use it too.
+    segments_clock.now = utc_now()
+    with ExitStack() as running_ones:
+
+        def serve(widget_port: bool) -> Widgets:
+            running = serve_widgets(
+                engine,
+                profiles_server,
+                segments_server,
+                fresh_redis,
+                admin_key,
+                clock=segments_clock,
+                # On the widget port, long enough that no refresh falls due: warm calls are
+                # then answered on its event loop, from what it remembers.
+                refresh_seconds=600.0 if widget_port else 0.0,
+                edge=widget_port,
+            )
+            running_ones.callback(running.stop, grace=1)
+            set_up_team_on(running, admin_key, segments, profiles)
+            port = running.edge.port if running.edge is not None else running.port
+            channel = running_ones.enter_context(keyed_channel(f"127.0.0.1:{port}", admin_key))
+            return widgets_pb2_grpc.WidgetServiceStub(channel)
+
+        yield serve
 
 
 @pytest.fixture
-def widget_port_on_redis(
-    engine: Engine,
-    profiles_server: RunningServer,
-    segments_server: RunningServer,
-    segments_clock: ManualClock,
-    fresh_redis: str,
-    profiles: Profiles,
-    segments: Segments,
-    admin_key: str,
-) -> Iterator[Widgets]:
-    """A client of the widget port, which remembers the answers it reads."""
-    yield from _team_served(
-        engine,
-        profiles_server,
-        segments_server,
-        segments_clock,
-        fresh_redis,
-        profiles,
-        segments,
-        admin_key,
-        widget_port=True,
-    )
+def widgets_on_redis(serve_team: Callable[[bool], Widgets]) -> Widgets:
+    return serve_team(False)
 
 
-def _team_served(
-    engine: Engine,
-    profiles_server: RunningServer,
-    segments_server: RunningServer,
-    segments_clock: ManualClock,
-    fresh_redis: str,
-    profiles: Profiles,
-    segments: Segments,
-    admin_key: str,
-    *,
-    widget_port: bool,
-) -> Iterator[Widgets]:
-    # The worker computes on the wall clock, so the servers use it too.
-    segments_clock.now = utc_now()
-    running = serve_widgets(
-        engine,
-        profiles_server,
-        segments_server,
-        fresh_redis,
-        admin_key,
-        clock=segments_clock,
-        # On the widget port, long enough that no refresh falls due: warm calls are then
-        # answered on its event loop, from what it remembers.
-        refresh_seconds=600.0 if widget_port else 0.0,
-        edge=widget_port,
-    )
-    try:
-        set_up_team_on(running, admin_key, segments, profiles)
-        port = running.edge.port if running.edge is not None else running.port
-        with keyed_channel(f"127.0.0.1:{port}", admin_key) as channel:
-            yield widgets_pb2_grpc.WidgetServiceStub(channel)
-    finally:
-        running.stop(grace=1)
+@pytest.fixture
+def widget_port_on_redis(serve_team: Callable[[bool], Widgets]) -> Widgets:
+    return serve_team(True)
 
 
 @pytest.fixture
