@@ -216,7 +216,7 @@ def create_server(
 # call makes hundreds (rows, messages, dicts), so a busy server collected every few calls.
 # Almost all of them are freed by reference counting anyway; the collector is only for
 # cycles, which a server makes few of. UpsertCustomers of 100,000 customers on SQLite:
-# 17,662 and 18,210 -> 19,876 and 21,254 customers/s (docs/benchmarks.md).
+# 17,912 and 17,703 -> 21,342 and 21,636 customers/s (docs/benchmarks.md, Profiles).
 GC_THRESHOLDS = (100_000, 50, 100)
 
 
