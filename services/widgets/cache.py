@@ -137,9 +137,9 @@ class RedisWidgetCache:
             link.invalidations.apply()
             if link.closed:  # the reports stopped: start again with nothing remembered
                 link = await self._loop_reads.link()
-        memory = link.memory
-        if memory is None:
+        if link.invalidations is None:
             return _entry_of(await link.call(_read_command(name)))
+        memory = link.invalidations.memory
         key = PREFIX_BYTES + name.encode()
         now = link.loop.time()
         in_force = memory.get(VERSION_KEY_BYTES, now)
@@ -373,8 +373,9 @@ class _PipelinedReads:
     async def _track(self, link: _Link) -> None:
         """Have Redis report writes to the keys ``link`` reads. A Redis that cannot track
         (older than 6, or forbidden by its ACL) leaves the link reading every entry."""
-        memory = _Remembered(self.remembered_entries)
-        invalidations = await _Invalidations.open(link, memory, self.address, self.timeout_seconds)
+        invalidations = await _Invalidations.open(
+            link, _Remembered(self.remembered_entries), self.address, self.timeout_seconds
+        )
         if invalidations is None:
             return
         try:
@@ -386,7 +387,7 @@ class _PipelinedReads:
             if link.closed:
                 raise
             return
-        link.memory, link.invalidations = memory, invalidations
+        link.invalidations = invalidations
 
 
 # Where Redis publishes the names of tracked keys that changed (RESP2 clients).
@@ -569,8 +570,8 @@ class _Link(asyncio.Protocol):
         self.loop = loop
         self.timeout_seconds = timeout_seconds
         self.closed = False
-        # Set when Redis tracks what this link reads: lost together with the link.
-        self.memory: _Remembered | None = None
+        # Set when Redis tracks what this link reads (with what it remembers): lost
+        # together with the link.
         self.invalidations: _Invalidations | None = None
         self._transport: asyncio.Transport | None = None
         self._replies = hiredis.Reader()
@@ -627,7 +628,6 @@ class _Link(asyncio.Protocol):
         if self.closed:
             return
         self.closed = True
-        self.memory = None
         if self._transport is not None:
             self._transport.abort()
         for waiter in self._waiting:
