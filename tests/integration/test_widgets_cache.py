@@ -24,7 +24,13 @@ from services.widgets.cache import PRECOMPUTED_KEY, VERSION_KEY
 from services.widgets.precompute import REFRESHED_KEY
 from tests.integration.conftest import ManualClock
 from tests.integration.routing_setup import Profiles, Segments
-from tests.integration.widgets_setup import Widgets, config_of, serve_widgets, set_up_team_on
+from tests.integration.widgets_setup import (
+    Widgets,
+    config_of,
+    serve_widgets,
+    set_up_team_on,
+    team_served,
+)
 from tests.support.access import keyed_channel
 from tests.support.stores import redis_server
 from tests.support.workers import (
@@ -60,20 +66,21 @@ def serve_team(
     with ExitStack() as running_ones:
 
         def serve(widget_port: bool) -> Widgets:
-            running = serve_widgets(
-                engine,
-                profiles_server,
-                segments_server,
-                fresh_redis,
-                admin_key,
-                clock=segments_clock,
-                # On the widget port, long enough that no refresh falls due: warm calls are
-                # then answered on its event loop, from what it remembers.
-                refresh_seconds=600.0 if widget_port else 0.0,
-                edge=widget_port,
+            running = running_ones.enter_context(
+                team_served(
+                    engine,
+                    profiles_server,
+                    segments_server,
+                    fresh_redis,
+                    admin_key,
+                    (segments, profiles),
+                    clock=segments_clock,
+                    # On the widget port, long enough that no refresh falls due: warm calls
+                    # are then answered on its event loop, from what it remembers.
+                    refresh_seconds=600.0 if widget_port else 0.0,
+                    edge=widget_port,
+                )
             )
-            running_ones.callback(running.stop, grace=1)
-            set_up_team_on(running, admin_key, segments, profiles)
             port = running.edge.port if running.edge is not None else running.port
             channel = running_ones.enter_context(keyed_channel(f"127.0.0.1:{port}", admin_key))
             return widgets_pb2_grpc.WidgetServiceStub(channel)

@@ -25,32 +25,20 @@ from services.routing.server import WIDGET_SERVICE_NAME
 from services.widgets.cache import VERSION_KEY, CacheDown, RedisWidgetCache
 from tests.integration.conftest import ManualClock
 from tests.integration.routing_setup import Profiles, Segments
-from tests.integration.widgets_setup import Widgets, config_of, serve_widgets, set_up_team_on
+from tests.integration.widgets_setup import (
+    Widgets,
+    config_of,
+    serve_widgets,
+    set_up_team_on,
+    team_served,
+)
 from tests.support.access import keyed_channel, new_key
 from tests.support.stores import redis_server
 from tests.support.workers import fresh_redis_database
 
-# Long enough that no refresh falls due during a test: the edge then answers warm calls
-# itself, which is what these tests are about.
-REFRESH_SECONDS = 600.0
-
-
-def serve_edge(
-    engine: Engine,
-    profiles_server: RunningServer,
-    segments_server: RunningServer,
-    redis_url: str,
-    api_key: str,
-) -> RunningServer:
-    return serve_widgets(
-        engine,
-        profiles_server,
-        segments_server,
-        redis_url,
-        api_key,
-        refresh_seconds=REFRESH_SECONDS,
-        edge=True,
-    )
+# With its edge, and no refresh falling due during a test (long enough): the edge then
+# answers warm calls itself, which is what these tests are about.
+EDGE_SERVING: dict[str, Any] = {"refresh_seconds": 600.0, "edge": True}
 
 
 @pytest.fixture
@@ -71,13 +59,19 @@ def served(
 ) -> Iterator[tuple[RunningServer, Widgets]]:
     """The team set up through the main port, and that server (with its edge)."""
     segments_clock.now = utc_now()
-    running = serve_edge(engine, profiles_server, segments_server, fresh_redis, admin_key)
-    try:
-        set_up_team_on(running, admin_key, segments, profiles)
-        with keyed_channel(f"127.0.0.1:{running.port}", admin_key) as channel:
-            yield running, widgets_pb2_grpc.WidgetServiceStub(channel)
-    finally:
-        running.stop(grace=1)
+    with (
+        team_served(
+            engine,
+            profiles_server,
+            segments_server,
+            fresh_redis,
+            admin_key,
+            (segments, profiles),
+            **EDGE_SERVING,
+        ) as running,
+        keyed_channel(f"127.0.0.1:{running.port}", admin_key) as channel,
+    ):
+        yield running, widgets_pb2_grpc.WidgetServiceStub(channel)
 
 
 @pytest.fixture
@@ -216,7 +210,9 @@ def test_with_redis_gone_the_edge_still_answers(
 ) -> None:
     segments_clock.now = utc_now()
     with redis_server() as doomed_redis:
-        running = serve_edge(engine, profiles_server, segments_server, doomed_redis, admin_key)
+        running = serve_widgets(
+            engine, profiles_server, segments_server, doomed_redis, admin_key, **EDGE_SERVING
+        )
         set_up_team_on(running, admin_key, segments, profiles)
         assert running.edge is not None
         widget_channel = keyed_channel(f"127.0.0.1:{running.edge.port}", widget_key)

@@ -3,6 +3,8 @@ the services' gRPC APIs as an admin console would."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -212,6 +214,26 @@ def serve_widgets(
         max_workers=8,
         edge_address="127.0.0.1:0" if edge else None,
     )
+
+
+@contextmanager
+def team_served(
+    engine: Engine,
+    profiles_server: RunningServer,
+    segments_server: RunningServer,
+    redis_url: str,
+    api_key: str,
+    team: tuple[Segments, Profiles],
+    **serving: Any,
+) -> Iterator[RunningServer]:
+    """``serve_widgets`` (``serving`` are its keyword arguments) with the team set up through
+    its main port; stopped at the end."""
+    running = serve_widgets(engine, profiles_server, segments_server, redis_url, api_key, **serving)
+    try:
+        set_up_team_on(running, api_key, *team)
+        yield running
+    finally:
+        running.stop(grace=1)
 
 
 def set_up_team_on(
