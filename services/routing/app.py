@@ -64,7 +64,6 @@ from services.routing.logic import (
     queue_problems,
     resource_id_problems,
     route_request_problems,
-    routing_document,
     rules_problems,
     rules_references,
 )
@@ -482,7 +481,14 @@ class Routing:
                 "no routing rules yet: set them with UpdateRoutingRules",
                 reason="ROUTING_NOT_CONFIGURED",
             )
-        matched = match(config.rules, routing_document(attributes, request), segment_ids, now)
+        matched = match(
+            config.rules,
+            attributes,
+            request,
+            segment_ids,
+            now,
+            kept_record=bool(request.customer_id),
+        )
         action = matched.action
         notes = [matched.explanation]
         if request.handover is not None:

@@ -4,6 +4,7 @@ policies onto calendars and picking an agent. The app feeds it what it read from
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -321,31 +322,44 @@ def route_request_problems(request: RouteRequest) -> list[FieldViolation]:
 # ---- matching -------------------------------------------------------------------------------
 
 
+# How many matches one set of compiled rules remembers before it starts over.
+MATCHES_REMEMBERED = 10_000
+
+
 @dataclass(frozen=True)
 class CompiledRules:
     revision: int
     rules: tuple[tuple[RoutingRule, CompiledRule], ...]
     default_action: RoutingAction
+    # Whether some condition measures from now: then nothing is remembered.
+    reads_the_clock: bool = False
+    # Matches made for kept customer records, by the record's identity and the rest of the
+    # key (see ``match``), each with the record it was made for.
+    remembered: dict[tuple[Any, ...], tuple[Mapping[str, Any], Match]] = dataclasses.field(
+        default_factory=dict, compare=False, repr=False
+    )
 
 
 def compile_rules(rules: RoutingRules) -> CompiledRules:
     assert rules.default_action is not None, "stored rules always have a default action"
     compiled = tuple((rule, compile_rule(dict(rule.condition))) for rule in rules.rules)
-    return CompiledRules(rules.revision, compiled, rules.default_action)
+    reads_the_clock = any(condition.reads_the_clock for _, condition in compiled)
+    return CompiledRules(rules.revision, compiled, rules.default_action, reads_the_clock)
 
 
 def routing_document(attributes: Mapping[str, Any], request: RouteRequest) -> dict[str, Any]:
     """What rule conditions read: the customer's (or visitor's) fields plus `conversation`."""
+    return {**attributes, "conversation": _conversation_fields(request)}
+
+
+def _conversation_fields(request: RouteRequest) -> dict[str, str]:
     conversation = {
         "channel": request.channel.value if request.channel else "",
         "language": request.language,
         "topic": request.topic,
         "priority_hint": request.priority_hint,
     }
-    return {
-        **attributes,
-        "conversation": {name: value for name, value in conversation.items() if value},
-    }
+    return {name: value for name, value in conversation.items() if value}
 
 
 @dataclass(frozen=True)
@@ -356,10 +370,40 @@ class Match:
 
 
 def match(
-    compiled: CompiledRules, document: Mapping[str, Any], segment_ids: Iterable[str], now: datetime
+    compiled: CompiledRules,
+    attributes: Mapping[str, Any],
+    request: RouteRequest,
+    segment_ids: frozenset[str],
+    now: datetime,
+    *,
+    kept_record: bool = False,
 ) -> Match:
-    """The first rule whose condition holds, else the default action, with the reason."""
-    context = EvaluationContext(now=now, segments=frozenset(segment_ids))
+    """The first rule whose condition holds, else the default action, with the reason.
+
+    ``kept_record`` says ``attributes`` is a record the caller keeps, unchanged, for as long
+    as the customer does not change (``CustomerDirectory``'s): its match is then remembered
+    by the record's identity, the conversation's fields and the segments, as nothing else
+    decides it unless a rule reads the clock. Every rule after the first matching one, and
+    the matched rule's explanation, then cost nothing on the next call."""
+    if not kept_record or compiled.reads_the_clock:
+        return _first_match(compiled, routing_document(attributes, request), segment_ids, now)
+    key: tuple[Any, ...] = (id(attributes), request.channel, request.language, request.topic)
+    key += (request.priority_hint, segment_ids)
+    remembered = compiled.remembered.get(key)
+    # The entry holds its record, so no other record can have that identity meanwhile.
+    if remembered is not None and remembered[0] is attributes:
+        return remembered[1]
+    found = _first_match(compiled, routing_document(attributes, request), segment_ids, now)
+    if len(compiled.remembered) >= MATCHES_REMEMBERED:
+        compiled.remembered.clear()
+    compiled.remembered[key] = (attributes, found)
+    return found
+
+
+def _first_match(
+    compiled: CompiledRules, document: Mapping[str, Any], segment_ids: frozenset[str], now: datetime
+) -> Match:
+    context = EvaluationContext(now=now, segments=segment_ids)
     for rule, condition in compiled.rules:
         if condition.matches(document, context):
             reason = _reason(explain(condition, document, context))

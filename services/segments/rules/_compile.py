@@ -107,12 +107,15 @@ class CompiledRule:
     """A rule ready to evaluate many customers.
 
     ``matches(attributes, context)`` is the root closure itself rather than a method, which
-    saves a call per customer in bulk evaluation.
+    saves a call per customer in bulk evaluation. ``reads_the_clock`` says whether the
+    verdict depends on ``context.now`` (``$withinLast``, ``$olderThan``), so a caller knows
+    when the same attributes and segments always get the same verdict.
     """
 
     condition: Any
     root: ConditionNode
     matches: Predicate
+    reads_the_clock: bool
 
 
 def compile_rule(condition: Any) -> CompiledRule:
@@ -126,7 +129,31 @@ def compile_rule(condition: Any) -> CompiledRule:
     if problems:
         raise RuleTooLargeError("; ".join(problems))
     root = compile_condition(condition, "$")
-    return CompiledRule(condition=condition, root=root, matches=root.predicate)
+    return CompiledRule(
+        condition=condition,
+        root=root,
+        matches=root.predicate,
+        reads_the_clock=_names_an_operator(condition, _CLOCK_OPERATORS),
+    )
+
+
+# Operators measured from ``EvaluationContext.now``.
+_CLOCK_OPERATORS = frozenset({"$withinLast", "$olderThan"})
+
+
+def _names_an_operator(condition: Any, names: frozenset[str]) -> bool:
+    """Whether any of ``names`` is a key anywhere in the document, ``$elemMatch`` bodies
+    included (they compile into closures the node tree does not show)."""
+    stack = [condition]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            if not names.isdisjoint(value):
+                return True
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+    return False
 
 
 def _always(_value: Any, _context: EvaluationContext) -> bool:
