@@ -7,12 +7,12 @@ the service so the modules that only read it do not depend on the service that c
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from services.routing import documents
 from services.routing.domain import Agent, Calendar, Queue, SlaPolicy
-from services.routing.logic import CompiledRules, compile_rules
+from services.routing.logic import CompiledRules, Need, can_serve, compile_rules
 from services.routing.repository import Store, StoredDefinition
 
 
@@ -26,6 +26,22 @@ class Config:
     queues: Mapping[str, Queue]
     agents: Mapping[str, Agent]
     rules: CompiledRules | None
+    # Who can serve each need asked about so far: skills and languages are configuration.
+    _able: dict[Need, tuple[Agent, ...]] = field(default_factory=dict, compare=False, repr=False)
+
+    def able_agents(self, need: Need) -> tuple[Agent, ...]:
+        """The agents whose skills and languages serve ``need``, online or not, in order."""
+        found = self._able.get(need)
+        if found is None:
+            found = tuple(agent for agent in self.agents.values() if can_serve(agent, need))
+            if len(self._able) >= NEEDS_REMEMBERED:
+                self._able.clear()
+            self._able[need] = found
+        return found
+
+
+# Distinct needs (channel, skills, language, queue languages) one configuration remembers.
+NEEDS_REMEMBERED = 1024
 
 
 def stamps(stored: StoredDefinition) -> dict[str, Any]:

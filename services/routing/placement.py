@@ -263,12 +263,11 @@ def _try_assign(store: PlacementStore, config: Config, row: dict[str, Any], now:
 
 def _candidates(store: PlacementStore, config: Config, need: Need) -> list[Candidate]:
     presences = store.presences()
+    online = AgentStatus.ONLINE.value
     able = [
         agent
-        for agent in config.agents.values()
-        if agent.agent_id in presences
-        and presences[agent.agent_id].status == AgentStatus.ONLINE.value
-        and can_serve(agent, need)
+        for agent in config.able_agents(need)
+        if agent.agent_id in presences and presences[agent.agent_id].status == online
     ]
     if not able:
         return []
@@ -286,13 +285,11 @@ def _candidates(store: PlacementStore, config: Config, need: Need) -> list[Candi
 
 
 def _anyone_online(store: PlacementStore, config: Config, row: Mapping[str, Any]) -> bool:
-    need = need_of(config, row)
     presences = store.presences()
+    online = AgentStatus.ONLINE.value
     return any(
-        presences.get(agent.agent_id) is not None
-        and presences[agent.agent_id].status == AgentStatus.ONLINE.value
-        and can_serve(agent, need)
-        for agent in config.agents.values()
+        agent.agent_id in presences and presences[agent.agent_id].status == online
+        for agent in config.able_agents(need_of(config, row))
     )
 
 

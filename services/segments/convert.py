@@ -92,10 +92,20 @@ def _jsonable(value: Any) -> Any:
 
 
 def timestamp(moment: datetime | None) -> timestamp_pb2.Timestamp:
-    message = timestamp_pb2.Timestamp()
-    if moment is not None:
-        message.FromDatetime(moment)
-    return message
+    """``moment`` (naive means UTC) as a Timestamp; the empty one for None.
+
+    Computed from the distance to the epoch rather than with ``FromDatetime``, which goes
+    through a time tuple and cost a routing decision about as much as its due times."""
+    if moment is None:
+        return timestamp_pb2.Timestamp()
+    since = moment - (_EPOCH if moment.tzinfo is not None else _NAIVE_EPOCH)
+    return timestamp_pb2.Timestamp(
+        seconds=since.days * 86_400 + since.seconds, nanos=since.microseconds * 1000
+    )
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_NAIVE_EPOCH = datetime(1970, 1, 1)
 
 
 def optional_time(

@@ -61,6 +61,7 @@ from services.routing.domain import (
 )
 from services.routing.lifecycle import ConversationEvent, ConversationState, EventKind
 from services.routing.sla import ClockReport, Metric, SlaStatus
+from services.segments.convert import timestamp
 
 CREATED = datetime(2025, 3, 3, 8, 15, 30, 123456, tzinfo=UTC)
 UPDATED = datetime(2025, 3, 4, 17, 0, tzinfo=UTC)
@@ -453,6 +454,24 @@ def test_a_bot_first_decision_has_no_first_response_due_until_the_handover() -> 
     assert message.resolution_due.ToDatetime(tzinfo=UTC) == UPDATED
     assert message.route_time.ToDatetime(tzinfo=UTC) == CREATED
     assert message.reserved_agent_id == "ana.silva"
+
+
+@given(
+    st.datetimes(timezones=st.one_of(st.none(), st.timezones())).filter(
+        lambda moment: moment.utcoffset() is None or 1 < moment.year < 9999
+    )
+)
+def test_every_moment_travels_as_protobufs_own_conversion_sends_it(moment: datetime) -> None:
+    # Naive means UTC, as for FromDatetime; a zone's offset is taken off.
+    expected = timestamp_pb2.Timestamp()
+    expected.FromDatetime(moment)
+
+    sent = timestamp(moment)
+
+    assert sent == expected
+    assert sent.ToDatetime(tzinfo=UTC) == (
+        moment.replace(tzinfo=UTC) if moment.utcoffset() is None else moment
+    )
 
 
 @pytest.mark.parametrize("kind", list(EventKind))
