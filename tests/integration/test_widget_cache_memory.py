@@ -1,6 +1,6 @@
 """The widget port's memory of cache entries, against a real Redis: entries read once are
 served from memory until Redis reports them rewritten or deleted, and a new version in force
-is never answered from memory."""
+replaces what was remembered as soon as Redis reports it."""
 
 from __future__ import annotations
 
@@ -99,13 +99,15 @@ def test_an_entry_the_workers_rewrite_or_drop_is_not_served_from_memory(fresh_re
     after_remembering(fresh_redis, steps)
 
 
-def test_a_new_version_is_never_answered_from_memory(fresh_redis: str) -> None:
+def test_a_new_version_is_answered_as_soon_as_redis_reports_it(fresh_redis: str) -> None:
     async def steps(writer: RedisWidgetCache, reader: RedisWidgetCache) -> None:
         assert await reader.read_async(ACME) == (7, FORMAL)
-        # A policy changed: Redis reports the new version in the same step as the write,
-        # and the reader takes reports in before it answers from memory. No waiting.
+        # A policy changed. Redis 7 sends the report just after acknowledging the write, so
+        # a call in between may still get version 7 (the window the README names); the
+        # reader takes reports in before it answers from memory, so no later call does.
         writer.publish(8)
-        assert await reader.read_async(ACME) == (8, None)
+        assert await eventually(lambda: reader.read_async(ACME), (8, None)) == (8, None)
+        assert [await reader.read_async(ACME) for _ in range(5)] == [(8, None)] * 5
 
     after_remembering(fresh_redis, steps)
 
