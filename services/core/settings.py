@@ -64,6 +64,14 @@ class Settings(BaseSettings):
         description="How old a customer record routing may decide on: it reads the profiles "
         "change log at most this often; 0 reads it before every decision.",
     )
+    preview_desk_seconds: float = Field(
+        default=0.05,
+        ge=0,
+        description="How old a snapshot of the agents' desk a validate_only RouteConversation "
+        "may decide on: it always sees what its own routing process committed before the "
+        "call, and what other processes (workers, other routing replicas) wrote at most this "
+        "late; 0 reads the desk for every preview.",
+    )
     widget_memory_entries: int = Field(
         default=200_000,
         ge=0,

@@ -9,7 +9,9 @@ hold, a waiting conversation with ``SKIP LOCKED`` when a console pulls it.
 
 from __future__ import annotations
 
+import math
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -247,9 +249,9 @@ def read_desk(rows: Iterable[Any]) -> Desk:
     counts: dict[str, dict[str, int]] = {}
     cursors: dict[str, str] = {}
     version = 0
-    for kind, key, value, since, time, number in rows:
+    for kind, key, value, since, moment, number in rows:
         if kind == "presence":
-            presences[key] = Presence(key, value, _utc(since), _utc(time) if time else None)
+            presences[key] = Presence(key, value, _utc(since), _utc(moment) if moment else None)
         elif kind == "open":
             counts.setdefault(key, {})[value] = int(number)
         elif kind == "cursor":
@@ -969,15 +971,21 @@ class _DeskReader:
     turns on it made the read the routing server's bottleneck under load: callers queued for
     the connection while the query ran with the GIL released. So a caller that arrives while
     a read is running waits for the next read, and that one read answers everyone who waited:
-    every caller still gets a snapshot taken after it asked, as a read of its own would be.
-    The connection runs in autocommit, as one statement is consistent by itself; after a
-    failure it is replaced on the next read. Rows equal to the last read's give back the
-    same ``Desk`` (nobody changes one): between changes to the desk, turning rows into a
-    ``Desk`` cost as much as reading them.
+    every caller gets a snapshot taken after it asked, as a read of its own would be.
+
+    Even shared, the read and its hand-offs between threads cost a preview more than the
+    decision itself under load, so a snapshot younger than ``max_age_seconds`` answers a
+    preview too, unless this process committed a write since the read began (``wrote``).
+    A preview thus always sees what this process wrote before it was asked, and what other
+    processes (workers, other routing replicas) wrote at most ``max_age_seconds`` late;
+    with 0, every preview reads. The connection runs in autocommit, as one statement is
+    consistent by itself; after a failure it is replaced on the next read. Rows equal to the
+    last read's give back the same ``Desk`` (nobody changes one).
     """
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, max_age_seconds: float = 0.0) -> None:
         self.engine = engine
+        self.max_age_seconds = max_age_seconds
         self.sql = str(
             _DESK_QUERY.compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True})
         )
@@ -986,18 +994,35 @@ class _DeskReader:
         self._started = 0
         self._finished = 0
         self._outcome: Desk | BaseException | None = None
+        # Writes this process committed; the count when the last outcome's read began, and
+        # until when (monotonic) that outcome may answer.
+        self._writes = 0
+        self._outcome_writes = -1
+        self._reusable_until = -math.inf
         self._connection: Any = None
         self._last_rows: list[Any] | None = None
         self._last_desk: Desk | None = None
 
+    def wrote(self) -> None:
+        """This process committed a write: no snapshot read before it answers again."""
+        with self._turn:
+            self._writes += 1
+
     def read(self) -> Desk:
         with self._turn:
+            if (
+                self._outcome_writes == self._writes
+                and time.monotonic() < self._reusable_until
+                and isinstance(self._outcome, Desk)
+            ):
+                return self._outcome
             # The first read to start after this call arrived answers it.
             wanted = self._started + 1
             while self._finished < wanted and self._started > self._finished:
                 self._turn.wait()
             if self._finished < wanted:
                 self._started += 1
+                writes, began = self._writes, time.monotonic()
             else:
                 return _desk_or_raise(self._outcome)
         outcome: Desk | BaseException
@@ -1007,6 +1032,8 @@ class _DeskReader:
             outcome = error
         with self._turn:
             self._outcome = outcome
+            self._outcome_writes = writes
+            self._reusable_until = began + self.max_age_seconds
             self._finished = self._started
             self._turn.notify_all()
         return _desk_or_raise(outcome)
@@ -1045,16 +1072,17 @@ def _desk_or_raise(outcome: Desk | BaseException | None) -> Desk:
 
 
 class RoutingRepository:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, preview_desk_seconds: float = 0.0) -> None:
         self.engine = engine
         self.locking = is_postgresql(engine)
-        self._desk = _DeskReader(engine)
+        self._desk = _DeskReader(engine, preview_desk_seconds)
         self.config_listeners: list[Callable[[], None]] = []
         # Run inside every write transaction just before it commits (the report facts).
         self.before_commit: list[Callable[[Store], None]] = []
 
     def desk(self) -> Desk:
-        """The desk as one consistent snapshot, without locks or a transaction."""
+        """The desk as one consistent snapshot, without locks or a transaction: taken after
+        this process's last commit, and at most ``preview_desk_seconds`` old."""
         return self._desk.read()
 
     @contextmanager
@@ -1062,11 +1090,15 @@ class RoutingRepository:
         """A transaction; ``before_commit`` hooks run at its end, and after a commit that
         changed the configuration every ``config_listeners`` callable runs (the widget cache
         moves its version there)."""
-        with write_transaction(self.engine) as session:
-            store = Store(session, self.locking)
-            yield store
-            for hook in self.before_commit:
-                hook(store)
+        try:
+            with write_transaction(self.engine) as session:
+                store = Store(session, self.locking)
+                yield store
+                for hook in self.before_commit:
+                    hook(store)
+        finally:
+            # Committed or not (a failed commit may still have landed), previews read again.
+            self._desk.wrote()
         if store.config_changed:
             for listener in self.config_listeners:
                 listener()

@@ -41,7 +41,8 @@ def routing_app(engine: Engine, settings: Settings, clock: Clock = utc_now) -> R
         refresh_seconds=settings.segment_refresh_seconds,
         customer_refresh_seconds=settings.customer_refresh_seconds,
     )
-    return Routing(RoutingRepository(engine), customers, clock)
+    repository = RoutingRepository(engine, preview_desk_seconds=settings.preview_desk_seconds)
+    return Routing(repository, customers, clock)
 
 
 def widget_cache(settings: Settings, clock: Clock = utc_now) -> WidgetCache:

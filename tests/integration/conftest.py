@@ -93,12 +93,22 @@ def segments(
 
 
 @pytest.fixture
+def preview_desk_seconds() -> float:
+    """The routing server's ``preview_desk_seconds``: the default setting, unless a test
+    parametrizes this name."""
+    default = Settings.model_fields["preview_desk_seconds"].default
+    assert isinstance(default, float)
+    return default
+
+
+@pytest.fixture
 def routing_server(
     engine: Engine,
     profiles_server: RunningServer,
     segments_server: RunningServer,
     segments_clock: ManualClock,
     admin_key: str,
+    preview_desk_seconds: float,
 ) -> Iterator[RunningServer]:
     """A routing server reading customers and segment definitions from the real profiles
     and segments servers over gRPC, on the segments clock, with no segment cache."""
@@ -108,6 +118,7 @@ def routing_server(
         call_deadline_seconds=5,
         segment_refresh_seconds=0,
         customer_refresh_seconds=0,
+        preview_desk_seconds=preview_desk_seconds,
         api_key=admin_key,
     )
     running = create_server(

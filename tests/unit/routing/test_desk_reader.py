@@ -20,8 +20,8 @@ from services.routing.repository import _DeskReader
 class GatedReader(_DeskReader):
     """Each query waits for the test to release it; its desk's config version is its number."""
 
-    def __init__(self) -> None:
-        super().__init__(create_engine("sqlite://"))
+    def __init__(self, max_age_seconds: float = 0.0) -> None:
+        super().__init__(create_engine("sqlite://"), max_age_seconds)
         self.queries = 0
         self.entered = threading.Semaphore(0)
         self.release = threading.Semaphore(0)
@@ -99,3 +99,35 @@ def test_a_failed_read_fails_its_callers_and_the_next_call_reads_again() -> None
         reader.release.release()
         assert again.result(timeout=5).config_version == 3
     assert first.result().config_version == 1
+
+
+def test_a_recent_snapshot_answers_until_this_process_writes() -> None:
+    reader = GatedReader(max_age_seconds=3600)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        first = pool.submit(reader.read)
+        started(reader)
+        reader.release.release()
+        assert first.result(timeout=5).config_version == 1
+        reader.release.release()  # so that a read here, which would be wrong, cannot hang
+        reused = reader.read()
+        assert reader.queries == 1
+        reader.wrote()
+        after_the_write = pool.submit(reader.read)
+        started(reader)
+        reader.release.release()
+        assert (reused.config_version, after_the_write.result(timeout=5).config_version) == (1, 2)
+    assert reader.queries == 2
+
+
+def test_a_snapshot_whose_read_overlapped_a_write_is_not_reused() -> None:
+    reader = GatedReader(max_age_seconds=3600)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        during = pool.submit(reader.read)
+        started(reader)  # read 1 runs; a write commits before it ends
+        reader.wrote()
+        reader.release.release()
+        assert during.result(timeout=5).config_version == 1
+        next_call = pool.submit(reader.read)
+        started(reader)
+        reader.release.release()
+        assert next_call.result(timeout=5).config_version == 2
