@@ -2683,7 +2683,10 @@ class RouteConversationRequest(_message.Message):
     priority_hint: _builtins.str
     """The customer's or widget's hint, e.g. "urgent"."""
     validate_only: _builtins.bool
-    """Compute and return the decision without storing it or assigning anyone."""
+    """Compute and return the decision without storing it or assigning anyone. The
+    decision sees everything this routing process committed before the call, and what
+    other processes wrote at most SWITCHBOARD_PREVIEW_DESK_SECONDS (50 ms) late.
+    """
     @_builtins.property
     def visitor_attributes(self) -> _struct_pb2.Struct:
         """For an anonymous visitor (no customer_id): whatever the widget knows, e.g.
