@@ -27,6 +27,7 @@ profiles = integration.profiles
 segments_clock = integration.segments_clock
 segments_server = integration.segments_server
 segments = integration.segments
+preview_desk_seconds = integration.preview_desk_seconds
 routing_server = integration.routing_server
 routing = integration.routing
 admin_key = integration.admin_key
