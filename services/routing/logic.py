@@ -331,8 +331,9 @@ class CompiledRules:
     revision: int
     rules: tuple[tuple[RoutingRule, CompiledRule], ...]
     default_action: RoutingAction
-    # Whether some condition measures from now: then nothing is remembered.
-    reads_the_clock: bool = False
+    # Whether every condition gives the same attributes the same verdict every time (see
+    # ``CompiledRule.repeatable``): only then are matches remembered.
+    repeatable: bool = True
     # Matches made for kept customer records, by the record's identity and the rest of the
     # key (see ``match``), each with the record it was made for.
     remembered: dict[tuple[Any, ...], tuple[Mapping[str, Any], Match]] = dataclasses.field(
@@ -343,8 +344,8 @@ class CompiledRules:
 def compile_rules(rules: RoutingRules) -> CompiledRules:
     assert rules.default_action is not None, "stored rules always have a default action"
     compiled = tuple((rule, compile_rule(dict(rule.condition))) for rule in rules.rules)
-    reads_the_clock = any(condition.reads_the_clock for _, condition in compiled)
-    return CompiledRules(rules.revision, compiled, rules.default_action, reads_the_clock)
+    repeatable = all(condition.repeatable for _, condition in compiled)
+    return CompiledRules(rules.revision, compiled, rules.default_action, repeatable)
 
 
 def routing_document(attributes: Mapping[str, Any], request: RouteRequest) -> dict[str, Any]:
@@ -383,9 +384,10 @@ def match(
     ``kept_record`` says ``attributes`` is a record the caller keeps, unchanged, for as long
     as the customer does not change (``CustomerDirectory``'s): its match is then remembered
     by the record's identity, the conversation's fields and the segments, as nothing else
-    decides it unless a rule reads the clock. Every rule after the first matching one, and
-    the matched rule's explanation, then cost nothing on the next call."""
-    if not kept_record or compiled.reads_the_clock:
+    decides it unless a rule reads the clock or runs a regular expression against a time
+    limit. Every rule after the first matching one, and the matched rule's explanation,
+    then cost nothing on the next call."""
+    if not kept_record or not compiled.repeatable:
         return _first_match(compiled, routing_document(attributes, request), segment_ids, now)
     key: tuple[Any, ...] = (id(attributes), request.channel, request.language, request.topic)
     key += (request.priority_hint, segment_ids)

@@ -107,15 +107,16 @@ class CompiledRule:
     """A rule ready to evaluate many customers.
 
     ``matches(attributes, context)`` is the root closure itself rather than a method, which
-    saves a call per customer in bulk evaluation. ``reads_the_clock`` says whether the
-    verdict depends on ``context.now`` (``$withinLast``, ``$olderThan``), so a caller knows
-    when the same attributes and segments always get the same verdict.
+    saves a call per customer in bulk evaluation. ``repeatable`` says whether the same
+    attributes and segments always get the same verdict: no operator measures from
+    ``context.now`` (``$withinLast``, ``$olderThan``) and no regular expression runs against
+    a time limit (``$regex``, ``$regexi``: a search cut short counts as no match).
     """
 
     condition: Any
     root: ConditionNode
     matches: Predicate
-    reads_the_clock: bool
+    repeatable: bool
 
 
 def compile_rule(condition: Any) -> CompiledRule:
@@ -133,12 +134,13 @@ def compile_rule(condition: Any) -> CompiledRule:
         condition=condition,
         root=root,
         matches=root.predicate,
-        reads_the_clock=_names_an_operator(condition, _CLOCK_OPERATORS),
+        repeatable=not _names_an_operator(condition, _UNREPEATABLE_OPERATORS),
     )
 
 
-# Operators measured from ``EvaluationContext.now``.
-_CLOCK_OPERATORS = frozenset({"$withinLast", "$olderThan"})
+# Operators whose verdict can change between two evaluations of the same attributes: those
+# measured from ``EvaluationContext.now``, and searches under a time limit.
+_UNREPEATABLE_OPERATORS = frozenset({"$withinLast", "$olderThan", "$regex", "$regexi"})
 
 
 def _names_an_operator(condition: Any, names: frozenset[str]) -> bool:

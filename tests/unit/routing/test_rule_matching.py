@@ -41,7 +41,7 @@ def test_a_kept_record_matched_again_gets_the_same_rule() -> None:
     again = match(compiled, record, chat(), frozenset(), NOW, kept_record=True)
 
     assert first.rule is not None and first.rule.rule_id == "rule-1"
-    assert again == first
+    assert again is first, "remembered, not matched again"
 
 
 def test_the_conversation_and_the_segments_decide_afresh_for_the_same_record() -> None:
@@ -82,10 +82,22 @@ def test_a_rule_that_reads_the_clock_stops_matching_as_time_passes() -> None:
     assert in_a_week.rule is None
 
 
-def test_rules_that_measure_from_now_are_known_wherever_they_sit() -> None:
+def test_a_rule_with_a_regular_expression_is_matched_afresh_every_time() -> None:
+    # A search cut short by its time limit counts as no match: that verdict must not stick.
+    compiled = compile_rules(rules({"email": {"$regex": "@acme\\.com$"}}))
+    record = {"email": "ana@acme.com"}
+
+    match(compiled, record, chat(), frozenset(), NOW, kept_record=True)
+
+    assert not compiled.repeatable
+    assert compiled.remembered == {}
+
+
+def test_rules_that_can_vary_are_known_wherever_they_sit() -> None:
     nested = {"invoices": {"$elemMatch": {"paid_time": {"$olderThan": "14d"}}}}
 
-    assert compile_rule(NEW_CUSTOMERS).reads_the_clock
-    assert compile_rule({"$or": [BILLING, {"$not": nested}]}).reads_the_clock
-    assert not compile_rule({"signup_time": {"$after": "2026-01-01T00:00:00Z"}}).reads_the_clock
-    assert not compile_rule(BILLING).reads_the_clock
+    assert not compile_rule(NEW_CUSTOMERS).repeatable
+    assert not compile_rule({"$or": [BILLING, {"$not": nested}]}).repeatable
+    assert not compile_rule({"email": {"$regexi": "acme"}}).repeatable
+    assert compile_rule({"signup_time": {"$after": "2026-01-01T00:00:00Z"}}).repeatable
+    assert compile_rule(BILLING).repeatable
