@@ -350,17 +350,16 @@ def compile_rules(rules: RoutingRules) -> CompiledRules:
 
 def routing_document(attributes: Mapping[str, Any], request: RouteRequest) -> dict[str, Any]:
     """What rule conditions read: the customer's (or visitor's) fields plus `conversation`."""
-    return {**attributes, "conversation": _conversation_fields(request)}
-
-
-def _conversation_fields(request: RouteRequest) -> dict[str, str]:
     conversation = {
         "channel": request.channel.value if request.channel else "",
         "language": request.language,
         "topic": request.topic,
         "priority_hint": request.priority_hint,
     }
-    return {name: value for name, value in conversation.items() if value}
+    return {
+        **attributes,
+        "conversation": {name: value for name, value in conversation.items() if value},
+    }
 
 
 @dataclass(frozen=True)
@@ -389,8 +388,14 @@ def match(
     then cost nothing on the next call."""
     if not kept_record or not compiled.repeatable:
         return _first_match(compiled, routing_document(attributes, request), segment_ids, now)
-    key: tuple[Any, ...] = (id(attributes), request.channel, request.language, request.topic)
-    key += (request.priority_hint, segment_ids)
+    key = (
+        id(attributes),
+        request.channel,
+        request.language,
+        request.topic,
+        request.priority_hint,
+        segment_ids,
+    )
     remembered = compiled.remembered.get(key)
     # The entry holds its record, so no other record can have that identity meanwhile.
     if remembered is not None and remembered[0] is attributes:

@@ -405,14 +405,20 @@ class _Invalidations:
     whenever the event loop next gets to it."""
 
     def __init__(
-        self, link: _Link, memory: _Remembered, connection: socket.socket, client_id: int
+        self,
+        link: _Link,
+        memory: _Remembered,
+        connection: socket.socket,
+        client_id: int,
+        replies: hiredis.Reader,
     ) -> None:
         self.link = link
         self.memory = memory
         self.client_id = client_id
         self.closed = False
         self._socket = connection
-        self._replies = hiredis.Reader()
+        # The handshake's reader: it may already hold the first reports.
+        self._replies = replies
         self._unanswered_pings = 0
         link.loop.add_reader(connection.fileno(), self.apply)
         self._beat = link.loop.call_later(HEARTBEAT_SECONDS, self._heartbeat)
@@ -457,9 +463,7 @@ class _Invalidations:
         if client_id is None:
             connection.close()
             return None
-        invalidations = cls(link, memory, connection, client_id)
-        invalidations._replies = replies
-        return invalidations
+        return cls(link, memory, connection, client_id, replies)
 
     def apply(self) -> None:
         """Forget whatever Redis has reported changed so far; on a lost connection, forget

@@ -126,7 +126,8 @@ def compile_rule(condition: Any) -> CompiledRule:
     to "never matches" instead of failing, because stored rules must keep evaluating.
     ``validate_rule`` is the strict check to run when a rule is saved.
     """
-    problems = measure_rule(condition).problems()
+    size = measure_rule(condition)
+    problems = size.problems()
     if problems:
         raise RuleTooLargeError("; ".join(problems))
     root = compile_condition(condition, "$")
@@ -134,28 +135,10 @@ def compile_rule(condition: Any) -> CompiledRule:
         condition=condition,
         root=root,
         matches=root.predicate,
-        repeatable=not _names_an_operator(condition, _UNREPEATABLE_OPERATORS),
+        # Counted over the whole document, ``$elemMatch`` bodies included (they compile
+        # into closures the node tree does not show).
+        repeatable=not (size.regex_operators or size.clock_operators),
     )
-
-
-# Operators whose verdict can change between two evaluations of the same attributes: those
-# measured from ``EvaluationContext.now``, and searches under a time limit.
-_UNREPEATABLE_OPERATORS = frozenset({"$withinLast", "$olderThan", "$regex", "$regexi"})
-
-
-def _names_an_operator(condition: Any, names: frozenset[str]) -> bool:
-    """Whether any of ``names`` is a key anywhere in the document, ``$elemMatch`` bodies
-    included (they compile into closures the node tree does not show)."""
-    stack = [condition]
-    while stack:
-        value = stack.pop()
-        if isinstance(value, dict):
-            if not names.isdisjoint(value):
-                return True
-            stack.extend(value.values())
-        elif isinstance(value, list):
-            stack.extend(value)
-    return False
 
 
 def _always(_value: Any, _context: EvaluationContext) -> bool:

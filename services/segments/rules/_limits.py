@@ -48,18 +48,21 @@ protobuf before they are read; the attributes of TestRule, as JSON): every rule 
 its size bounds what one request costs. A stored customer is smaller."""
 
 _REGEX_OPERATORS = ("$regex", "$regexi")
+# Operators measured from the evaluation's ``now``.
+_CLOCK_OPERATORS = ("$withinLast", "$olderThan")
 
 
 @dataclass(frozen=True, slots=True)
 class RuleSize:
     """What ``measure_rule`` found: deepest nesting, node count, longest and total arrays,
-    and how many regex operators the rule holds."""
+    and how many regex operators and operators measured from now the rule holds."""
 
     depth: int
     nodes: int
     longest_list: int
     total_list_items: int
     regex_operators: int = 0
+    clock_operators: int = 0
 
     def problems(self) -> list[str]:
         """Human descriptions of every limit this size exceeds."""
@@ -80,13 +83,14 @@ class RuleSize:
 
 def measure_rule(rule: object) -> RuleSize:
     """Measure a JSON document iteratively; stops descending once the depth limit is passed."""
-    depth = nodes = longest = total_items = regexes = 0
+    depth = nodes = longest = total_items = regexes = clock_reads = 0
     stack: list[tuple[object, int]] = [(rule, 1)]
     while stack:
         value, level = stack.pop()
         if isinstance(value, dict):
             nodes += 1 + len(value)
             regexes += sum(1 for name in _REGEX_OPERATORS if name in value)
+            clock_reads += sum(1 for name in _CLOCK_OPERATORS if name in value)
             children: list[object] = list(value.values())
         elif isinstance(value, list | tuple):
             nodes += 1
@@ -98,7 +102,7 @@ def measure_rule(rule: object) -> RuleSize:
         depth = max(depth, level)
         if level <= MAX_RULE_DEPTH and nodes <= MAX_RULE_NODES:
             stack.extend((child, level + 1) for child in children)
-    return RuleSize(depth, nodes, longest, total_items, regexes)
+    return RuleSize(depth, nodes, longest, total_items, regexes, clock_reads)
 
 
 def document_bytes(document: object) -> int:
