@@ -262,7 +262,12 @@ def _describe_addresses(settings: Settings) -> str:
         )
         if (edge := entry.edge_address(settings)) is not None:
             lines.append(f"  {'':<9} grpc {edge:<22} the widget port (WidgetService)")
-    lines.append(f"  dashboard http://{settings.dashboard_host}:{settings.dashboard_port}/")
+    sign_in = "sign in with an admin API key"
+    if settings.admin_key_file.exists():
+        sign_in += f", such as the one in {settings.admin_key_file}"
+    lines.append(
+        f"  dashboard http://{settings.dashboard_host}:{settings.dashboard_port}/ ({sign_in})"
+    )
     lines.append("  workers (sync, and everything else) and beat running. Ctrl-C stops everything.")
     return "\n".join(lines)
 

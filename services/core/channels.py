@@ -84,10 +84,14 @@ class _PropagatingInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStream
 
 
 def open_channel(
-    address: str, settings: Settings, *, deadline_seconds: float | None
+    address: str,
+    settings: Settings,
+    *,
+    deadline_seconds: float | None,
+    present_key: bool = True,
 ) -> grpc.Channel:
     """A channel to a Switchboard service: TLS (mutual when configured) and the settings' API
-    key when there is one,
+    key when there is one (unless ``present_key`` is false: each call then brings its own),
     request-id propagation and a default deadline on every call (a call may pass a shorter
     ``timeout`` of its own; None sets none, for long-lived streams)."""
     channel = (
@@ -98,5 +102,6 @@ def open_channel(
         else grpc.insecure_channel(address)
     )
     return grpc.intercept_channel(
-        channel, _PropagatingInterceptor(deadline_seconds, settings.client_api_key)
+        channel,
+        _PropagatingInterceptor(deadline_seconds, settings.client_api_key if present_key else ""),
     )

@@ -20,9 +20,12 @@ def dashboard() -> None:
     """Serve the reports dashboard over HTTP until SIGTERM or Ctrl-C."""
     settings = Settings()
     configure_logging("dashboard", settings.log_level)
-    # The reports are served by the routing server.
+    # The reports are served by the routing server, and read with each visitor's own key.
     channel = open_channel(
-        settings.routing_address, settings, deadline_seconds=settings.report_deadline_seconds
+        settings.routing_address,
+        settings,
+        deadline_seconds=settings.report_deadline_seconds,
+        present_key=False,
     )
     running = create_dashboard(
         reports_pb2_grpc.ReportServiceStub(channel),
@@ -36,7 +39,8 @@ def dashboard() -> None:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    click.echo(f"dashboard http://{settings.dashboard_host}:{running.port}/")
+    address = f"http://{settings.dashboard_host}:{running.port}/"
+    click.echo(f"dashboard {address} (sign in with an admin API key)")
     stopping.wait()
     running.stop()
     channel.close()

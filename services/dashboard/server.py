@@ -4,6 +4,10 @@ passes ReportService answers through unchanged.
 The API is a thin translation: query string to request, response to JSON with the proto
 field names, gRPC status to HTTP status. Every figure on the page is the RPC's figure, so
 the page and ``switchboard report`` can never disagree.
+
+Reports need a signed-in visitor: ``POST /api/session`` with an API key opens a session
+(``sessions.py``), and every report call presents that key, never the dashboard's own, so
+the report service decides who may read what.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
+from http.cookies import CookieError, SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from typing import Any, Protocol, TypeVar, cast
@@ -27,13 +32,23 @@ from grpc_status import rpc_status
 from switchboard.reports.v1 import reports_pb2 as pb
 from switchboard.reports.v1 import reports_pb2_grpc
 
+from services.core.channels import AUTHORIZATION_HEADER
 from services.core.clock import Clock, utc_now
 from services.core.errors import InvalidArgument
 from services.dashboard.query import ReportQuery, parse_report_query
+from services.dashboard.sessions import Sessions
 
 log = logging.getLogger("switchboard.dashboard")
 
 ReportStub = reports_pb2_grpc.ReportServiceStub
+Metadata = tuple[tuple[str, str], ...]
+
+SESSION_PATH = "/api/session"
+SESSION_COOKIE = "switchboard_session"
+# Scripts cannot read it, and no other site's page can make the browser send it.
+_COOKIE_ATTRIBUTES = "Path=/; HttpOnly; SameSite=Strict"
+# A sign-in body is one key; anything much longer is not one.
+MAX_SIGN_IN_BYTES = 4096
 
 _CONTENT_TYPES = {
     ".html": "text/html; charset=utf-8",
@@ -52,6 +67,8 @@ _HTTP_STATUS_OF_GRPC = {
     grpc.StatusCode.INVALID_ARGUMENT: HTTPStatus.BAD_REQUEST,
     grpc.StatusCode.OUT_OF_RANGE: HTTPStatus.BAD_REQUEST,
     grpc.StatusCode.NOT_FOUND: HTTPStatus.NOT_FOUND,
+    grpc.StatusCode.UNAUTHENTICATED: HTTPStatus.UNAUTHORIZED,
+    grpc.StatusCode.PERMISSION_DENIED: HTTPStatus.FORBIDDEN,
     grpc.StatusCode.FAILED_PRECONDITION: HTTPStatus.CONFLICT,
     grpc.StatusCode.RESOURCE_EXHAUSTED: HTTPStatus.TOO_MANY_REQUESTS,
     grpc.StatusCode.UNAVAILABLE: HTTPStatus.SERVICE_UNAVAILABLE,
@@ -69,7 +86,7 @@ def http_status_of(code: grpc.StatusCode) -> HTTPStatus:
 @dataclass(frozen=True)
 class _Endpoint:
     parameters: frozenset[str]
-    call: Callable[[ReportStub, ReportQuery], Message]
+    call: Callable[[ReportStub, ReportQuery, Metadata], Message]
 
 
 class _RangedRequest(Protocol):
@@ -88,19 +105,19 @@ def _in_range(request: _Ranged, query: ReportQuery) -> _Ranged:
     return request
 
 
-def _scorecard(reports: ReportStub, query: ReportQuery) -> Message:
+def _scorecard(reports: ReportStub, query: ReportQuery, metadata: Metadata) -> Message:
     request = _in_range(pb.GetScorecardRequest(family=query.family), query)
-    return reports.GetScorecard(request)
+    return reports.GetScorecard(request, metadata=metadata)
 
 
-def _migration(reports: ReportStub, query: ReportQuery) -> Message:
+def _migration(reports: ReportStub, query: ReportQuery, metadata: Metadata) -> Message:
     request = _in_range(pb.GetMigrationMatrixRequest(family=query.family), query)
-    return reports.GetMigrationMatrix(request)
+    return reports.GetMigrationMatrix(request, metadata=metadata)
 
 
-def _health(reports: ReportStub, query: ReportQuery) -> Message:
+def _health(reports: ReportStub, query: ReportQuery, metadata: Metadata) -> Message:
     request = pb.GetSegmentHealthRequest(family=query.family, time_zone=query.time_zone)
-    return reports.GetSegmentHealth(_in_range(request, query))
+    return reports.GetSegmentHealth(_in_range(request, query), metadata=metadata)
 
 
 ENDPOINTS: Mapping[str, _Endpoint] = {
@@ -137,11 +154,13 @@ class _DashboardHTTPServer(ThreadingHTTPServer):
         reports: ReportStub,
         clock: Clock,
         assets: Mapping[str, _Asset],
+        sessions: Sessions,
     ) -> None:
         super().__init__(address, _DashboardHandler)
         self.reports = reports
         self.clock = clock
         self.assets = assets
+        self.sessions = sessions
 
 
 class _DashboardHandler(BaseHTTPRequestHandler):
@@ -158,21 +177,115 @@ class _DashboardHandler(BaseHTTPRequestHandler):
         elif url.path.startswith("/static/"):
             self._send_asset(url.path.removeprefix("/static/"))
         elif url.path in ENDPOINTS:
-            self._answer_api(ENDPOINTS[url.path], parse_qs(url.query, keep_blank_values=True))
+            api_key = self._signed_in_key()
+            if api_key is not None:
+                parameters = parse_qs(url.query, keep_blank_values=True)
+                self._answer_api(ENDPOINTS[url.path], parameters, api_key)
+        elif url.path == SESSION_PATH:
+            token = self._session_token()
+            signed_in = bool(token) and self.dashboard.sessions.api_key(token) is not None
+            self._send_json(HTTPStatus.OK, {"signed_in": signed_in})
         else:
             self._send_error(HTTPStatus.NOT_FOUND, "NOT_FOUND", f"no such page: {url.path}")
 
+    def do_POST(self) -> None:
+        if urlsplit(self.path).path == SESSION_PATH:
+            self._sign_in()
+        else:
+            self._refuse_method()
+
+    def do_DELETE(self) -> None:
+        if urlsplit(self.path).path == SESSION_PATH:
+            self._close_session()
+            self._send_json(HTTPStatus.OK, {"signed_in": False}, _FORGET_SESSION)
+        else:
+            self._refuse_method()
+
     def _refuse_method(self) -> None:
+        if urlsplit(self.path).path == SESSION_PATH:
+            allowed, message = "GET, POST, DELETE", "sign in with POST, sign out with DELETE"
+        else:
+            allowed, message = "GET", "the dashboard is read-only: GET only"
         self._send_error(
             HTTPStatus.METHOD_NOT_ALLOWED,
             "METHOD_NOT_ALLOWED",
-            "the dashboard is read-only: GET only",
-            extra_headers={"Allow": "GET"},
+            message,
+            extra_headers={"Allow": allowed},
         )
 
-    do_POST = do_PUT = do_PATCH = do_DELETE = _refuse_method
+    do_PUT = do_PATCH = _refuse_method
 
-    def _answer_api(self, endpoint: _Endpoint, parameters: Mapping[str, list[str]]) -> None:
+    # ---- sessions
+
+    def _session_token(self) -> str:
+        cookies: SimpleCookie = SimpleCookie()
+        try:
+            cookies.load(self.headers.get("Cookie", ""))
+        except CookieError:
+            return ""
+        morsel = cookies.get(SESSION_COOKIE)
+        return morsel.value if morsel is not None else ""
+
+    def _signed_in_key(self) -> str | None:
+        """The visitor's API key; None once a 401 asking them to sign in has been sent."""
+        token = self._session_token()
+        api_key = self.dashboard.sessions.api_key(token) if token else None
+        if api_key is None:
+            self._send_error(
+                HTTPStatus.UNAUTHORIZED,
+                "SIGN_IN_REQUIRED",
+                "sign in with an admin API key to read reports",
+                extra_headers=_FORGET_SESSION if token else None,
+            )
+        return api_key
+
+    def _close_session(self) -> None:
+        token = self._session_token()
+        if token:
+            self.dashboard.sessions.close(token)
+
+    def _sign_in(self) -> None:
+        """Open a session for the key in the JSON body. The key is checked by the report
+        service on the first report call, which ends the session if it is refused."""
+        if self.headers.get_content_type() != "application/json":
+            self._send_error(
+                HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+                "UNSUPPORTED_MEDIA_TYPE",
+                'send the key as JSON: {"api_key": "..."}',
+            )
+            return
+        try:
+            size = int(self.headers.get("Content-Length", ""))
+        except ValueError:
+            self._send_error(HTTPStatus.LENGTH_REQUIRED, "LENGTH_REQUIRED", "no Content-Length")
+            return
+        if not 0 <= size <= MAX_SIGN_IN_BYTES:
+            self._send_error(
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                "REQUEST_ENTITY_TOO_LARGE",
+                f"a sign-in body is at most {MAX_SIGN_IN_BYTES} bytes",
+            )
+            return
+        try:
+            document = json.loads(self.rfile.read(size))
+        except ValueError:
+            self._send_error(HTTPStatus.BAD_REQUEST, "INVALID_ARGUMENT", "the body is not JSON")
+            return
+        api_key = document.get("api_key") if isinstance(document, dict) else None
+        if not isinstance(api_key, str) or not api_key.strip():
+            violation = {"field": "api_key", "description": "give the API key to sign in with"}
+            self._send_error(HTTPStatus.BAD_REQUEST, "INVALID_ARGUMENT", "no API key", [violation])
+            return
+        self._close_session()
+        token = self.dashboard.sessions.open(api_key.strip())
+        cookie = {"Set-Cookie": f"{SESSION_COOKIE}={token}; {_COOKIE_ATTRIBUTES}"}
+        self._send_json(HTTPStatus.OK, {"signed_in": True}, cookie)
+
+    # ---- reports
+
+    def _answer_api(
+        self, endpoint: _Endpoint, parameters: Mapping[str, list[str]], api_key: str
+    ) -> None:
         try:
             query = parse_report_query(
                 parameters, allowed=endpoint.parameters, now=self.dashboard.clock()
@@ -184,11 +297,22 @@ class _DashboardHandler(BaseHTTPRequestHandler):
             self._send_error(HTTPStatus.BAD_REQUEST, "INVALID_ARGUMENT", error.message, violations)
             return
         try:
-            response = endpoint.call(self.dashboard.reports, query)
+            response = endpoint.call(
+                self.dashboard.reports, query, ((AUTHORIZATION_HEADER, f"Bearer {api_key}"),)
+            )
         except grpc.RpcError as error:
             code = error.code()
+            refused = code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
+            if refused:
+                # A key the service refuses (unknown, revoked, or of a role that may not read
+                # reports) ends the session: the page asks for another key.
+                self._close_session()
             self._send_error(
-                http_status_of(code), code.name, error.details() or "", _field_violations(error)
+                http_status_of(code),
+                code.name,
+                error.details() or "",
+                _field_violations(error),
+                extra_headers=_FORGET_SESSION if refused else None,
             )
             return
         document = json_format.MessageToDict(response, preserving_proto_field_name=True)
@@ -245,6 +369,9 @@ class _DashboardHandler(BaseHTTPRequestHandler):
         log.debug("http %s", format % args)
 
 
+_FORGET_SESSION = {"Set-Cookie": f"{SESSION_COOKIE}=; Max-Age=0; {_COOKIE_ATTRIBUTES}"}
+
+
 def _field_violations(error: grpc.RpcError) -> list[dict[str, str]]:
     status = rpc_status.from_call(error)
     violations: list[dict[str, str]] = []
@@ -282,8 +409,9 @@ def create_dashboard(
     reports: ReportStub, *, host: str, port: int, clock: Clock = utc_now
 ) -> RunningDashboard:
     """Serve the dashboard on ``host:port`` (port 0 picks a free port), reading every figure
-    from ``reports``."""
-    httpd = _DashboardHTTPServer((host, port), reports, clock, _load_assets())
+    from ``reports`` with the signed-in visitor's key. The channel behind ``reports``
+    should present no key of its own."""
+    httpd = _DashboardHTTPServer((host, port), reports, clock, _load_assets(), Sessions())
     thread = threading.Thread(target=httpd.serve_forever, name="dashboard-http", daemon=True)
     thread.start()
     return RunningDashboard(host, httpd.server_address[1], httpd, thread)

@@ -17,6 +17,9 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from switchboard.reports.v1 import reports_pb2_grpc
 
+from services.core.channels import open_channel
+from services.core.server import RunningServer
+from services.core.settings import Settings
 from services.dashboard.server import RunningDashboard, create_dashboard
 from tests.integration import conftest as integration
 
@@ -75,9 +78,18 @@ def dashboard_now() -> datetime:
 
 
 @pytest.fixture
-def dashboard(
-    reports: reports_pb2_grpc.ReportServiceStub, dashboard_now: datetime
-) -> Iterator[RunningDashboard]:
-    running = create_dashboard(reports, host="127.0.0.1", port=0, clock=lambda: dashboard_now)
+def dashboard(routing_server: RunningServer, dashboard_now: datetime) -> Iterator[RunningDashboard]:
+    """A dashboard as ``switchboard dashboard`` runs it: its channel presents no key, so every
+    report it shows was read with the key a visitor signed in with."""
+    channel = open_channel(
+        f"127.0.0.1:{routing_server.port}", Settings(), deadline_seconds=30, present_key=False
+    )
+    running = create_dashboard(
+        reports_pb2_grpc.ReportServiceStub(channel),
+        host="127.0.0.1",
+        port=0,
+        clock=lambda: dashboard_now,
+    )
     yield running
     running.stop()
+    channel.close()

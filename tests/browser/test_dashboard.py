@@ -7,12 +7,15 @@ from __future__ import annotations
 import json
 import math
 import re
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
+from email.message import Message
 from html.parser import HTMLParser
+from http.cookies import SimpleCookie
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
@@ -20,15 +23,18 @@ import pytest
 from google.protobuf import field_mask_pb2, timestamp_pb2
 from selenium import webdriver
 from selenium.webdriver.support.ui import Select, WebDriverWait
+from sqlalchemy import Engine
 from switchboard.profiles.v1 import profiles_pb2 as ppb
 from switchboard.reports.v1 import reports_pb2 as rpb
 from switchboard.reports.v1 import reports_pb2_grpc
 from switchboard.routing.v1 import routing_pb2 as pb
 from switchboard.segments.v1 import segments_pb2 as spb
 
+from services.access.domain import Role
+from services.access.keys import KeyStore
 from services.core.channels import open_channel
 from services.core.settings import Settings
-from services.dashboard.server import RunningDashboard, create_dashboard
+from services.dashboard.server import SESSION_COOKIE, RunningDashboard, create_dashboard
 from tests.browser.conftest import BROWSER_TIME_ZONE
 from tests.integration.conftest import ManualClock
 from tests.integration.routing_setup import (
@@ -46,6 +52,7 @@ from tests.integration.routing_setup import (
     set_rules,
     sla_policy,
 )
+from tests.support.access import new_key
 from tests.support.stores import free_port
 
 ReportStub = reports_pb2_grpc.ReportServiceStub
@@ -229,16 +236,34 @@ def shown_gap(gap: rpb.Gap) -> str:
 # ---- reading the page ------------------------------------------------------------------------
 
 
-def open_page(browser: webdriver.Chrome, dashboard: RunningDashboard, query: str) -> None:
+def page_state(browser: webdriver.Chrome) -> str:
+    return browser.find_element("tag name", "body").get_attribute("data-state") or ""
+
+
+def settled_state(browser: webdriver.Chrome) -> str:
+    """The page's state once it has stopped loading: ready, error or signed-out."""
+    WebDriverWait(browser, 10).until(lambda driver: page_state(driver) != "loading")
+    return page_state(browser)
+
+
+def sign_in(browser: webdriver.Chrome, api_key: str) -> str:
+    """Sign in through the page's form; the state the page settles in."""
+    field = browser.find_element("id", "api-key")
+    field.clear()
+    field.send_keys(api_key)
+    browser.find_element("css selector", "#sign-in-form button[type=submit]").click()
+    return settled_state(browser)
+
+
+def open_page(
+    browser: webdriver.Chrome, dashboard: RunningDashboard, query: str, api_key: str
+) -> None:
+    """Open the page on ``query``, signing in with ``api_key`` when it asks."""
     browser.get(f"{dashboard.url}?{query}")
-    WebDriverWait(browser, 10).until(
-        lambda driver: (
-            driver.find_element("tag name", "body").get_attribute("data-state") != "loading"
-        )
-    )
-    assert browser.find_element("tag name", "body").get_attribute("data-state") == "ready", (
-        browser.find_element("tag name", "main").text
-    )
+    state = settled_state(browser)
+    if state == "signed-out":
+        state = sign_in(browser, api_key)
+    assert state == "ready", browser.find_element("tag name", "main").text
     # Script errors, failed loads and anything the page's security policy refused.
     problems = [
         entry["message"] for entry in browser.get_log("browser") if entry["level"] == "SEVERE"
@@ -281,10 +306,11 @@ def instant(text: str) -> datetime:
 def test_scorecard_shows_the_rpc_figures_and_highlights_the_starter_gap(
     browser: webdriver.Chrome,
     dashboard: RunningDashboard,
+    admin_key: str,
     dashboard_now: datetime,
     reports: ReportStub,
 ) -> None:
-    open_page(browser, dashboard, "family=tier&since=30d")
+    open_page(browser, dashboard, "family=tier&since=30d", admin_key)
 
     page_range = browser.find_element("id", "range")
     start, end = dashboard_now - timedelta(days=30), dashboard_now
@@ -343,10 +369,11 @@ def test_scorecard_shows_the_rpc_figures_and_highlights_the_starter_gap(
 def test_migration_matrix_and_segment_sizes_show_the_rpc_counts(
     browser: webdriver.Chrome,
     dashboard: RunningDashboard,
+    admin_key: str,
     dashboard_now: datetime,
     reports: ReportStub,
 ) -> None:
-    open_page(browser, dashboard, "family=tier&since=30d")
+    open_page(browser, dashboard, "family=tier&since=30d", admin_key)
 
     start, end = timestamp(dashboard_now - timedelta(days=30)), timestamp(dashboard_now)
     matrix = reports.GetMigrationMatrix(
@@ -384,11 +411,12 @@ def test_migration_matrix_and_segment_sizes_show_the_rpc_counts(
 def test_choosing_a_range_reloads_the_reports_for_it(
     browser: webdriver.Chrome,
     dashboard: RunningDashboard,
+    admin_key: str,
     dashboard_now: datetime,
     segments: Segments,
 ) -> None:
     create_tier_segments(segments)
-    open_page(browser, dashboard, "family=tier&since=30d")
+    open_page(browser, dashboard, "family=tier&since=30d", admin_key)
 
     Select(browser.find_element("id", "since")).select_by_value("7d")
     browser.find_element("css selector", "#controls button[type=submit]").click()
@@ -420,7 +448,7 @@ class _Sources(HTMLParser):
 
 
 def test_the_page_loads_only_what_the_dashboard_serves(
-    browser: webdriver.Chrome, dashboard: RunningDashboard, segments: Segments
+    browser: webdriver.Chrome, dashboard: RunningDashboard, admin_key: str, segments: Segments
 ) -> None:
     create_tier_segments(segments)
     with urllib.request.urlopen(dashboard.url, timeout=5) as response:
@@ -436,7 +464,7 @@ def test_the_page_loads_only_what_the_dashboard_serves(
             assert asset.status == 200
     assert "default-src 'self'" in policy
 
-    open_page(browser, dashboard, "family=tier&since=7d")
+    open_page(browser, dashboard, "family=tier&since=7d", admin_key)
     loaded = browser.execute_script(
         "return performance.getEntriesByType('resource').map((entry) => entry.name)"
     )
@@ -447,13 +475,57 @@ def test_the_page_loads_only_what_the_dashboard_serves(
 # ---- the JSON API's errors -------------------------------------------------------------------
 
 
-def get_json(url: str) -> tuple[int, dict[str, Any]]:
-    request = urllib.request.Request(url)
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, json.load(response)
-    except urllib.error.HTTPError as error:
-        return error.code, json.load(error)
+class Visitor:
+    """A caller of the dashboard's JSON API without a browser, keeping its session cookie."""
+
+    def __init__(self, dashboard: RunningDashboard) -> None:
+        self.url = dashboard.url
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())
+        self.headers: Message = Message()
+
+    def call(
+        self, method: str, path: str, body: bytes | None = None, content_type: str = ""
+    ) -> tuple[int, dict[str, Any]]:
+        request = urllib.request.Request(urljoin(self.url, path), data=body, method=method)
+        if content_type:
+            request.add_header("Content-Type", content_type)
+        try:
+            with self.opener.open(request, timeout=10) as response:
+                self.headers = response.headers
+                return response.status, json.load(response)
+        except urllib.error.HTTPError as error:
+            self.headers = error.headers
+            return error.code, json.load(error)
+
+    def get(self, path: str) -> tuple[int, dict[str, Any]]:
+        return self.call("GET", path)
+
+    def sign_in(self, api_key: str) -> tuple[int, dict[str, Any]]:
+        body = json.dumps({"api_key": api_key}).encode()
+        return self.call("POST", "api/session", body, "application/json")
+
+    def session_token(self) -> str:
+        """The token the last answer set in the session cookie."""
+        cookie = SimpleCookie(self.headers["Set-Cookie"])
+        return cookie[SESSION_COOKIE].value
+
+    def replay(self, path: str, token: str) -> tuple[int, str]:
+        """GET ``path`` presenting ``token``, as a client ignoring the cookie's end would."""
+        request = urllib.request.Request(urljoin(self.url, path))
+        request.add_header("Cookie", f"{SESSION_COOKIE}={token}")
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, ""
+        except urllib.error.HTTPError as error:
+            return error.code, json.load(error)["error"]["code"]
+
+    def sign_out(self) -> tuple[int, dict[str, Any]]:
+        return self.call("DELETE", "api/session")
+
+
+def error_code(answer: tuple[int, dict[str, Any]]) -> tuple[int, str]:
+    status, body = answer
+    return status, body.get("error", {}).get("code", "")
 
 
 def violated_fields(document: dict[str, Any]) -> set[str]:
@@ -461,12 +533,14 @@ def violated_fields(document: dict[str, Any]) -> set[str]:
 
 
 def test_api_maps_bad_requests_and_report_errors_to_http_statuses(
-    dashboard: RunningDashboard, segments: Segments
+    dashboard: RunningDashboard, admin_key: str, segments: Segments
 ) -> None:
     create_tier_segments(segments)
-    api = urljoin(dashboard.url, "api/")
+    visitor = Visitor(dashboard)
+    assert visitor.sign_in(admin_key)[0] == 200
+    api = "api/"
 
-    status, body = get_json(api + "scorecard?family=tier&since=30d")
+    status, body = visitor.get(api + "scorecard?family=tier&since=30d")
     assert status == 200
     assert [score["segment_id"] for score in body["segments"]] == [
         "tier_enterprise",
@@ -484,7 +558,7 @@ def test_api_maps_bad_requests_and_report_errors_to_http_statuses(
         ("family=tier&colour=red", "colour"),
         ("family=tier&family=lifecycle", "family"),
     ):
-        status, body = get_json(api + "scorecard?" + query)
+        status, body = visitor.get(api + "scorecard?" + query)
         assert (status, body["error"]["code"]) == (400, "INVALID_ARGUMENT"), query
         assert field in violated_fields(body), (query, body)
 
@@ -506,27 +580,148 @@ def test_api_maps_bad_requests_and_report_errors_to_http_statuses(
         ("migration?family=nonexistent&since=30d", 404, "NOT_FOUND", ""),
     )
     for path, expected_status, code, field in cases:
-        status, body = get_json(api + path)
+        status, body = visitor.get(api + path)
         assert (status, body["error"]["code"]) == (expected_status, code), (path, body)
         assert body["error"]["message"], body
         if field:
             assert field in violated_fields(body), (path, body)
 
-    status, body = get_json(urljoin(dashboard.url, "api/nothing"))
+    status, body = visitor.get("api/nothing")
     assert status == 404
-    request = urllib.request.Request(api + "scorecard?family=tier", method="POST", data=b"")
-    with pytest.raises(urllib.error.HTTPError) as refused:
-        urllib.request.urlopen(request, timeout=5)
-    assert refused.value.code == 405 and refused.value.headers["Allow"] == "GET"
+    assert error_code(visitor.call("POST", api + "scorecard?family=tier", b"")) == (
+        405,
+        "METHOD_NOT_ALLOWED",
+    )
+    assert visitor.headers["Allow"] == "GET"
 
 
 def test_api_answers_503_when_the_report_service_is_down() -> None:
-    channel = open_channel(f"127.0.0.1:{free_port()}", Settings(), deadline_seconds=2)
+    channel = open_channel(
+        f"127.0.0.1:{free_port()}", Settings(), deadline_seconds=2, present_key=False
+    )
     running = create_dashboard(ReportStub(channel), host="127.0.0.1", port=0)
     try:
-        status, body = get_json(running.url + "api/scorecard?family=tier&since=30d")
+        visitor = Visitor(running)
+        assert visitor.sign_in("any key: the service that would check it is down")[0] == 200
+        status, body = visitor.get("api/scorecard?family=tier&since=30d")
     finally:
         running.stop()
         channel.close()
     assert (status, body["error"]["code"]) == (503, "UNAVAILABLE")
     assert body["error"]["message"]
+
+
+# ---- signing in ------------------------------------------------------------------------------
+
+
+def test_reports_are_read_only_with_the_signed_in_visitors_own_key(
+    dashboard: RunningDashboard, engine: Engine, segments: Segments
+) -> None:
+    create_tier_segments(segments)
+    scorecard = "api/scorecard?family=tier&since=30d"
+    visitor = Visitor(dashboard)
+
+    assert error_code(visitor.get(scorecard)) == (401, "SIGN_IN_REQUIRED")
+
+    # The report service judges the key: an unknown one is refused, and so is an agent
+    # console's (reports are for admins); a refusal ends the session.
+    for api_key, refused in (
+        ("not-a-key", (401, "UNAUTHENTICATED")),
+        (new_key(engine, Role.CONSOLE, agent_id="agent-1"), (403, "PERMISSION_DENIED")),
+    ):
+        assert visitor.sign_in(api_key)[0] == 200
+        token = visitor.session_token()
+        assert error_code(visitor.get(scorecard)) == refused
+        assert error_code(visitor.get(scorecard)) == (401, "SIGN_IN_REQUIRED")
+        assert visitor.replay(scorecard, token) == (401, "SIGN_IN_REQUIRED")
+
+    assert visitor.get("api/session") == (200, {"signed_in": False})
+    reader = new_key(engine, Role.ADMIN)
+    status, _ = visitor.sign_in(reader)
+    cookie, token = visitor.headers["Set-Cookie"], visitor.session_token()
+    assert status == 200 and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    assert reader not in cookie
+    assert visitor.get("api/session") == (200, {"signed_in": True})
+    assert visitor.get(scorecard)[0] == 200
+
+    # Signing out ends the session at once, for whoever holds its token.
+    assert visitor.sign_out()[0] == 200
+    assert error_code(visitor.get(scorecard)) == (401, "SIGN_IN_REQUIRED")
+    assert visitor.replay(scorecard, token) == (401, "SIGN_IN_REQUIRED")
+
+    # A key revoked while its visitor is signed in stops working within the services'
+    # refresh interval (a second).
+    key, token = KeyStore(engine).create("report reader", Role.ADMIN)
+    assert visitor.sign_in(token)[0] == 200
+    assert visitor.get(scorecard)[0] == 200
+    KeyStore(engine).revoke(key.key_id)
+    deadline = time.monotonic() + 5
+    while (answer := error_code(visitor.get(scorecard)))[0] == 200:
+        assert time.monotonic() < deadline, "the revoked key still reads reports after 5 s"
+        time.sleep(0.1)
+    assert answer == (401, "UNAUTHENTICATED")
+    assert error_code(visitor.get(scorecard)) == (401, "SIGN_IN_REQUIRED")
+
+
+def test_signing_in_refuses_what_is_not_a_key(dashboard: RunningDashboard) -> None:
+    visitor = Visitor(dashboard)
+    session = "api/session"
+
+    # Only JSON: a cross-site form cannot send it without the browser asking first.
+    form = b"api_key=abc"
+    assert error_code(visitor.call("POST", session, form, "application/x-www-form-urlencoded")) == (
+        415,
+        "UNSUPPORTED_MEDIA_TYPE",
+    )
+    for body in (b"{}", b'{"api_key": "  "}', b'{"api_key": 7}', b"[]"):
+        status, answer = visitor.call("POST", session, body, "application/json")
+        assert (status, violated_fields(answer)) == (400, {"api_key"}), body
+    assert error_code(visitor.call("POST", session, b"{not json", "application/json")) == (
+        400,
+        "INVALID_ARGUMENT",
+    )
+    huge = json.dumps({"api_key": "k" * 5000}).encode()
+    assert error_code(visitor.call("POST", session, huge, "application/json")) == (
+        413,
+        "REQUEST_ENTITY_TOO_LARGE",
+    )
+    assert error_code(visitor.call("PUT", session, b"{}", "application/json")) == (
+        405,
+        "METHOD_NOT_ALLOWED",
+    )
+    assert visitor.headers["Allow"] == "GET, POST, DELETE"
+    # None of these opened a session.
+    assert error_code(visitor.get("api/scorecard?family=tier")) == (401, "SIGN_IN_REQUIRED")
+
+
+def test_the_page_asks_for_a_key_and_says_why_one_was_refused(
+    browser: webdriver.Chrome, dashboard: RunningDashboard, engine: Engine, segments: Segments
+) -> None:
+    create_tier_segments(segments)
+    browser.delete_all_cookies()
+    browser.get(f"{dashboard.url}?family=tier&since=30d")
+
+    def shown(element_id: str) -> bool:
+        return browser.find_element("id", element_id).is_displayed()
+
+    # A first visit gets the form, with nothing to apologise for, and no report.
+    assert settled_state(browser) == "signed-out"
+    assert shown("sign-in") and not shown("sign-in-error")
+    assert not shown("scorecard") and not shown("controls")
+
+    assert sign_in(browser, new_key(engine, Role.CONSOLE, agent_id="agent-1")) == "signed-out"
+    assert "PERMISSION_DENIED" in browser.find_element("id", "sign-in-error").text
+    assert sign_in(browser, "not-a-key") == "signed-out"
+    assert "UNAUTHENTICATED" in browser.find_element("id", "sign-in-error").text
+
+    assert sign_in(browser, new_key(engine, Role.ADMIN)) == "ready"
+    assert not shown("sign-in") and shown("scorecard") and shown("sign-out")
+    assert browser.find_elements("css selector", "#scorecard tbody tr")
+    # The page's scripts cannot read the session, let alone the key.
+    assert browser.execute_script("return document.cookie") == ""
+
+    browser.find_element("id", "sign-out").click()
+    WebDriverWait(browser, 10).until(lambda driver: page_state(driver) == "signed-out")
+    browser.refresh()
+    assert settled_state(browser) == "signed-out"
+    assert not shown("sign-in-error")

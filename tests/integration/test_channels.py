@@ -1,4 +1,5 @@
-"""Cross-service calls carry the caller's request id and always have a deadline."""
+"""Cross-service calls carry the caller's request id and always have a deadline, and the
+process's API key unless the caller brings its own."""
 
 from __future__ import annotations
 
@@ -21,10 +22,13 @@ from tests.support.rpc import call_error
 class Recorder(profiles_pb2_grpc.ProfileServiceServicer):
     def __init__(self) -> None:
         self.seen_request_ids: list[str] = []
+        self.seen_authorizations: list[str] = []
         self.release = threading.Event()
 
     def GetCustomer(self, request: pb.GetCustomerRequest, context: grpc.ServicerContext) -> object:
-        self.seen_request_ids.append(dict(context.invocation_metadata()).get("x-request-id", ""))
+        metadata = dict(context.invocation_metadata())
+        self.seen_request_ids.append(metadata.get("x-request-id", ""))
+        self.seen_authorizations.append(metadata.get("authorization", ""))
         if request.customer_id == "slow":
             self.release.wait(10)
         return pb.GetCustomerResponse(customer=pb.Customer(customer_id=request.customer_id))
@@ -68,3 +72,27 @@ def test_a_slow_service_costs_its_caller_the_deadline_not_a_hang(
         error = call_error(lambda: stub.GetCustomer(pb.GetCustomerRequest(customer_id="slow")))
     assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     assert time.monotonic() - started < 5
+
+
+def test_a_channel_presents_the_process_key_unless_told_not_to_or_a_call_brings_one(
+    recorder: tuple[Recorder, RunningServer],
+) -> None:
+    servicer, running = recorder
+    settings = Settings(api_key="sb_process_key")
+    address = f"127.0.0.1:{running.port}"
+    request = pb.GetCustomerRequest(customer_id="c1")
+    visitor = (("authorization", "Bearer sb_visitor_key"),)
+    for present_key in (True, False):
+        with open_channel(
+            address, settings, deadline_seconds=5, present_key=present_key
+        ) as channel:
+            stub = profiles_pb2_grpc.ProfileServiceStub(channel)
+            stub.GetCustomer(request)
+            stub.GetCustomer(request, metadata=visitor)
+
+    assert servicer.seen_authorizations == [
+        "Bearer sb_process_key",
+        "Bearer sb_visitor_key",
+        "",
+        "Bearer sb_visitor_key",
+    ]

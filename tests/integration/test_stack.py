@@ -95,12 +95,20 @@ def test_up_serves_everything_loads_the_demo_and_stops_on_ctrl_c(
         assert globex.plan == "enterprise"
         assert globex.traits["logins_wow_change"] < -0.5
 
-        # The dashboard is up beside the services, and reads the reports of the demo.
+        # The dashboard is up beside the services, and reads the reports of the demo for a
+        # visitor signed in with the admin key.
         dashboard = f"http://127.0.0.1:{env['SWITCHBOARD_DASHBOARD_PORT']}/"
         stack.wait_for_line(dashboard, timeout=5)
         with urllib.request.urlopen(dashboard, timeout=10) as page:
             assert "<table" in page.read().decode()
-        with urllib.request.urlopen(f"{dashboard}api/scorecard?family=tier", timeout=30) as api:
+        visitor = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())
+        sign_in = urllib.request.Request(
+            f"{dashboard}api/session",
+            data=json.dumps({"api_key": admin_key}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        visitor.open(sign_in, timeout=10).close()
+        with visitor.open(f"{dashboard}api/scorecard?family=tier", timeout=30) as api:
             rows = json.load(api)["segments"]
         assert [row["segment_id"] for row in rows] == [
             "tier_enterprise",

@@ -126,9 +126,21 @@ function showError(id, message) {
 
 // ---- the API ----------------------------------------------------------------------------
 
+// The visitor must sign in (again): nobody is, or the report service refused their key.
+class SignInNeeded extends Error {
+  constructor(code, message) {
+    super(message);
+    this.code = code;
+  }
+}
+
 async function fetchReport(path, parameters) {
   const response = await fetch(`api/${path}?${new URLSearchParams(parameters)}`);
   const body = await response.json();
+  if (response.status === 401 || response.status === 403) {
+    const error = body.error || {};
+    throw new SignInNeeded(error.code, `${error.code}: ${error.message}`);
+  }
   if (!response.ok) {
     const error = body.error || {};
     const fields = (error.field_violations || [])
@@ -376,6 +388,37 @@ function renderHealthNotes(health, timeZone) {
   document.getElementById("health-notes").replaceChildren(...notes);
 }
 
+// ---- signing in --------------------------------------------------------------------------
+
+function showSignedIn(signedIn) {
+  document.getElementById("sign-in").hidden = signedIn;
+  document.getElementById("controls").hidden = !signedIn;
+  document.getElementById("sign-out").hidden = !signedIn;
+  document.querySelector("main").hidden = !signedIn;
+}
+
+// Shows the sign-in form. Only a refusal of a key is explained; a visitor who simply has not
+// signed in yet gets the form without an error.
+function askToSignIn(refusals) {
+  const refusal = refusals.find((error) => error.code !== "SIGN_IN_REQUIRED");
+  showSignedIn(false);
+  showError("sign-in-error", refusal ? refusal.message : "");
+  document.body.dataset.state = "signed-out";
+  document.getElementById("api-key").focus();
+}
+
+async function signIn(apiKey) {
+  const response = await fetch("api/session", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ api_key: apiKey }),
+  });
+  if (!response.ok) {
+    const error = (await response.json()).error || {};
+    throw new Error(`${error.code || response.status}: ${error.message}`);
+  }
+}
+
 // ---- the page ---------------------------------------------------------------------------
 
 function chosenOptions() {
@@ -412,6 +455,14 @@ async function load() {
   const health = fetchReport("health", { family, since, time_zone: timeZone });
 
   const outcomes = await Promise.allSettled([scorecard, migration, health]);
+  const refusals = outcomes
+    .filter((outcome) => outcome.status === "rejected" && outcome.reason instanceof SignInNeeded)
+    .map((outcome) => outcome.reason);
+  if (refusals.length) {
+    askToSignIn(refusals);
+    return;
+  }
+  showSignedIn(true);
   const [scored, migrated, checked] = outcomes;
   if (scored.status === "rejected") {
     showError("scorecard-error", scored.reason.message);
@@ -449,5 +500,27 @@ document.getElementById("controls").addEventListener("submit", (event) => {
   window.history.pushState(null, "", `?${query}`);
   load();
 });
+document.getElementById("sign-in-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const input = document.getElementById("api-key");
+  document.body.dataset.state = "loading";
+  try {
+    await signIn(input.value.trim());
+  } catch (error) {
+    showError("sign-in-error", error.message);
+    document.body.dataset.state = "signed-out";
+    return;
+  }
+  input.value = "";
+  load();
+});
+document.getElementById("sign-out").addEventListener("click", async () => {
+  await fetch("api/session", { method: "DELETE" });
+  askToSignIn([]);
+});
 window.addEventListener("popstate", load);
-load();
+
+// Asked first, so that a visitor who has not signed in yet sees the form, not three refusals.
+fetch("api/session")
+  .then((response) => response.json())
+  .then((session) => (session.signed_in ? load() : askToSignIn([])));
