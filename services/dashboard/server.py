@@ -268,14 +268,16 @@ class _DashboardHandler(BaseHTTPRequestHandler):
             return
         try:
             document = json.loads(self.rfile.read(size))
-        except ValueError:
+        except (ValueError, RecursionError):
             self._send_error(HTTPStatus.BAD_REQUEST, "INVALID_ARGUMENT", "the body is not JSON")
             return
         api_key = document.get("api_key") if isinstance(document, dict) else None
-        if not isinstance(api_key, str) or not api_key.strip():
-            violation = {"field": "api_key", "description": "give the API key to sign in with"}
-            self._send_error(HTTPStatus.BAD_REQUEST, "INVALID_ARGUMENT", "no API key", [violation])
+        problem = _api_key_problem(api_key)
+        if problem:
+            violation = {"field": "api_key", "description": problem}
+            self._send_error(HTTPStatus.BAD_REQUEST, "INVALID_ARGUMENT", problem, [violation])
             return
+        assert isinstance(api_key, str)
         self._close_session()
         token = self.dashboard.sessions.open(api_key.strip())
         cookie = {"Set-Cookie": f"{SESSION_COOKIE}={token}; {_COOKIE_ATTRIBUTES}"}
@@ -367,6 +369,15 @@ class _DashboardHandler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("http %s", format % args)
+
+
+def _api_key_problem(api_key: object) -> str:
+    """Why ``api_key`` cannot be a key (it must travel in a gRPC header); empty if it can."""
+    if not isinstance(api_key, str) or not api_key.strip():
+        return "give the API key to sign in with"
+    if not all("!" <= character <= "~" for character in api_key.strip()):
+        return "an API key is printable ASCII without spaces"
+    return ""
 
 
 _FORGET_SESSION = {"Set-Cookie": f"{SESSION_COOKIE}=; Max-Age=0; {_COOKIE_ATTRIBUTES}"}

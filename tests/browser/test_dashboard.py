@@ -673,13 +673,23 @@ def test_signing_in_refuses_what_is_not_a_key(dashboard: RunningDashboard) -> No
         415,
         "UNSUPPORTED_MEDIA_TYPE",
     )
-    for body in (b"{}", b'{"api_key": "  "}', b'{"api_key": 7}', b"[]"):
+    # Nor anything that could not travel as a gRPC header.
+    for body in (
+        b"{}",
+        b'{"api_key": "  "}',
+        b'{"api_key": 7}',
+        b"[]",
+        '{"api_key": "clé"}'.encode(),
+        b'{"api_key": "sb_a\\nb"}',
+        b'{"api_key": "sb_a b"}',
+    ):
         status, answer = visitor.call("POST", session, body, "application/json")
         assert (status, violated_fields(answer)) == (400, {"api_key"}), body
-    assert error_code(visitor.call("POST", session, b"{not json", "application/json")) == (
-        400,
-        "INVALID_ARGUMENT",
-    )
+    for body in (b"{not json", b"\xff\xfe", b"[" * 3000 + b"]" * 1000):
+        assert error_code(visitor.call("POST", session, body, "application/json")) == (
+            400,
+            "INVALID_ARGUMENT",
+        ), body[:20]
     huge = json.dumps({"api_key": "k" * 5000}).encode()
     assert error_code(visitor.call("POST", session, huge, "application/json")) == (
         413,
