@@ -134,18 +134,22 @@ class SignInNeeded extends Error {
   }
 }
 
+// An API error as one line: its code, then the fields it names or else its message.
+function describeError(status, body) {
+  const error = body.error || {};
+  const fields = (error.field_violations || [])
+    .map((v) => `${v.field}: ${v.description}`).join("; ");
+  return `${error.code || status}: ${fields || error.message}`;
+}
+
 async function fetchReport(path, parameters) {
   const response = await fetch(`api/${path}?${new URLSearchParams(parameters)}`);
   const body = await response.json();
   if (response.status === 401 || response.status === 403) {
-    const error = body.error || {};
-    throw new SignInNeeded(error.code, `${error.code}: ${error.message}`);
+    throw new SignInNeeded((body.error || {}).code, describeError(response.status, body));
   }
   if (!response.ok) {
-    const error = body.error || {};
-    const fields = (error.field_violations || [])
-      .map((v) => `${v.field}: ${v.description}`).join("; ");
-    throw new Error(`${error.code || response.status}: ${fields || error.message}`);
+    throw new Error(describeError(response.status, body));
   }
   return body;
 }
@@ -414,8 +418,7 @@ async function signIn(apiKey) {
     body: JSON.stringify({ api_key: apiKey }),
   });
   if (!response.ok) {
-    const error = (await response.json()).error || {};
-    throw new Error(`${error.code || response.status}: ${error.message}`);
+    throw new Error(describeError(response.status, await response.json()));
   }
 }
 
